@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up .venv from requirements.txt (once, and again when it changes), then run a command:
+#   ./run.sh train [NAME] [options]    ./run.sh predict [NAME] [options]    ./run.sh test
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+STAMP="$VENV/.requirements.sha1"
+want=$(sha1sum requirements.txt | cut -d' ' -f1)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  echo "Setting up $VENV from requirements.txt (first run only; torch takes a few minutes)..." >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  echo "$want" > "$STAMP"
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+case "${1:-}" in
+  test)
+    shift
+    exec "$VENV/bin/python" -m pytest -q tests "$@" ;;
+  ""|-h|--help|help)
+    "$VENV/bin/python" -m compete --help
+    echo
+    echo "  ./run.sh test [pytest options]   run the test suite" ;;
+  *)
+    exec "$VENV/bin/python" -m compete "$@" ;;
+esac

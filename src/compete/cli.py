@@ -1,0 +1,79 @@
+"""Command-line parsing and dispatch only: `python -m compete COMMAND [NAME] [options]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import INPUTS_DIR, PipelineError, load_competition, parse_sets, resolve_run
+
+DEFAULT_COMPETITION = "digits"
+
+
+def data_dir(name: str, given: str | None) -> Path:
+    if given:
+        return Path(given).expanduser().resolve()
+    folder = INPUTS_DIR / name
+    if name == DEFAULT_COMPETITION:
+        from .digits import ensure_digits
+        ensure_digits(folder)
+    if not folder.exists():
+        raise PipelineError(
+            f"No data for '{name}' in {folder}. Put the competition's downloaded files there "
+            f"(zips are fine; a symlink to a read-only folder is fine), or pass --data DIR.")
+    return folder
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="./run.sh", description="Image-classification competition "
+                                  "pipeline: train, then predict a submission.csv.")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def command(name, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("name", nargs="?", default=DEFAULT_COMPETITION,
+                         help="competition (a file competition/NAME.yaml); default: digits")
+        sub.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
+        sub.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        return sub
+
+    train = command("train", "train the competition's models into a new run folder")
+    train.add_argument("--preset", default="default", help="recipe from the yaml's presets (e.g. fast, best)")
+    train.add_argument("--epochs", type=int, help="epochs for every member")
+    train.add_argument("--batch-size", type=int, help="batch size for every member")
+    train.add_argument("--lr", type=float, help="peak learning rate for every member")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--folds", type=int, help="stratified k-fold cross-validation with K folds")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any run or member setting, e.g. --set ema=0.999")
+    train.add_argument("--skip-bad-images", action="store_true",
+                       help="drop unreadable training images (counted in the log) instead of stopping")
+    predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
+    predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        comp = load_competition(args.name)
+        folder = data_dir(args.name, args.data)
+        if args.command == "train":
+            from .pipeline import train_competition
+            run_sets, member_sets = parse_sets(args.set)
+            member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                                  ("lr", args.lr)) if v is not None})
+            run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
+                                               ("device", args.device)) if v is not None})
+            run = resolve_run(comp, args.preset, run_sets, member_sets)
+            train_competition(comp, run, folder, args.skip_bad_images)
+        elif args.command == "predict":
+            from .pipeline import predict_competition
+            predict_competition(comp, folder, args.run, args.device)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,180 @@
+"""Typed configuration: a competition's yaml, its presets, and command-line overrides.
+
+Everything competition-specific lives in `competition/<name>.yaml`; this module turns it into
+dataclasses and is the one place where settings are defined, with their units and defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+COMPETITIONS_DIR = PROJECT_ROOT / "competition"
+INPUTS_DIR = PROJECT_ROOT / "inputs"
+SUBMISSIONS_DIR = PROJECT_ROOT / "submissions"
+CACHE_DIR = INPUTS_DIR / ".cache"  # decoded images; never inside a competition's data folder
+
+
+class PipelineError(Exception):
+    """An error the user can fix: the message names the file, the row or id, and the fix."""
+
+
+@dataclass
+class Member:
+    """One model of an ensemble and how to train it."""
+    model: str = "cnn"               # registry name: cnn, resnet_small, or a torchvision/timm model
+    model_args: dict = field(default_factory=dict)  # architecture keywords (widths, dropout, ...)
+    pretrained: bool = False         # use the library's pretrained weights (torchvision enum / timm)
+    weights: str | None = None       # local state_dict file for the backbone (offline machines)
+    image_size: int | None = None    # side the member sees; None keeps the competition's size
+    normalize: str = "data"          # "data": train-set mean/std; "imagenet": pretrained stats
+    epochs: int = 10                 # upper bound; early stopping may end sooner
+    batch_size: int = 256            # images per optimizer step
+    optimizer: str = "adamw"         # adamw | sgd (nesterov)
+    lr: float = 3e-3                 # peak learning rate of the schedule
+    weight_decay: float = 5e-4       # decoupled for adamw, L2 for sgd
+    schedule: str = "onecycle"       # onecycle | cosine
+    warmup: float = 0.2              # fraction of steps spent warming up (onecycle)
+    label_smoothing: float = 0.1     # cross-entropy target smoothing
+    patience: int = 0                # epochs without val-loss improvement before stopping; 0 = off
+    ema: float = 0.0                 # per-step decay of an exponential moving average of weights
+    mixup: float = 0.0               # Beta(a, a) mixup strength; 0 = off
+    pad_crop: int = 2                # random-crop padding in pixels; 0 = off
+    cutout: int = 0                  # side of a random erased square in pixels; 0 = off
+    freeze_epochs: int = 0           # epochs training only the new head (pretrained members)
+    lr_decay: float = 1.0            # discriminative lr: each earlier layer group gets lr * this
+    lr_groups: int = 3               # number of backbone layer groups for discriminative lr
+    freeze_bn: bool = False          # keep BatchNorm statistics of the backbone fixed
+    head_hidden: int = 0             # >0: new head is Linear-ReLU-Dropout-Linear with this width
+    tta: list = field(default_factory=lambda: ["identity"])  # test-time transforms, see augment.TTA
+
+
+@dataclass
+class Competition:
+    """Where a competition's files are and what they mean."""
+    name: str
+    train_csv: str = "train.csv"             # relative to the data folder; may sit inside a zip
+    test_csv: str | None = "test.csv"        # optional: the sample submission's ids suffice
+    sample_submission: str = "sample_submission.csv"
+    train_images: str = "train"              # folder, or zip holding <folder>/<id>.png
+    test_images: str = "test"
+    id_column: str = "id"
+    label_column: str = "label"
+    image_template: str = "{id}.png"         # file name of an image inside its folder
+    channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
+    image_size: int = 28                     # side in pixels; other sizes are resized to it
+    metric: str = "accuracy"
+    hflip: bool = True                       # horizontal flips keep the class (train and TTA)
+    vflip: bool = False
+    description: str = ""
+    presets: dict = field(default_factory=dict)  # preset name -> run settings and members
+
+
+@dataclass
+class RunConfig:
+    """Settings of one `train` invocation, resolved from a preset plus overrides."""
+    preset: str = "default"
+    seed: int = 0
+    val_fraction: float = 0.1        # stratified hold-out share when folds == 0
+    folds: int = 0                   # >1: stratified k-fold cross-validation
+    device: str = "auto"             # auto | cpu | cuda
+    precision: str = "auto"          # auto | bf16 | fp32 (autocast dtype)
+    compile: bool = False            # torch.compile the model (GPU)
+    threads: int = 0                 # torch CPU threads; 0 = all cores
+    members: list[Member] = field(default_factory=list)
+
+
+def _check_keys(cls, values: dict, where: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PipelineError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
+
+
+def _coerce(cls, key: str, text: str):
+    """Parse a command-line value into the type of dataclass field `key`."""
+    spec = {f.name: f for f in fields(cls)}[key]
+    current = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if isinstance(current, (int, float)):
+            return type(current)(text)
+        if isinstance(current, str):
+            return text
+        return yaml.safe_load(text)  # lists, dicts and optional values
+    except (ValueError, yaml.YAMLError):
+        raise PipelineError(
+            f"--set {key}={text}: expected a {type(current).__name__}, e.g. {key}={current}.") from None
+
+
+def competition_path(name: str) -> Path:
+    path = COMPETITIONS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in COMPETITIONS_DIR.glob("*.yaml"))
+        raise PipelineError(
+            f"Unknown competition '{name}': {path} does not exist. Known: {', '.join(known)}. "
+            f"To add one, copy competition/digits.yaml to competition/{name}.yaml and edit it.")
+    return path
+
+
+def load_competition(name: str) -> Competition:
+    path = competition_path(name)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path}: not valid YAML ({error}).") from None
+    values.setdefault("name", name)
+    _check_keys(Competition, values, str(path))
+    return Competition(**values)
+
+
+def resolve_run(competition: Competition, preset: str = "default", overrides: dict | None = None,
+                member_overrides: dict | None = None) -> RunConfig:
+    """Build the run settings from a preset, then apply run- and member-level overrides."""
+    if preset not in competition.presets:
+        raise PipelineError(
+            f"competition/{competition.name}.yaml has no preset '{preset}'. "
+            f"Available: {', '.join(sorted(competition.presets)) or 'none'}.")
+    values = dict(competition.presets[preset])
+    members = values.pop("members", [{}])
+    where = f"competition/{competition.name}.yaml preset '{preset}'"
+    _check_keys(RunConfig, values, where)
+    for member in members:
+        _check_keys(Member, member, where + " member")
+    run = RunConfig(preset=preset, **values)
+    run.members = [Member(**{**m, **(member_overrides or {})}) for m in members]
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            setattr(run, key, value)
+    return run
+
+
+def parse_sets(items: list[str]) -> tuple[dict, dict]:
+    """Split `--set key=value` items into run-level and member-level overrides, type-checked."""
+    run_keys = {f.name for f in fields(RunConfig)} - {"members"}
+    member_keys = {f.name for f in fields(Member)}
+    run_values, member_values = {}, {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise PipelineError(f"--set {item}: expected key=value, e.g. --set lr=0.001.")
+        if key in run_keys:
+            run_values[key] = _coerce(RunConfig, key, text)
+        elif key in member_keys:
+            member_values[key] = _coerce(Member, key, text)
+        else:
+            raise PipelineError(
+                f"--set {key}: unknown setting. Run settings: {', '.join(sorted(run_keys))}; "
+                f"member settings: {', '.join(sorted(member_keys))}.")
+    return run_values, member_values
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)

@@ -1,0 +1,132 @@
+"""The two user-facing jobs: train every member (hold-out or k-fold) into a run folder, and
+predict from a run folder into a validated submission file."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .augment import TTA, check_tta
+from .config import SUBMISSIONS_DIR, Competition, PipelineError, RunConfig
+from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train
+from .ensemble import combine, fit_weights
+from .files import DataDir
+from .metrics import score
+from .models import build_model
+from .runs import find_run, load_checkpoint, new_run_dir, read_json, save_checkpoint, write_json
+from .submission import build_submission, validate_submission, write_submission
+from .train import choose_device, fit, predict_logits
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, C) uint8 array -> (N, C, H, W) uint8 tensor on `device`; uint8 moves 4x less."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+
+
+def configure_threads(run: RunConfig) -> None:
+    if run.threads:
+        torch.set_num_threads(run.threads)
+
+
+def train_competition(comp: Competition, run: RunConfig, data_dir: Path,
+                      skip_bad: bool = False) -> Path:
+    """Train all members; returns the run folder."""
+    started = time.perf_counter()
+    configure_threads(run)
+    for member in run.members:
+        check_tta(member.tta, comp.hflip, comp.vflip)
+    dataset = load_train(comp, DataDir(data_dir), skip_bad)
+    device = choose_device(run.device)
+    mean, std = channel_stats(dataset.train_images)
+    targets = dataset.train_targets
+    splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
+        [holdout_split(targets, run.val_fraction, run.seed)]
+    run_dir = new_run_dir(comp.name, run.preset)
+    shape = {"channels": comp.channels, "image_size": comp.image_size,
+             "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
+    write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
+                                         "data": str(data_dir), "shape": shape,
+                                         "classes": dataset.tables.classes})
+    print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
+          f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
+    images = to_tensor(dataset.train_images, device)
+    labels = torch.from_numpy(targets).to(device)
+    covered = np.unique(np.concatenate([val for _, val in splits]))
+    oof_all, rows = [], []
+    for m, member in enumerate(run.members):
+        oof = np.zeros((len(targets), len(dataset.tables.classes)), dtype=np.float32)
+        member_started = time.perf_counter()
+        for f, (train_idx, val_idx) in enumerate(splits):
+            torch.manual_seed(run.seed + 1000 * m + f)
+            model = build_model(member, comp.channels, shape["num_classes"], comp.image_size, mean, std)
+            model = model.to(device)
+            if device.type == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            result = fit(model, member, comp, images, labels, train_idx, val_idx, device,
+                         run.precision, run.seed + f, run_dir / "log.jsonl",
+                         label=f"m{m}:{member.model} fold {f + 1}/{len(splits)}")
+            save_checkpoint(run_dir / "members" / f"m{m}_f{f}.pt", result.state_dict, member, shape,
+                            {"epoch": result.best_epoch, "val_loss": result.best_val_loss,
+                             "classes": dataset.tables.classes, "fold": f})
+            if result.val_probs is not None:
+                oof[val_idx] = result.val_probs
+        np.save(run_dir / f"oof_m{m}.npy", oof)
+        oof_all.append(oof[covered])
+        rows.append({"member": m, "model": member.model,
+                     "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
+                     "seconds": round(time.perf_counter() - member_started, 1)})
+    weights = fit_weights(oof_all, targets[covered]) if len(covered) else np.full(len(oof_all), 1 / len(oof_all))
+    ensemble_score = score(comp.metric, targets[covered], combine(oof_all, weights)) if len(covered) else None
+    summary = {"metric": comp.metric, "members": rows, "weights": weights.tolist(),
+               "ensemble_score": ensemble_score, "folds": len(splits), "validated": int(len(covered)),
+               "skipped_images": dataset.skipped, "seconds": round(time.perf_counter() - started, 1)}
+    write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
+    print_summary(summary)
+    print(f"Run saved in {run_dir}")
+    return run_dir
+
+
+def print_summary(summary: dict) -> None:
+    print(f"{'member':<24}{summary['metric']:>12}{'weight':>9}{'seconds':>10}")
+    for row, weight in zip(summary["members"], summary["weights"]):
+        value = "-" if row["score"] is None else f"{row['score']:.4f}"
+        print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
+    if summary["ensemble_score"] is not None:
+        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
+
+
+def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
+    """Per member: test probabilities averaged over its folds and its TTA transforms."""
+    probs = {}
+    for path in sorted((run_dir / "members").glob("m*_f*.pt")):
+        model, member, _ = load_checkpoint(path, device)
+        views = [predict_logits(model, images, device, precision, TTA[name]).softmax(1)
+                 for name in member.tta]
+        index = int(path.stem.split("_")[0][1:])
+        probs.setdefault(index, []).append(torch.stack(views).mean(0).numpy())
+    return [np.mean(probs[m], axis=0) for m in sorted(probs)]
+
+
+def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
+                        device_name: str = "auto") -> Path:
+    run_dir = find_run(comp.name, run_id)
+    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+    tables, test_images = load_test(comp, DataDir(data_dir))
+    if tables.classes != config["classes"]:
+        missing = sorted(set(config["classes"]) ^ set(tables.classes))
+        raise PipelineError(
+            f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
+            f"Train again.")
+    device = choose_device(device_name)
+    images = to_tensor(test_images, device)
+    probs = member_probs(run_dir, images, device, config["run"]["precision"])
+    final = combine(probs, summary["weights"])
+    np.save(run_dir / "test_probs.npy", final)
+    frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
+    validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
+    path = write_submission(frame, SUBMISSIONS_DIR / comp.name)
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}")
+    return path
