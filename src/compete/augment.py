@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .config import PipelineError
+
 
 def random_crop(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
     """Reflect-pad by `pad` pixels, then crop each image back at its own random offset."""
@@ -73,7 +75,6 @@ TTA = {
 
 
 def check_tta(names: list[str], hflip: bool, vflip: bool) -> list[str]:
-    from .config import PipelineError
     for name in names:
         if name not in TTA:
             raise PipelineError(f"Unknown TTA transform '{name}'. Known: {', '.join(TTA)}.")

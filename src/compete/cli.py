@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import INPUTS_DIR, PipelineError, load_competition, parse_sets, resolve_run
+from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
 
 DEFAULT_COMPETITION = "digits"
 
@@ -13,7 +13,7 @@ DEFAULT_COMPETITION = "digits"
 def data_dir(name: str, given: str | None) -> Path:
     if given:
         return Path(given).expanduser().resolve()
-    folder = INPUTS_DIR / name
+    folder = inputs_dir() / name
     if name == DEFAULT_COMPETITION:
         from .digits import ensure_digits
         ensure_digits(folder)

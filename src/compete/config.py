@@ -6,16 +6,36 @@ dataclasses and is the one place where settings are defined, with their units an
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-COMPETITIONS_DIR = PROJECT_ROOT / "competition"
-INPUTS_DIR = PROJECT_ROOT / "inputs"
-SUBMISSIONS_DIR = PROJECT_ROOT / "submissions"
-CACHE_DIR = INPUTS_DIR / ".cache"  # decoded images; never inside a competition's data folder
+
+
+def workspace() -> Path:
+    """Folder holding competition/, inputs/ and submissions/: the project, or $COMPETE_ROOT
+    (tests point it at a temporary folder)."""
+    return Path(os.environ.get("COMPETE_ROOT", PROJECT_ROOT))
+
+
+def competitions_dir() -> Path:
+    return workspace() / "competition"
+
+
+def inputs_dir() -> Path:
+    return workspace() / "inputs"
+
+
+def submissions_dir() -> Path:
+    return workspace() / "submissions"
+
+
+def cache_dir() -> Path:
+    """Decoded images; never inside a competition's data folder, which may be read-only."""
+    return inputs_dir() / ".cache"
 
 
 class PipelineError(Exception):
@@ -115,9 +135,11 @@ def _coerce(cls, key: str, text: str):
 
 
 def competition_path(name: str) -> Path:
-    path = COMPETITIONS_DIR / f"{name}.yaml"
+    path = competitions_dir() / f"{name}.yaml"
+    if not path.is_file() and (PROJECT_ROOT / "competition" / f"{name}.yaml").is_file():
+        path = PROJECT_ROOT / "competition" / f"{name}.yaml"  # the shipped ones, e.g. digits
     if not path.is_file():
-        known = sorted(p.stem for p in COMPETITIONS_DIR.glob("*.yaml"))
+        known = sorted(p.stem for p in competitions_dir().glob("*.yaml"))
         raise PipelineError(
             f"Unknown competition '{name}': {path} does not exist. Known: {', '.join(known)}. "
             f"To add one, copy competition/digits.yaml to competition/{name}.yaml and edit it.")

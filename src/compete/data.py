@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm import tqdm
 
-from .config import CACHE_DIR, Competition, PipelineError
+from .config import Competition, cache_dir, PipelineError
 from .files import DataDir, Tables, load_tables
 
 CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
@@ -44,7 +44,7 @@ def image_path(comp: Competition, folder: str, image_id: str) -> str:
 def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], tag: str):
     key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, ids, data.fingerprint(paths)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return CACHE_DIR / comp.name / f"{tag}-{digest}.npy"
+    return cache_dir() / comp.name / f"{tag}-{digest}.npy"
 
 
 def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], tag: str,

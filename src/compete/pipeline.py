@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .augment import TTA, check_tta
-from .config import SUBMISSIONS_DIR, Competition, PipelineError, RunConfig
+from .config import Competition, PipelineError, RunConfig, submissions_dir
 from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train
 from .ensemble import combine, fit_weights
 from .files import DataDir
@@ -62,9 +62,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path,
         for f, (train_idx, val_idx) in enumerate(splits):
             torch.manual_seed(run.seed + 1000 * m + f)
             model = build_model(member, comp.channels, shape["num_classes"], comp.image_size, mean, std)
-            model = model.to(device)
-            if device.type == "cuda":
-                model = model.to(memory_format=torch.channels_last)
+            model = model.to(device, memory_format=torch.channels_last)
             result = fit(model, member, comp, images, labels, train_idx, val_idx, device,
                          run.precision, run.seed + f, run_dir / "log.jsonl",
                          label=f"m{m}:{member.model} fold {f + 1}/{len(splits)}")
@@ -127,6 +125,6 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     np.save(run_dir / "test_probs.npy", final)
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
-    path = write_submission(frame, SUBMISSIONS_DIR / comp.name)
+    path = write_submission(frame, submissions_dir() / comp.name)
     print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}")
     return path

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from .config import SUBMISSIONS_DIR, Member, PipelineError
+from .config import Member, submissions_dir, PipelineError
 from .models import build_model
 
 
 def runs_dir(competition: str) -> Path:
-    return SUBMISSIONS_DIR / competition / "runs"
+    return submissions_dir() / competition / "runs"
 
 
 def new_run_dir(competition: str, preset: str) -> Path:

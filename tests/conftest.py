@@ -1,0 +1,88 @@
+"""Tiny competitions written by the tests themselves, in a temporary workspace."""
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+TINY_PRESET = {"val_fraction": 0.25, "members": [{
+    "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
+    "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """An empty COMPETE_ROOT: competition/, inputs/ and submissions/ live under tmp_path."""
+    monkeypatch.setenv("COMPETE_ROOT", str(tmp_path))
+    (tmp_path / "competition").mkdir()
+    return tmp_path
+
+
+@dataclass
+class Tiny:
+    name: str
+    data_dir: Path
+    train: pd.DataFrame
+    test_ids: list
+    classes: list
+
+
+def pattern(label_index: int, channels: int, size: int, rng) -> np.ndarray:
+    """A learnable image: a bright square whose position encodes the class, plus noise."""
+    image = rng.integers(0, 60, (size, size, channels), dtype=np.uint8)
+    row, col = divmod(label_index % 4, 2)
+    half = size // 2
+    image[row * half:(row + 1) * half, col * half:(col + 1) * half] = 220
+    return image
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_competition(root: Path, name: str = "tiny", n_train: int = 48, n_test: int = 12,
+                     classes=("0", "1", "2"), channels: int = 1, size: int = 8,
+                     zipped: bool = False, seed: int = 0, preset: dict | None = None,
+                     **yaml_overrides) -> Tiny:
+    """Write inputs/<name>/ (folders or zips, as the sites hand them out) and competition/<name>.yaml."""
+    rng = np.random.default_rng(seed)
+    data_dir = root / "inputs" / name
+    data_dir.mkdir(parents=True)
+    labels = [classes[i % len(classes)] for i in range(n_train)]
+    train = pd.DataFrame({"id": [str(i) for i in range(1, n_train + 1)], "label": labels})
+    test_ids = [str(i) for i in range(n_train + 1, n_train + n_test + 1)]
+    files = {"train.csv": train.to_csv(index=False).encode(),
+             "test.csv": pd.DataFrame({"id": test_ids}).to_csv(index=False).encode()}
+    for image_id, label in zip(train["id"], labels):
+        files[f"train/{image_id}.png"] = png_bytes(pattern(classes.index(label), channels, size, rng))
+    for image_id in test_ids:
+        files[f"test/{image_id}.png"] = png_bytes(pattern(int(rng.integers(len(classes))), channels, size, rng))
+    if zipped:
+        for split in ("train", "test"):
+            with zipfile.ZipFile(data_dir / f"{split}.zip", "w") as archive:
+                for path, content in files.items():
+                    if path.startswith(split):
+                        archive.writestr(path, content)
+    else:
+        for path, content in files.items():
+            (data_dir / path).parent.mkdir(parents=True, exist_ok=True)
+            (data_dir / path).write_bytes(content)
+    pd.DataFrame({"id": test_ids, "label": classes[0]}).to_csv(data_dir / "sample_submission.csv", index=False)
+    spec = {"channels": channels, "image_size": size, "hflip": False,
+            "presets": {"default": preset or TINY_PRESET}, **yaml_overrides}
+    (root / "competition" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    return Tiny(name, data_dir, train, test_ids, list(classes))
+
+
+@pytest.fixture
+def tiny(workspace) -> Tiny:
+    return make_competition(workspace)
