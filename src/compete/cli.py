@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
@@ -46,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--folds", type=int, help="stratified k-fold cross-validation with K folds")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override any run or member setting, e.g. --set ema=0.999")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the latest interrupted run (or --run ID) from its last complete epoch")
+    train.add_argument("--run", help="with --resume: the run id to continue")
     train.add_argument("--skip-bad-images", action="store_true",
                        help="drop unreadable training images (counted in the log) instead of stopping")
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
@@ -53,8 +58,14 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a run the way Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         comp = load_competition(args.name)
         folder = data_dir(args.name, args.data)
@@ -65,8 +76,14 @@ def main(argv: list[str] | None = None) -> int:
                                                   ("lr", args.lr)) if v is not None})
             run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
                                                ("device", args.device)) if v is not None})
-            run = resolve_run(comp, args.preset, run_sets, member_sets)
-            train_competition(comp, run, folder, args.skip_bad_images)
+            if args.resume:
+                from .config import run_from_dict
+                from .runs import find_unfinished, read_json
+                resume_dir = find_unfinished(comp.name, args.run)
+                run = run_from_dict(read_json(resume_dir / "config.json")["run"])
+            else:
+                resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
+            train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
         elif args.command == "predict":
             from .pipeline import predict_competition
             predict_competition(comp, folder, args.run, args.device)
@@ -74,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
+        hint = f" Continue with: ./run.sh train {args.name} --resume" if args.command == "train" else ""
+        print(f"\nInterrupted; every completed epoch is saved.{hint}", file=sys.stderr)
         return 130
     return 0

@@ -178,6 +178,13 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     return run
 
 
+def run_from_dict(values: dict) -> RunConfig:
+    """Rebuild the run settings saved in a run folder's config.json."""
+    values = dict(values)
+    members = [Member(**member) for member in values.pop("members")]
+    return RunConfig(**values, members=members)
+
+
 def parse_sets(items: list[str]) -> tuple[dict, dict]:
     """Split `--set key=value` items into run-level and member-level overrides, type-checked."""
     run_keys = {f.name for f in fields(RunConfig)} - {"members"}

@@ -31,9 +31,9 @@ def configure_threads(run: RunConfig) -> None:
         torch.set_num_threads(run.threads)
 
 
-def train_competition(comp: Competition, run: RunConfig, data_dir: Path,
-                      skip_bad: bool = False) -> Path:
-    """Train all members; returns the run folder."""
+def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
+                      resume_dir: Path | None = None) -> Path:
+    """Train all members into a new run folder, or finish the run in `resume_dir`."""
     started = time.perf_counter()
     configure_threads(run)
     for member in run.members:
@@ -44,12 +44,16 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path,
     targets = dataset.train_targets
     splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
         [holdout_split(targets, run.val_fraction, run.seed)]
-    run_dir = new_run_dir(comp.name, run.preset)
     shape = {"channels": comp.channels, "image_size": comp.image_size,
              "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
-    write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
-                                         "data": str(data_dir), "shape": shape,
-                                         "classes": dataset.tables.classes})
+    run_dir = resume_dir or new_run_dir(comp.name, run.preset)
+    if resume_dir is None:
+        write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
+                                             "data": str(data_dir), "shape": shape,
+                                             "classes": dataset.tables.classes})
+    elif read_json(run_dir / "config.json")["classes"] != dataset.tables.classes:
+        raise PipelineError(f"The training labels changed since run {run_dir.name} started: "
+                            f"start a new run instead of --resume.")
     print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
           f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
     images = to_tensor(dataset.train_images, device)
@@ -60,17 +64,10 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path,
         oof = np.zeros((len(targets), len(dataset.tables.classes)), dtype=np.float32)
         member_started = time.perf_counter()
         for f, (train_idx, val_idx) in enumerate(splits):
-            torch.manual_seed(run.seed + 1000 * m + f)
-            model = build_model(member, comp.channels, shape["num_classes"], comp.image_size, mean, std)
-            model = model.to(device, memory_format=torch.channels_last)
-            result = fit(model, member, comp, images, labels, train_idx, val_idx, device,
-                         run.precision, run.seed + f, run_dir / "log.jsonl",
-                         label=f"m{m}:{member.model} fold {f + 1}/{len(splits)}")
-            save_checkpoint(run_dir / "members" / f"m{m}_f{f}.pt", result.state_dict, member, shape,
-                            {"epoch": result.best_epoch, "val_loss": result.best_val_loss,
-                             "classes": dataset.tables.classes, "fold": f})
-            if result.val_probs is not None:
-                oof[val_idx] = result.val_probs
+            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, dataset.tables.classes,
+                                    images, labels, train_idx, val_idx, device, run_dir)
+            if val_probs is not None:
+                oof[val_idx] = val_probs
         np.save(run_dir / f"oof_m{m}.npy", oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
@@ -87,6 +84,29 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path,
     return run_dir
 
 
+def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, train_idx, val_idx,
+                device, run_dir: Path):
+    """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
+    final = run_dir / "members" / f"m{m}_f{f}.pt"
+    if final.is_file():  # finished before an interruption
+        return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
+    torch.manual_seed(run.seed + 1000 * m + f)
+    model = build_model(member, comp.channels, shape["num_classes"], comp.image_size,
+                        shape["mean"], shape["std"])
+    model = model.to(device, memory_format=torch.channels_last)
+    if run.compile:
+        model.compile()
+    resume = final.with_name(f"resume_{final.name}")  # state after the last complete epoch
+    result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
+                 run.seed + f, run_dir / "log.jsonl", label=f"m{m}:{member.model} fold {f + 1}/{folds}",
+                 resume_path=resume)
+    save_checkpoint(final, result.state_dict, member, shape,
+                    {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,
+                     "fold": f, "val_probs": result.val_probs, "seconds": result.seconds})
+    resume.unlink(missing_ok=True)
+    return result.val_probs
+
+
 def print_summary(summary: dict) -> None:
     print(f"{'member':<24}{summary['metric']:>12}{'weight':>9}{'seconds':>10}")
     for row, weight in zip(summary["members"], summary["weights"]):
@@ -99,7 +119,7 @@ def print_summary(summary: dict) -> None:
 def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
     """Per member: test probabilities averaged over its folds and its TTA transforms."""
     probs = {}
-    for path in sorted((run_dir / "members").glob("m*_f*.pt")):
+    for path in sorted((run_dir / "members").glob("m*_f[0-9]*.pt")):
         model, member, _ = load_checkpoint(path, device)
         views = [predict_logits(model, images, device, precision, TTA[name]).softmax(1)
                  for name in member.tta]

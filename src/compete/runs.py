@@ -45,6 +45,19 @@ def find_run(competition: str, run_id: str | None = None) -> Path:
     return max(finished, key=lambda p: (p / "summary.json").stat().st_mtime)
 
 
+def find_unfinished(competition: str, run_id: str | None = None) -> Path:
+    """The named run, or the latest run without a summary.json, to continue with --resume."""
+    root = runs_dir(competition)
+    candidates = [root / run_id] if run_id else \
+        sorted(p.parent for p in root.glob("*/config.json")) if root.is_dir() else []
+    unfinished = [p for p in candidates if (p / "config.json").is_file() and not (p / "summary.json").is_file()]
+    if not unfinished:
+        raise PipelineError(f"No interrupted run of '{competition}' to resume in {root}"
+                            f"{' named ' + run_id if run_id else ''}: start one with "
+                            f"./run.sh train {competition}.")
+    return max(unfinished, key=lambda p: (p / "config.json").stat().st_mtime)
+
+
 def write_json(path: Path, value) -> None:
     partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
     partial.write_text(json.dumps(value, indent=2))

@@ -5,9 +5,9 @@ and augmented there, so no DataLoader or per-sample Python sits in the hot loop.
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from .augment import train_transform
 from .config import Member, PipelineError
+from .metrics import METRICS, score
 from .models import freeze_batchnorm, parameter_groups, set_backbone_trainable
 
 EVAL_BATCH = 1024  # images per inference batch
@@ -54,7 +55,7 @@ class FitResult:
     state_dict: dict                 # best weights (EMA weights where EMA is on), on the CPU
     val_probs: np.ndarray | None     # (n_val, classes) probabilities of the best weights
     best_epoch: int
-    best_val_loss: float
+    best_score: float                # validation value of the competition's metric
     history: list = field(default_factory=list)
     seconds: float = 0.0
 
@@ -105,38 +106,88 @@ def _train_epoch(model, ema, optimizer, scheduler, images, targets, member, comp
         freeze_batchnorm(model.net)
     order = torch.randperm(len(targets), device=images.device, generator=generator)
     steps = len(order) // member.batch_size  # drop the ragged last batch: stable BatchNorm
-    loss_sum, correct, seen = 0.0, 0, 0
-    bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=0.5)
+    # running sums stay on the device: reading them every step would stall a GPU
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0)
     for step in bar:
         index = order[step * member.batch_size:(step + 1) * member.batch_size]
         batch = train_transform(images[index], member, comp.hflip, comp.vflip, generator)
         labels = targets[index]
         batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
         with context():
-            logits = model(batch)
-            loss = _loss(logits, labels, member, generator)
+            logits, loss = _forward_loss(model, batch, labels, member, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
-        loss_sum += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
-    return loss_sum / max(seen, 1), correct / max(seen, 1)
+        loss_sum += loss.detach() * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        if step % 50 == 49:
+            seen = (step + 1) * member.batch_size
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    seen = max(steps * member.batch_size, 1)
+    return loss_sum.item() / seen, correct.item() / seen
 
 
-def _loss(logits, labels, member: Member, generator):
-    return F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing)
+def _forward_loss(model, batch, labels, member: Member, generator):
+    """Logits and the smoothed cross-entropy, with mixup when the member asks for it."""
+    if not member.mixup:
+        logits = model(batch)
+        return logits, F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing)
+    gamma = torch._standard_gamma(torch.full((2,), member.mixup, device=batch.device))
+    mix = (gamma[0] / gamma.sum()).item()  # Beta(a, a) from two Gamma(a) draws
+    partner = torch.randperm(len(labels), device=batch.device, generator=generator)
+    logits = model(batch * mix + batch[partner] * (1 - mix))
+    loss = mix * F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing) + \
+        (1 - mix) * F.cross_entropy(logits.float(), labels[partner], label_smoothing=member.label_smoothing)
+    return logits, loss
+
+
+@dataclass
+class Progress:
+    """Where a fit stands after a completed epoch: enough to resume it exactly."""
+    epoch: int = 0                   # completed epochs
+    best_score: float = -math.inf    # competition metric, sign-adjusted so higher is better
+    best_epoch: int = 0
+    stale: int = 0                   # epochs since the best
+    best_state: dict = field(default_factory=dict)
+    best_val_probs: np.ndarray | None = None
+    history: list = field(default_factory=list)
+
+
+def _save_resume(path: Path, progress: Progress, model, ema, optimizer, scheduler, generator) -> None:
+    state = {"progress": progress, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, partial)
+    os.replace(partial, path)  # a kill during the write leaves the previous epoch's file intact
+
+
+def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Progress:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["progress"]
 
 
 def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device, precision: str,
-        seed: int, log_path: Path | None = None, label: str = "") -> FitResult:
-    """Train `model` on images[train_idx]; keep the weights with the lowest validation loss."""
+        seed: int, log_path: Path | None = None, label: str = "",
+        resume_path: Path | None = None) -> FitResult:
+    """Train `model` on images[train_idx]; keep the weights with the best validation metric.
+
+    With `resume_path`, the state after every epoch is saved there, and a fit that finds the
+    file continues from it, ending exactly where an uninterrupted fit would.
+    """
     started = time.perf_counter()
     generator = torch.Generator(device=images.device).manual_seed(seed)
     train_images, train_targets = images[torch.as_tensor(train_idx)], targets[torch.as_tensor(train_idx)]
@@ -151,9 +202,16 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(member.ema), use_buffers=True) \
         if member.ema else None
     context = autocast(device, precision)
-    best = FitResult(state_dict={}, val_probs=None, best_epoch=-1, best_val_loss=math.inf)
-    stale = 0
-    for epoch in range(member.epochs):
+    progress = Progress()
+    if resume_path is not None and resume_path.is_file():
+        progress = _load_resume(resume_path, model, ema, optimizer, scheduler, generator)
+        tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
+    higher_is_better = METRICS[comp.metric][1]
+    while progress.epoch < member.epochs:
+        if member.patience and progress.stale >= member.patience:
+            tqdm.write(f"{label}: early stop after epoch {progress.epoch} (best {progress.best_epoch})")
+            break
+        epoch = progress.epoch
         set_backbone_trainable(model, epoch >= member.freeze_epochs)
         train_loss, train_acc = _train_epoch(
             model, ema, optimizer, scheduler, train_images, train_targets, member, comp, context,
@@ -161,25 +219,28 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started}
+        probs, value = None, float(epoch)  # without validation the last epoch is the best
         if len(val_idx):
             logits = predict_logits(scored, val_images, device, precision)
-            val_loss = F.cross_entropy(logits, val_targets).item()
-            record.update(val_loss=val_loss, val_acc=(logits.argmax(1) == val_targets).float().mean().item())
-        else:
-            logits, val_loss = None, -epoch  # no validation: the last epoch is the best
-        best.history.append(record)
+            probs = logits.softmax(1).numpy()
+            record.update(val_loss=F.cross_entropy(logits, val_targets).item(),
+                          val_acc=(logits.argmax(1) == val_targets).float().mean().item())
+            record[f"val_{comp.metric}"] = value = score(comp.metric, val_targets.numpy(), probs)
+            value = value if higher_is_better else -value
+        progress.history.append(record)
+        progress.epoch = epoch + 1
         _log(record, log_path, label)
-        if val_loss < best.best_val_loss:
-            best.best_val_loss, best.best_epoch, stale = val_loss, epoch + 1, 0
-            best.state_dict = copy.deepcopy({k: v.detach().cpu() for k, v in scored.state_dict().items()})
-            best.val_probs = None if logits is None else logits.softmax(1).numpy()
+        if value > progress.best_score:
+            progress.best_score, progress.best_epoch, progress.stale = value, epoch + 1, 0
+            progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
+            progress.best_val_probs = probs
         else:
-            stale += 1
-            if member.patience and stale >= member.patience:
-                tqdm.write(f"{label}: early stop after epoch {epoch + 1} (best {best.best_epoch})")
-                break
-    best.seconds = time.perf_counter() - started
-    return best
+            progress.stale += 1
+        if resume_path is not None:
+            _save_resume(resume_path, progress, model, ema, optimizer, scheduler, generator)
+    return FitResult(progress.best_state, progress.best_val_probs, progress.best_epoch,
+                     progress.best_score if higher_is_better else -progress.best_score,
+                     progress.history, time.perf_counter() - started)
 
 
 def _log(record: dict, log_path: Path | None, label: str) -> None:

@@ -1,0 +1,64 @@
+"""A run killed with SIGKILL mid-training, then resumed, ends with the weights of an
+uninterrupted run (CPU, fixed seed)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from conftest import make_competition
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = {"val_fraction": 0.25, "members": [{
+    "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.1},
+    "epochs": 5, "batch_size": 8, "lr": 0.01, "pad_crop": 1, "ema": 0.9}]}
+
+
+def train(workspace: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen([sys.executable, "-m", "compete", "train", "tiny", "--device", "cpu", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def final_weights(workspace: Path) -> dict:
+    runs = sorted((workspace / "submissions" / "tiny" / "runs").iterdir())
+    return torch.load(runs[-1] / "members" / "m0_f0.pt", weights_only=False)["state_dict"]
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(workspace):
+    make_competition(workspace, n_train=320, size=16, preset=PRESET)
+    first = train(workspace)
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    expected = final_weights(workspace)
+
+    process = train(workspace)
+    resume_files = workspace / "submissions" / "tiny" / "runs"
+    deadline = time.time() + 120
+    while not list(resume_files.glob("*/members/resume_m0_f0.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "training finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)  # no chance to clean up
+    process.wait()
+    interrupted = max(resume_files.glob("*/config.json")).parent
+    assert not (interrupted / "summary.json").exists()
+
+    resumed = train(workspace, "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert "resuming after epoch" in output
+    assert (interrupted / "summary.json").exists()
+    actual = torch.load(interrupted / "members" / "m0_f0.pt", weights_only=False)["state_dict"]
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(actual[name], expected[name]), name
+    assert not (interrupted / "members" / "resume_m0_f0.pt").exists()
+
+
+def test_resume_without_an_interrupted_run_says_so(tiny, capsys):
+    from compete.cli import main
+    assert main(["train", "tiny", "--resume", "--device", "cpu"]) == 2
+    assert "No interrupted run" in capsys.readouterr().err
