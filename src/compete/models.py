@@ -29,7 +29,7 @@ class SmallCNN(nn.Module):
     each block ending in 2x2 max-pooling, then global average pooling and one Linear layer."""
 
     def __init__(self, in_channels: int, num_classes: int, widths=(32, 64, 128), convs: int = 2,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, pool: str = "avg", image_size: int = 28):
         super().__init__()
         layers, channels = [], in_channels
         for width in widths:
@@ -38,8 +38,12 @@ class SmallCNN(nn.Module):
                 channels = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+        # "avg": global average pooling; "flatten": keep the last map's layout (small images,
+        # where where-it-is matters, as in the tutorial model)
+        side = image_size // 2 ** len(widths)
+        pooled = [nn.AdaptiveAvgPool2d(1)] if pool == "avg" else []
+        features = channels if pool == "avg" else channels * side * side
+        self.head = nn.Sequential(*pooled, nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, num_classes))
 
     def forward(self, images):
         return self.head(self.features(images))
@@ -176,7 +180,10 @@ def build_model(member: Member, in_channels: int, num_classes: int, image_size: 
                 data_mean, data_std, load_weights: bool = True) -> Classifier:
     """The member's network, adapted to the data. `load_weights=False` when a checkpoint follows."""
     if member.model in OWN_MODELS:
-        net = OWN_MODELS[member.model](in_channels, num_classes, **member.model_args)
+        args = dict(member.model_args)
+        if member.model == "cnn":
+            args.setdefault("image_size", member.image_size or image_size)
+        net = OWN_MODELS[member.model](in_channels, num_classes, **args)
         net_channels, head_name = in_channels, "head"
     else:
         net, net_channels = _library_model(member.model, member.pretrained and load_weights)
