@@ -140,11 +140,14 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
             f"Train again.")
     device = choose_device(device_name)
     images = to_tensor(test_images, device)
+    started = time.perf_counter()
     probs = member_probs(run_dir, images, device, config["run"]["precision"])
+    seconds = time.perf_counter() - started
     final = combine(probs, summary["weights"])
     np.save(run_dir / "test_probs.npy", final)
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
     path = write_submission(frame, submissions_dir() / comp.name)
-    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}")
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "
+          f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
     return path

@@ -213,12 +213,14 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
             break
         epoch = progress.epoch
         set_backbone_trainable(model, epoch >= member.freeze_epochs)
+        epoch_started = time.perf_counter()
         train_loss, train_acc = _train_epoch(
             model, ema, optimizer, scheduler, train_images, train_targets, member, comp, context,
             generator, f"{label} epoch {epoch + 1}/{member.epochs}")
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started}
+                  "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
+                  "train_images_per_s": steps_per_epoch * member.batch_size / (time.perf_counter() - epoch_started)}
         probs, value = None, float(epoch)  # without validation the last epoch is the best
         if len(val_idx):
             logits = predict_logits(scored, val_images, device, precision)
