@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--target", type=float, help="validation accuracy to time")
     parser.add_argument("--data")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("extra", nargs="*", help="more train options, after --")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest goes to `train`, e.g. --set ema=0.999
+    args.extra = [item for item in extra if item != "--"]
     data = ["--data", args.data] if args.data else []
     common = [sys.executable, "-m", "compete"]
     os.environ["PYTHONPATH"] = str(REPO / "src")
