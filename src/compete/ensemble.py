@@ -3,39 +3,44 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.metrics import log_loss
 
 EPS = 1e-7  # probability floor inside the log loss
 
 
 def combine(probs: list[np.ndarray], weights) -> np.ndarray:
-    """Weighted average of members' (N, classes) probabilities."""
+    """Weighted average of members' (N, classes) probabilities. Members of weight zero are left
+    out, not multiplied by zero: a diverged member's NaNs would survive that."""
     weights = np.asarray(weights, dtype=np.float64)
-    return np.tensordot(weights / weights.sum(), np.stack(probs), axes=1)
+    used = np.flatnonzero(weights > 0)
+    return np.tensordot(weights[used] / weights[used].sum(), np.stack([probs[i] for i in used]), axes=1)
 
 
 def fit_weights(probs: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
     """Non-negative weights summing to one that minimize the log loss of the combination.
 
-    Weights are a softmax of free parameters, so the search is unconstrained. Falls back to
-    equal weights when the fit fails or does not beat them.
+    The log loss of a mixture only needs each member's probability of the true class, and it is
+    convex in the weights, so a constrained solver with the exact gradient finds the optimum.
+    Falls back to equal weights when the fit fails or does not beat them.
     """
     count = len(probs)
     equal = np.full(count, 1.0 / count)
     if count == 1:
         return equal
-    labels = np.arange(probs[0].shape[1])
-    stacked = np.stack(probs)
+    rows = np.arange(len(targets))
+    true = np.stack([np.asarray(p, dtype=np.float64)[rows, targets] for p in probs])  # (members, N)
+    true = np.clip(np.nan_to_num(true, nan=0.0), EPS, 1)  # a diverged member scores like a wrong one
 
-    def loss(params):
-        weights = np.exp(params - params.max())
-        mixed = np.tensordot(weights / weights.sum(), stacked, axes=1)
-        return log_loss(targets, np.clip(mixed, EPS, 1), labels=labels)
+    def loss(weights):
+        return -np.log(np.maximum(weights @ true, EPS)).mean()
 
-    result = minimize(loss, np.zeros(count), method="Nelder-Mead" if count <= 2 else "Powell",
-                      options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000} if count <= 2 else {})
-    if not result.success and not np.isfinite(result.fun):
+    def gradient(weights):
+        return -(true / np.maximum(weights @ true, EPS)).mean(axis=1)
+
+    result = minimize(loss, equal, jac=gradient, method="SLSQP", bounds=[(0.0, 1.0)] * count,
+                      constraints={"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(count)},
+                      options={"ftol": 1e-12, "maxiter": 500})
+    weights = np.clip(result.x, 0, None)
+    if not result.success or not np.isfinite(weights).all() or weights.sum() == 0:
         return equal
-    weights = np.exp(result.x - result.x.max())
     weights /= weights.sum()
-    return weights if loss(result.x) <= loss(np.zeros(count)) else equal
+    return weights if loss(weights) <= loss(equal) else equal
