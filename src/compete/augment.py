@@ -75,6 +75,11 @@ TTA = {
 
 
 def check_tta(names: list[str], hflip: bool, vflip: bool) -> list[str]:
+    """The member's TTA list, refused where empty, unknown, or flipping what the competition says
+    a flip changes."""
+    if not names:
+        raise PipelineError(f"tta is empty: list at least one transform, e.g. [identity]. "
+                            f"Known: {', '.join(TTA)}.")
     for name in names:
         if name not in TTA:
             raise PipelineError(f"Unknown TTA transform '{name}'. Known: {', '.join(TTA)}.")

@@ -1,0 +1,70 @@
+"""Test-time augmentation: each view keeps the batch's shape, prediction averages the views'
+probabilities (and the folds'), and flips the competition forbids are refused."""
+import numpy as np
+import pytest
+import torch
+
+from compete.augment import TTA, check_tta
+from compete.config import Member, PipelineError
+from compete.models import build_model
+from compete.pipeline import member_probs
+from compete.runs import save_checkpoint
+
+SHAPE = {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
+
+
+@pytest.mark.parametrize("name", sorted(TTA))
+@pytest.mark.parametrize("shape", [(2, 1, 28, 28), (2, 3, 32, 32)])
+def test_every_view_keeps_the_batch_shape(name, shape):
+    images = torch.rand(shape)
+    view = TTA[name](images)
+    assert view.shape == images.shape and view.dtype == images.dtype
+
+
+def test_views_move_pixels_the_way_their_names_say():
+    images = torch.rand(2, 1, 6, 6)
+    assert torch.equal(TTA["identity"](images), images)
+    assert torch.equal(TTA["hflip"](images)[..., 0], images[..., -1])
+    assert torch.equal(TTA["vflip"](images)[..., 0, :], images[..., -1, :])
+    assert torch.equal(TTA["shift_left"](images)[..., :-1], images[..., 1:])
+    assert torch.equal(TTA["shift_right"](images)[..., 1:], images[..., :-1])
+    assert torch.equal(TTA["shift_up"](images)[..., :-1, :], images[..., 1:, :])
+    assert torch.equal(TTA["shift_down"](images)[..., 1:, :], images[..., :-1, :])
+
+
+def write_member(run_dir, fold: int, tta: list[str]) -> torch.nn.Module:
+    """A trained-looking member checkpoint (random weights) in a run folder."""
+    member = Member(model="cnn", model_args={"widths": [4], "convs": 1}, tta=tta)
+    model = build_model(member, 1, SHAPE["num_classes"], SHAPE["image_size"], SHAPE["mean"], SHAPE["std"])
+    save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", model.state_dict(), member, SHAPE,
+                    {"epoch": 1, "fold": fold})
+    return model.eval()
+
+
+def test_prediction_averages_probabilities_over_views_and_folds(tmp_path):
+    (tmp_path / "members").mkdir()
+    tta = ["identity", "hflip", "shift_up"]
+    models = [write_member(tmp_path, fold, tta) for fold in range(2)]
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    [probs] = member_probs(tmp_path, images, torch.device("cpu"), "fp32")
+    scaled = images.float() / 255
+    with torch.no_grad():
+        expected = torch.stack([model(TTA[name](scaled)).softmax(1)
+                                for model in models for name in tta]).mean(0)
+    np.testing.assert_allclose(probs, expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_check_tta_refuses_flips_the_competition_forbids():
+    assert check_tta(["identity", "hflip"], hflip=True, vflip=False) == ["identity", "hflip"]
+    with pytest.raises(PipelineError, match="hflip"):
+        check_tta(["identity", "hflip"], hflip=False, vflip=False)
+    with pytest.raises(PipelineError, match="vflip"):
+        check_tta(["vflip"], hflip=True, vflip=False)
+
+
+def test_check_tta_refuses_unknown_and_empty_lists():
+    with pytest.raises(PipelineError, match="Unknown TTA transform 'rotate'"):
+        check_tta(["rotate"], hflip=True, vflip=True)
+    with pytest.raises(PipelineError, match="empty"):
+        check_tta([], hflip=True, vflip=True)
