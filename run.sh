@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv from requirements.txt (once, and again when it changes), then run a command:
 #   ./run.sh train [NAME] [options]    ./run.sh predict [NAME] [options]    ./run.sh test
+#   ./run.sh check [NAME] [--data DIR]   list every problem with the competition's input files
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -17,7 +18,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 case "${1:-}" in
   test)
     shift
-    exec "$VENV/bin/python" -m pytest -q tests "$@" ;;
+    exec "$VENV/bin/python" -m pytest -q "$@" ;;  # pytest.ini points at tests/
   ""|-h|--help|help)
     "$VENV/bin/python" -m compete --help
     echo

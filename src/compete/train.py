@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from . import distributed
 from .augment import train_transform
 from .config import Member, PipelineError
 from .metrics import METRICS, score
@@ -99,24 +100,28 @@ def predict_logits(model, images: torch.Tensor, device: torch.device, precision:
     return torch.cat(outputs)
 
 
-def _train_epoch(model, ema, optimizer, scheduler, images, targets, member, comp, context,
+def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member, comp, context,
                  generator, progress: str):
+    """One pass over the data. `net` is `model`, or its DistributedDataParallel wrapper: every
+    process draws the same permutation and takes its own slice of each global batch."""
     model.train()
     if member.freeze_bn:
         freeze_batchnorm(model.net)
     order = torch.randperm(len(targets), device=images.device, generator=generator)
     steps = len(order) // member.batch_size  # drop the ragged last batch: stable BatchNorm
+    shard = slice(distributed.rank(), None, distributed.world_size())
     # running sums stay on the device: reading them every step would stall a GPU
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
-    bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0)
+    bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0,
+               disable=not distributed.is_main())
     for step in bar:
-        index = order[step * member.batch_size:(step + 1) * member.batch_size]
+        index = order[step * member.batch_size:(step + 1) * member.batch_size][shard]
         batch = train_transform(images[index], member, comp.hflip, comp.vflip, generator)
         labels = targets[index]
         batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
         with context():
-            logits, loss = _forward_loss(model, batch, labels, member, generator)
+            logits, loss = _forward_loss(net, batch, labels, member, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -125,9 +130,11 @@ def _train_epoch(model, ema, optimizer, scheduler, images, targets, member, comp
             ema.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
         correct += (logits.argmax(1) == labels).sum()
-        if step % 50 == 49:
+        if step % 50 == 49 and distributed.world_size() == 1:
             seen = (step + 1) * member.batch_size
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
+    distributed.sum_all(loss_sum)
+    distributed.sum_all(correct)
     seen = max(steps * member.batch_size, 1)
     return loss_sum.item() / seen, correct.item() / seen
 
@@ -193,6 +200,9 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
     train_images, train_targets = images[torch.as_tensor(train_idx)], targets[torch.as_tensor(train_idx)]
     val_images, val_targets = images[torch.as_tensor(val_idx)], targets[torch.as_tensor(val_idx)].cpu()
     steps_per_epoch = len(train_idx) // member.batch_size
+    if member.batch_size % distributed.world_size():
+        raise PipelineError(f"batch_size {member.batch_size} does not split evenly over "
+                            f"{distributed.world_size()} processes: pick a multiple.")
     if steps_per_epoch == 0:
         raise PipelineError(
             f"batch_size {member.batch_size} is larger than the {len(train_idx)} training images: "
@@ -207,15 +217,19 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
         progress = _load_resume(resume_path, model, ema, optimizer, scheduler, generator)
         tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
     higher_is_better = METRICS[comp.metric][1]
+    net, trainable = model, None
     while progress.epoch < member.epochs:
         if member.patience and progress.stale >= member.patience:
             tqdm.write(f"{label}: early stop after epoch {progress.epoch} (best {progress.best_epoch})")
             break
         epoch = progress.epoch
-        set_backbone_trainable(model, epoch >= member.freeze_epochs)
+        if trainable != (epoch >= member.freeze_epochs):  # DDP must see the new trainable set
+            trainable = epoch >= member.freeze_epochs
+            set_backbone_trainable(model, trainable)
+            net = distributed.wrap(model, device)
         epoch_started = time.perf_counter()
         train_loss, train_acc = _train_epoch(
-            model, ema, optimizer, scheduler, train_images, train_targets, member, comp, context,
+            model, net, ema, optimizer, scheduler, train_images, train_targets, member, comp, context,
             generator, f"{label} epoch {epoch + 1}/{member.epochs}")
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
@@ -231,14 +245,15 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
             value = value if higher_is_better else -value
         progress.history.append(record)
         progress.epoch = epoch + 1
-        _log(record, log_path, label)
+        if distributed.is_main():
+            _log(record, log_path, label)
         if value > progress.best_score:
             progress.best_score, progress.best_epoch, progress.stale = value, epoch + 1, 0
             progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
             progress.best_val_probs = probs
         else:
             progress.stale += 1
-        if resume_path is not None:
+        if resume_path is not None and distributed.is_main():
             _save_resume(resume_path, progress, model, ema, optimizer, scheduler, generator)
     return FitResult(progress.best_state, progress.best_val_probs, progress.best_epoch,
                      progress.best_score if higher_is_better else -progress.best_score,
