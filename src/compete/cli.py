@@ -26,6 +26,16 @@ def data_dir(name: str, given: str | None) -> Path:
     return folder
 
 
+def learning_rate(text: str):
+    """--lr value: a number, or 'auto' for the learning-rate finder's suggestion."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', not {text!r}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="./run.sh", description="Image-classification competition "
                                   "pipeline: train, then predict a submission.csv.")
@@ -43,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", default="default", help="recipe from the yaml's presets (e.g. fast, best)")
     train.add_argument("--epochs", type=int, help="epochs for every member")
     train.add_argument("--batch-size", type=int, help="batch size for every member")
-    train.add_argument("--lr", type=float, help="peak learning rate for every member")
+    train.add_argument("--lr", type=learning_rate,
+                       help="peak learning rate for every member, or 'auto': lr-find's suggestion per member")
     train.add_argument("--seed", type=int)
     train.add_argument("--folds", type=int, help="stratified k-fold cross-validation with K folds")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -55,6 +66,14 @@ def parser() -> argparse.ArgumentParser:
                        help="drop unreadable training images (counted in the log) instead of stopping")
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
     predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    runs = commands.add_parser("runs", help="list runs, newest first: score, members, wall time, commit")
+    runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
+    report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
+    report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
+    report.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest finished)")
+    lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
+    lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
+    lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
     return top
 
 
@@ -67,13 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
+        if args.command == "runs":  # runs and report read run folders only, never the data
+            from .history import print_runs
+            print_runs(args.name)
+            return 0
+        if args.command == "report":
+            from .report import report_run
+            print(report_run(args.name, args.run))
+            return 0
         comp = load_competition(args.name)
         folder = data_dir(args.name, args.data)
         if args.command == "train":
             from .pipeline import train_competition
             run_sets, member_sets = parse_sets(args.set)
             member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                                  ("lr", args.lr)) if v is not None})
+                                                  ("lr", args.lr)) if v not in (None, "auto")})
             run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
                                                ("device", args.device)) if v is not None})
             if args.resume:
@@ -83,10 +110,17 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_from_dict(read_json(resume_dir / "config.json")["run"])
             else:
                 resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
+                if args.lr == "auto":
+                    from .lrfind import apply_suggestions
+                    apply_suggestions(comp, run, folder)
             train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
         elif args.command == "predict":
             from .pipeline import predict_competition
             predict_competition(comp, folder, args.run, args.device)
+        elif args.command == "lr-find":
+            from .lrfind import find_lrs
+            find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
+                     None if args.member is None else [args.member])
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,8 +14,10 @@ from .config import Competition, PipelineError, RunConfig, submissions_dir
 from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train
 from .ensemble import combine, fit_weights
 from .files import DataDir
+from .history import provenance, write_manifest
 from .metrics import score
 from .models import build_model
+from .report import analyse_run
 from .runs import find_run, load_checkpoint, new_run_dir, read_json, save_checkpoint, write_json
 from .submission import build_submission, validate_submission, write_submission
 from .train import choose_device, fit, predict_logits
@@ -50,7 +52,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     if resume_dir is None:
         write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
                                              "data": str(data_dir), "shape": shape,
-                                             "classes": dataset.tables.classes})
+                                             "classes": dataset.tables.classes,
+                                             "provenance": provenance(comp, data_dir)})
     elif read_json(run_dir / "config.json")["classes"] != dataset.tables.classes:
         raise PipelineError(f"The training labels changed since run {run_dir.name} started: "
                             f"start a new run instead of --resume.")
@@ -80,6 +83,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
                "skipped_images": dataset.skipped, "seconds": round(time.perf_counter() - started, 1)}
     write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
     print_summary(summary)
+    analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
     print(f"Run saved in {run_dir}")
     return run_dir
 
@@ -148,6 +152,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
     path = write_submission(frame, submissions_dir() / comp.name)
+    write_manifest(path, run_dir, summary)  # which run made this file
     print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "
           f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
     return path

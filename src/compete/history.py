@@ -1,0 +1,125 @@
+"""Run history: where each run came from (code commit, input files), the table of a
+competition's runs, and the manifest that ties a submission file to the run that made it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from .config import PROJECT_ROOT, Competition, submissions_dir
+from .runs import read_json, runs_dir, write_json
+
+MANIFEST = "submission.json"  # beside submission.csv
+
+
+def git_commit() -> dict:
+    """The project's commit and whether tracked files differ from it; None values without git."""
+    def git(*args):
+        try:
+            done = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                  timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
+
+
+def input_hash(comp: Competition, data_dir: Path) -> str:
+    """Identity of the input files, cheap enough for 60,000 PNGs: name, size and modification time
+    of the data folder's top-level files (CSVs, zips), plus each image folder's entry count and
+    time (a folder's time changes when files are added, removed or renamed). Contents are not read."""
+    root = Path(data_dir)
+    stamps = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        stat = path.stat()
+        if path.is_file():
+            stamps.append((path.name, stat.st_size, stat.st_mtime_ns))
+        elif path.name in (comp.train_images, comp.test_images):
+            stamps.append((path.name, sum(1 for _ in path.iterdir()), stat.st_mtime_ns))
+    return hashlib.sha1(json.dumps(stamps).encode()).hexdigest()[:16]
+
+
+def provenance(comp: Competition, data_dir: Path) -> dict:
+    """What config.json records about a run's origin."""
+    return {"started": time.time(), "started_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            **git_commit(), "input_hash": input_hash(comp, data_dir)}
+
+
+def write_manifest(submission: Path, run_dir: Path, summary: dict) -> Path:
+    """Record beside `submission` which run wrote it, with the run's scores and weights."""
+    manifest = {"run": run_dir.name, "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "metric": summary["metric"], "score": summary["ensemble_score"],
+                "members": [{"model": row["model"], "score": row["score"]} for row in summary["members"]],
+                "weights": summary["weights"], **git_commit()}
+    path = submission.with_name(MANIFEST)
+    write_json(path, manifest)
+    return path
+
+
+def run_rows(competition: str) -> list[dict]:
+    """One row per run folder, newest first; unfinished runs (no summary.json) included."""
+    root = runs_dir(competition)
+    rows = []
+    for config_path in root.glob("*/config.json") if root.is_dir() else []:
+        run_dir = config_path.parent
+        config = read_json(config_path)
+        summary_path = run_dir / "summary.json"
+        summary = read_json(summary_path) if summary_path.is_file() else None
+        origin = config.get("provenance", {})
+        rows.append({"run": run_dir.name, "preset": config["run"]["preset"],
+                     "started": origin.get("started", config_path.stat().st_mtime),
+                     "models": [m["model"] for m in config["run"]["members"]],
+                     "commit": (origin.get("git_commit") or "-")[:7] + ("+" if origin.get("git_dirty") else ""),
+                     "summary": summary, "epochs_logged": _count_lines(run_dir / "log.jsonl")})
+    return sorted(rows, key=lambda row: row["started"], reverse=True)
+
+
+def _count_lines(path: Path) -> int:
+    return sum(1 for _ in path.open()) if path.is_file() else 0
+
+
+def _wall(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def format_runs(competition: str, rows: list[dict], submitted: str | None = None) -> str:
+    """The run table as text; `submitted` (a run id) gets a * for having made submission.csv."""
+    metrics = {row["summary"]["metric"] for row in rows if row["summary"]}
+    metric = metrics.pop() if len(metrics) == 1 else "score"
+    width = max([len(row["run"]) for row in rows] + [3]) + 2
+    lines = [f"{competition}: {len(rows)} run(s), newest first" + (" (* made submission.csv)" if submitted else ""),
+             f"  {'run':<{width}}{'preset':<10}{metric:>14}  {'members':<24}{'folds':>5}{'wall':>9}  commit"]
+    for row in rows:
+        summary, mark = row["summary"], "*" if row["run"] == submitted else " "
+        members = f"{len(row['models'])}: {','.join(row['models'])}"
+        if summary is None:
+            lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}  {members:<24}"
+                         f"{'-':>5}{'-':>9}  {row['commit']}  ({row['epochs_logged']} epochs logged)")
+            continue
+        value = "-" if summary["ensemble_score"] is None else f"{summary['ensemble_score']:.4f}"
+        lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}  {members:<24}"
+                     f"{summary['folds']:>5}{_wall(summary['seconds']):>9}  {row['commit']}")
+    return "\n".join(lines)
+
+
+def print_runs(competition: str | None = None) -> None:
+    """Print the run table of one competition, or of every competition with runs."""
+    names = [competition] if competition else \
+        sorted(p.parent.name for p in submissions_dir().glob("*/runs") if p.is_dir())
+    if not names:
+        print(f"No runs yet in {submissions_dir()}: train one with ./run.sh train NAME.")
+    for name in names:
+        rows = run_rows(name)
+        if not rows:
+            print(f"{name}: no runs in {runs_dir(name)}; train one with ./run.sh train {name}.")
+            continue
+        manifest = submissions_dir() / name / MANIFEST
+        submitted = read_json(manifest)["run"] if manifest.is_file() else None
+        print(format_runs(name, rows, submitted))

@@ -1,0 +1,163 @@
+"""What a run did: the error analysis written at the end of training, and the self-contained
+HTML report built from the run folder.
+
+`analyse_run` needs the training images (they are in memory at the end of training) and writes
+the plots plus analysis.json into the run folder; `write_report` then needs the run folder alone.
+A run trained before the analysis existed is analysed on demand by `report_run`.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix
+
+from .config import Competition, PipelineError
+from .ensemble import combine
+from .metrics import score
+from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
+from .runs import find_run, read_json, write_json
+
+ANALYSIS = "analysis.json"
+REPORT = "report.html"
+PLOTS = {  # file in the run folder -> caption in the report
+    "curves.png": "Loss and accuracy per epoch (train solid, validation dashed)",
+    "confusion.png": "Confusion matrix of the ensemble's out-of-fold predictions",
+    "per_class.png": "Per-class validation accuracy against the number of labelled images",
+    "errors.png": "Validation images with the highest loss",
+}
+ERROR_IMAGES = 16          # images in the highest-loss grid
+REPORT_METRICS = ["accuracy", "f1_macro", "f2_macro", "log_loss", "top3_accuracy", "top5_accuracy"]
+
+
+def read_log(run_dir: Path) -> pd.DataFrame:
+    """The epoch log; an epoch logged twice (resumed runs) keeps its last record."""
+    path = run_dir / "log.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.is_file() else []
+    frame = pd.DataFrame(records)
+    return frame.drop_duplicates(["member", "epoch"], keep="last") if len(frame) else frame
+
+
+def ensemble_oof(run_dir: Path, weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble's out-of-fold probabilities for every training image, and the indices of
+    the validated ones (images never validated keep all-zero rows in the oof files)."""
+    paths = sorted(run_dir.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
+    probs = combine([np.load(p) for p in paths], weights)
+    totals = probs.sum(1, keepdims=True)
+    # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn's float64 checks want better
+    return probs / np.where(totals > 0, totals, 1), np.flatnonzero(totals[:, 0] > 0)
+
+
+def confusion(targets: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of (true class, most probable class) pairs."""
+    return confusion_matrix(targets, probs.argmax(1), labels=np.arange(num_classes))
+
+
+def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
+    """Write the plots and analysis.json; images (N, H, W, C) uint8 and targets in training order."""
+    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+    classes = config["classes"]
+    analysis = {"metrics": {}, "per_class": [], "validated": 0}
+    history = read_log(run_dir)
+    if len(history):
+        plot_curves(history, run_dir / "curves.png")
+    probs, rows = ensemble_oof(run_dir, summary["weights"])
+    if len(probs) != len(targets):
+        raise PipelineError(f"Run {run_dir.name} was trained on {len(probs)} images; the data in "
+                            f"{config['data']} now has {len(targets)}. Train a new run to analyse it.")
+    if len(rows):
+        probs, val_targets = probs[rows], targets[rows]
+        matrix = confusion(val_targets, probs, len(classes))
+        counts = np.bincount(targets, minlength=len(classes))
+        accuracy = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+        plot_confusion(matrix, classes, run_dir / "confusion.png")
+        plot_per_class(counts, np.where(matrix.sum(1) > 0, accuracy, np.nan), classes, run_dir / "per_class.png")
+        plot_errors(images[rows], val_targets, probs, classes, run_dir / "errors.png", ERROR_IMAGES)
+        names = [n for n in dict.fromkeys([summary["metric"], *REPORT_METRICS])
+                 if not n.startswith("top") or int(n[3:-len("_accuracy")]) < len(classes)]
+        analysis = {"validated": int(len(rows)), "confusion": matrix.tolist(),
+                    "metrics": {name: score(name, val_targets, probs) for name in names},
+                    "per_class": [{"class": name, "images": int(counts[i]), "validated": int(matrix[i].sum()),
+                                   "accuracy": float(accuracy[i]) if matrix[i].sum() else None}
+                                  for i, name in enumerate(classes)]}
+    write_json(run_dir / ANALYSIS, analysis)
+    return analysis
+
+
+def report_run(competition: str, run_id: str | None = None) -> Path:
+    """Write report.html for a finished run (the latest by default), analysing it first if needed."""
+    run_dir = find_run(competition, run_id)
+    if not (run_dir / ANALYSIS).is_file():
+        from .data import load_train
+        from .files import DataDir
+        config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+        comp = Competition(**config["competition"])
+        dataset = load_train(comp, DataDir(Path(config["data"])), skip_bad=summary["skipped_images"] > 0)
+        analyse_run(run_dir, dataset.train_images, dataset.train_targets)
+    return write_report(run_dir)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0, classes="table", na_rep="-",
+                         float_format=lambda value: f"{value:.4f}")
+
+
+def _image(path: Path, caption: str) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{encoded}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
+    origin = config.get("provenance", {})
+    facts = {"competition": config["competition"]["name"], "run": run_dir.name,
+             "preset": config["run"]["preset"], "started": origin.get("started_at", "-"),
+             "wall time (s)": summary["seconds"], "folds": summary["folds"],
+             "validated images": summary["validated"], "skipped images": summary["skipped_images"],
+             f"ensemble {summary['metric']}": summary["ensemble_score"],
+             "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
+             "input hash": origin.get("input_hash", "-"), "data": config["data"]}
+    return pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]})
+
+
+def _members(config: dict, summary: dict) -> pd.DataFrame:
+    rows = []
+    for row, weight, member in zip(summary["members"], summary["weights"], config["run"]["members"]):
+        rows.append({"member": f"m{row['member']}", "model": member["model"],
+                     "epochs": member["epochs"], "batch": member["batch_size"], "lr": f"{member['lr']:.3g}",
+                     "optimizer": member["optimizer"], "schedule": member["schedule"],
+                     summary["metric"]: row["score"], "weight": weight, "seconds": row["seconds"]})
+    return pd.DataFrame(rows)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
+.table{border-collapse:collapse;margin:0.5em 0}.table td,.table th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
+.table td:first-child,.table th:first-child{text-align:left}
+figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:0.9em}"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """One HTML page with every plot embedded, so it can be mailed or archived on its own."""
+    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+    analysis = read_json(run_dir / ANALYSIS) if (run_dir / ANALYSIS).is_file() else {}
+    title = f"{config['competition']['name']} run {run_dir.name}"
+    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Run</h2>", _table(_overview(run_dir, config, summary)),
+             "<h2>Members and ensemble weights</h2>", _table(_members(config, summary))]
+    if analysis.get("metrics"):
+        parts += [f"<h2>Out-of-fold metrics ({analysis['validated']} validated images)</h2>",
+                  _table(pd.DataFrame({"metric": list(analysis["metrics"]), "value": list(analysis["metrics"].values())}))]
+    parts.append("<h2>Plots</h2>")
+    parts += [_image(run_dir / name, caption) for name, caption in PLOTS.items() if (run_dir / name).is_file()]
+    if analysis.get("per_class"):
+        parts += ["<h2>Per class</h2>", _table(pd.DataFrame(analysis["per_class"]))]
+    page = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    path = run_dir / REPORT
+    path.write_text(page)
+    return path
