@@ -32,6 +32,7 @@ class Tiny:
     train: pd.DataFrame
     test_ids: list
     classes: list
+    zipped: bool = False
 
 
 def pattern(label_index: int, channels: int, size: int, rng) -> np.ndarray:
@@ -80,7 +81,37 @@ def make_competition(root: Path, name: str = "tiny", n_train: int = 48, n_test: 
     spec = {"channels": channels, "image_size": size, "hflip": False,
             "presets": {"default": preset or TINY_PRESET}, **yaml_overrides}
     (root / "competition" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
-    return Tiny(name, data_dir, train, test_ids, list(classes))
+    return Tiny(name, data_dir, train, test_ids, list(classes), zipped)
+
+
+def put_file(tiny: Tiny, relpath: str, content: bytes | None) -> None:
+    """Replace one file of a tiny competition (None deletes it), inside its zip when zipped."""
+    for zip_path in sorted(tiny.data_dir.glob("*.zip")):
+        with zipfile.ZipFile(zip_path) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        if relpath in members:
+            members.pop(relpath)
+            if content is not None:
+                members[relpath] = content
+            with zipfile.ZipFile(zip_path, "w") as archive:
+                for name, data in members.items():
+                    archive.writestr(name, data)
+            return
+    path = tiny.data_dir / relpath
+    if content is None:
+        path.unlink()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def read_file(tiny: Tiny, relpath: str) -> bytes:
+    """One file of a tiny competition, from disk or from inside its zip."""
+    for zip_path in sorted(tiny.data_dir.glob("*.zip")):
+        with zipfile.ZipFile(zip_path) as archive:
+            if relpath in archive.namelist():
+                return archive.read(relpath)
+    return (tiny.data_dir / relpath).read_bytes()
 
 
 @pytest.fixture

@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
     lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
     lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
+    check = command("check", "run every input check on the competition's files; list all problems")
+    check.add_argument("--preset", default="default", help="preset whose validation split is checked")
     return top
 
 
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             from .lrfind import find_lrs
             find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
                      None if args.member is None else [args.member])
+        elif args.command == "check":
+            from .check import check_competition, print_report
+            return print_report(comp, folder, check_competition(comp, folder, args.preset))
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

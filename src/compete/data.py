@@ -1,8 +1,9 @@
 """Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding,
 stratified splits and normalization statistics.
 
-Each PNG is decoded once: the arrays are cached under inputs/.cache/ keyed by the input files'
-sizes and times, so later epochs and later runs never touch a PNG again.
+Each image is decoded once: the arrays are cached under inputs/.cache/ keyed by the input files'
+sizes and times, so later epochs and later runs never touch a PNG again. The cache also records
+which images could not be read and why, so a broken image is explained without decoding again.
 """
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+import sys
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -18,27 +22,78 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm import tqdm
 
 from .config import Competition, cache_dir, PipelineError
-from .files import DataDir, Tables, load_tables
+from .files import EXAMPLES, DataDir, Problems, Tables, examples, load_tables
 
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when decoding or the cache layout changes, so old caches are not reused
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # modes Pillow gives 16-bit gray PNGs
+NOT_FOUND = "not found"
+SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"II*", b"MM\0*")  # PNG, JPEG, GIF, BMP, TIFF
 
 
-def decode_png(raw: bytes, channels: int, size: int) -> np.ndarray:
-    """Any PNG (gray, RGB, RGBA, palette, 16-bit) to a uint8 array of shape (size, size, channels)."""
-    image = Image.open(io.BytesIO(raw))
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.uint32)
-        peak = 65535 if array.max() > 255 else 255
-        image = Image.fromarray((array * 255 // peak).astype(np.uint8), mode="L")
-    image = image.convert("L" if channels == 1 else "RGB")
+def open_image(raw: bytes) -> Image.Image:
+    """Decode any image Pillow knows (the content decides, not the file name); raises if broken."""
+    if not raw:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(raw))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "palette images with transparency", once per image
+            image.load()
+    except UnidentifiedImageError:
+        if raw.startswith(SIGNATURES):
+            raise ValueError(f"truncated or damaged image ({len(raw)} bytes)") from None
+        raise ValueError(f"not an image file (starts with {raw[:8]!r})") from None
+    return image
+
+
+def to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
+    """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels); alpha is dropped."""
+    if image.mode in SIXTEEN_BIT:
+        # Pillow's own conversion clips 16-bit values at 255; scale the full range instead
+        array = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if channels == 1 else array
 
 
+def decode_png(raw: bytes, channels: int, size: int) -> np.ndarray:
+    return to_array(open_image(raw), channels, size)
+
+
 def image_path(comp: Competition, folder: str, image_id: str) -> str:
     return f"{folder}/{comp.image_template.format(id=image_id)}"
+
+
+@dataclass
+class Decoded:
+    """One split's images, decoded in id order."""
+    images: np.ndarray                 # (N, H, W, C) uint8; zeros where unreadable
+    bad: dict[int, str] = field(default_factory=dict)        # row -> why it is unreadable
+    formats: dict[str, int] = field(default_factory=dict)    # "PNG L 28x28" -> image count
+
+
+def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set[int]) -> Decoded:
+    shape = (len(paths), comp.image_size, comp.image_size, comp.channels)
+    decoded = Decoded(np.zeros(shape, dtype=np.uint8))
+    formats = Counter()
+    for i, path in enumerate(tqdm(paths, desc=f"decode {paths[0].split('/')[0]}", unit="img",
+                                  leave=False, mininterval=1.0)):
+        if i in missing:
+            decoded.bad[i] = NOT_FOUND
+            continue
+        try:
+            image = open_image(data.read_bytes(path))
+            formats[f"{image.format} {image.mode} {image.width}x{image.height}"] += 1
+            decoded.images[i] = to_array(image, comp.channels, comp.image_size)
+        except Exception as error:  # noqa: BLE001 - a hostile file can make Pillow raise anything
+            decoded.bad[i] = str(error) or type(error).__name__
+    decoded.formats = dict(formats.most_common())
+    return decoded
 
 
 def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], tag: str):
@@ -47,50 +102,67 @@ def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[st
     return cache_dir() / comp.name / f"{tag}-{digest}.npy"
 
 
-def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], tag: str,
-                skip_bad: bool = False) -> tuple[np.ndarray, list[int]]:
-    """Decoded images (N, H, W, C) uint8 in `ids` order, and the indices of unreadable ones.
-
-    Unreadable images raise, unless `skip_bad`: then they come back as zeros and are listed.
-    """
-    paths = [image_path(comp, folder, image_id) for image_id in ids]
-    missing = [(i, p) for i, p in enumerate(paths) if not data.exists(p)]
-    if missing and not skip_bad:
-        row, path = missing[0]
-        raise PipelineError(
-            f"Image for id {ids[row]!r} not found: {data.describe(path)} ({len(missing)} missing "
-            f"in all). Check image_template and {'train' if tag == 'train' else 'test'}_images "
-            f"in competition/{comp.name}.yaml, or pass --skip-bad-images for training data.")
-    cache = _cache_file(comp, data, paths, ids, tag)
-    if cache.is_file():
+def _read_cache(cache) -> Decoded | None:
+    try:
+        meta = json.loads(cache.with_suffix(".json").read_text())
         images = np.load(cache)
-        bad = json.loads(cache.with_suffix(".bad.json").read_text())
-        if not bad or skip_bad:
-            return images, bad
-    images, bad = _decode_all(comp, data, paths, ids, skip_bad)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(partial, images)
-    cache.with_suffix(".bad.json").write_text(json.dumps(bad))
-    os.replace(partial, cache)  # a run killed mid-write leaves no truncated cache behind
-    return images, bad
+    except (OSError, ValueError):  # absent, or left unreadable by a full disk
+        return None
+    return Decoded(images, {int(i): why for i, why in meta["bad"].items()}, meta["formats"])
 
 
-def _decode_all(comp, data, paths, ids, skip_bad):
-    shape = (len(paths), comp.image_size, comp.image_size, comp.channels)
-    images = np.zeros(shape, dtype=np.uint8)
-    bad = []
-    for i, path in enumerate(tqdm(paths, desc=f"decode {paths[0].split('/')[0]}", unit="img",
-                                  leave=False, mininterval=1.0)):
-        try:
-            images[i] = decode_png(data.read_bytes(path), comp.channels, comp.image_size)
-        except (PipelineError, UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-            if not skip_bad:
-                raise PipelineError(
-                    f"Cannot read image {data.describe(path)} (id {ids[i]!r}): {error}. "
-                    f"Download it again, remove its row, or pass --skip-bad-images.") from None
-            bad.append(i)
-    return images, bad
+def _write_cache(cache, decoded: Decoded) -> None:
+    """Meta first, arrays last and each atomically: the .npy appearing marks a complete entry."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for path, write in ((cache.with_suffix(".json"), lambda f: f.write(json.dumps(
+                {"bad": decoded.bad, "formats": decoded.formats}).encode())),
+                            (cache, lambda f: np.save(f, decoded.images))):
+            partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
+            with open(partial, "wb") as file:
+                write(file)
+            os.replace(partial, path)  # a run killed mid-write leaves no truncated cache behind
+    except OSError as error:
+        print(f"warning: cannot cache decoded images in {cache.parent} ({error}); "
+              f"they will be decoded again next time.", file=sys.stderr)
+
+
+def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
+                 tag: str) -> str:
+    split, table = ("training", comp.train_csv) if tag == "train" else ("test", comp.sample_submission)
+    remedy = (f"If they cannot be had, remove their rows from {table} or pass --skip-bad-images."
+              if tag == "train" else "Every test image is needed for the submission.")
+    if bad[rows[0]] == NOT_FOUND:
+        return (f"{len(rows)} {split} image(s) not found (ids {examples([ids[i] for i in rows])}): "
+                f"{data.not_found(paths[rows[0]])} {remedy}")
+    listed = [f"{data.describe(paths[i])} (id {ids[i]!r}): {bad[i]}" for i in rows[:EXAMPLES]]
+    return (f"{len(rows)} {split} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
+            f"Download them again. {remedy}")
+
+
+def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], tag: str,
+                skip_bad: bool = False, problems: Problems | None = None) -> Decoded:
+    """Decoded images (N, H, W, C) uint8 in `ids` order, from the cache when the files are unchanged.
+
+    Missing and unreadable images are problems (missing ones reported before any decoding),
+    unless `skip_bad`: then they stay zeros, listed in `bad`.
+    """
+    problems = problems or Problems()
+    if not ids:
+        return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
+    paths = [image_path(comp, folder, image_id) for image_id in ids]
+    missing = [i for i, path in enumerate(paths) if not data.exists(path)]
+    if missing and not skip_bad:
+        problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, tag))
+    cache = _cache_file(comp, data, paths, ids, tag)
+    decoded = _read_cache(cache)
+    if decoded is None:
+        decoded = _decode_all(comp, data, paths, set(missing))
+        _write_cache(cache, decoded)
+    unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
+    if unreadable and not skip_bad:
+        problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, tag))
+    return decoded
 
 
 @dataclass
@@ -103,22 +175,28 @@ class Dataset:
 
 
 def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Dataset:
+    """The training set, after checking every input; the test images are decoded too (and
+    cached for predict), so a broken test image stops us now rather than after training."""
     tables = load_tables(comp, data)
-    images, bad = load_images(comp, data, comp.train_images, tables.train_ids, "train", skip_bad)
+    train = load_images(comp, data, comp.train_images, tables.train_ids, "train", skip_bad)
+    load_images(comp, data, comp.test_images, tables.test_ids, "test")
     index = {label: i for i, label in enumerate(tables.classes)}
     targets = np.array([index[label] for label in tables.train_labels], dtype=np.int64)
-    if bad:
-        keep = np.setdiff1d(np.arange(len(targets)), bad)
+    images = train.images
+    if train.bad:
+        skipped = sorted(train.bad)
+        print(f"Skipping {len(skipped)} unreadable training image(s) (--skip-bad-images): "
+              f"{examples([f'{tables.train_ids[i]!r} ({train.bad[i]})' for i in skipped])}")
+        keep = np.setdiff1d(np.arange(len(targets)), skipped)
         images, targets = images[keep], targets[keep]
         tables.train_ids = [tables.train_ids[i] for i in keep]
         tables.train_labels = [tables.train_labels[i] for i in keep]
-    return Dataset(tables, images, targets, skipped=len(bad))
+    return Dataset(tables, images, targets, skipped=len(train.bad))
 
 
 def load_test(comp: Competition, data: DataDir) -> tuple[Tables, np.ndarray]:
     tables = load_tables(comp, data)
-    images, _ = load_images(comp, data, comp.test_images, tables.test_ids, "test")
-    return tables, images
+    return tables, load_images(comp, data, comp.test_images, tables.test_ids, "test").images
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -127,26 +205,37 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return flat.mean(axis=0).tolist(), np.maximum(flat.std(axis=0), 1e-3).tolist()
 
 
-def _rare(targets: np.ndarray, minimum: int) -> np.ndarray:
-    counts = np.bincount(targets)
-    return np.isin(targets, np.flatnonzero(counts < minimum))
+def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
+    """Class indices with fewer than `minimum` images."""
+    return np.flatnonzero((np.bincount(targets) < minimum) & (np.bincount(targets) > 0))
 
 
 def holdout_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices. Classes too small to split stay in training."""
-    rare = _rare(targets, 2)
+    """Stratified train/validation indices. Classes too small to split (one image) stay in
+    training; fraction 0 trains on everything without validation."""
+    everything = np.arange(len(targets))
+    if fraction <= 0:
+        return everything, everything[:0]
+    rare = np.isin(targets, rare_classes(targets, 2))
     common = np.flatnonzero(~rare)
-    train_idx, val_idx = train_test_split(
-        common, test_size=fraction, random_state=seed, stratify=targets[common])
+    try:
+        train_idx, val_idx = train_test_split(
+            common, test_size=fraction, random_state=seed, stratify=targets[common])
+    except ValueError as error:
+        raise PipelineError(
+            f"Cannot hold out val_fraction={fraction} of {len(common)} images stratified over "
+            f"{len(np.unique(targets[common]))} classes with two or more images ({error}). Change it "
+            f"with --set val_fraction=..., use --folds K, or add images.") from None
     return np.sort(np.concatenate([train_idx, np.flatnonzero(rare)])), np.sort(val_idx)
 
 
 def kfold_splits(targets: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold indices. Classes with fewer images than folds train in every fold."""
-    rare = _rare(targets, folds)
+    rare = np.isin(targets, rare_classes(targets, folds))
     common = np.flatnonzero(~rare)
-    if len(common) < folds:
-        raise PipelineError(f"{folds} folds need at least {folds} images per class; use fewer folds.")
+    if len(np.unique(targets[common])) == 0:
+        raise PipelineError(f"{folds} folds need at least {folds} images in some class; every class "
+                            f"has fewer. Use fewer folds (--folds).")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     splits = []
     for train_part, val_part in splitter.split(common, targets[common]):

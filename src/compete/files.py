@@ -3,12 +3,18 @@
 A data folder may hold `train/` and `test/` image folders, or the zips the sites hand out
 (`train.zip` holding `train.csv` and `train/<id>.png`, ...). Every file is looked up by its
 relative path, first on disk, then inside any zip of the folder, so nothing needs unzipping.
+
+Every check reports to a `Problems`: by default the first problem raises a PipelineError
+(training and prediction stop before any work), while `./run.sh check` collects them all.
 """
 from __future__ import annotations
 
+import codecs
 import io
 import re
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +23,43 @@ import pandas as pd
 from .config import Competition, PipelineError
 
 INTEGER = re.compile(r"^-?\d+$")
+NOT_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")  # path separators and control characters
+# Spellings of "no value" that spreadsheets and pandas write into a label cell.
+MISSING_LABELS = frozenset({"", "nan", "NaN", "NA", "N/A", "n/a", "<NA>", "#N/A", "null", "NULL", "None"})
+DELIMITERS = ";\t|"  # recognised from the header line when it holds no comma
+EXAMPLES = 5         # rows or files named in one message; the rest are counted
+ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
+
+
+class Problems:
+    """Where checks report what is wrong with the inputs, and notes that are not wrong."""
+
+    def __init__(self, collect: bool = False):
+        self.collect = collect       # False: the first problem raises; True: keep them all
+        self.found: list[str] = []
+        self.notes: list[str] = []
+
+    def report(self, message: str) -> None:
+        if not self.collect:
+            raise PipelineError(message)
+        self.found.append(message)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def examples(items: list, total: int | None = None, sep: str = ", ") -> str:
+    """'a, b, c' or 'a, b, c, d, e and 7 more', for messages."""
+    total = len(items) if total is None else total
+    shown = sep.join(str(item) for item in items[:EXAMPLES])
+    return shown + (f" and {total - EXAMPLES} more" if total > EXAMPLES else "")
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # names too long for the file system, NUL bytes
+        return False
 
 
 class DataDir:
@@ -30,6 +73,7 @@ class DataDir:
                 f"there (zips are fine), or pass --data DIR.")
         self._by_suffix: dict[str, tuple[Path, str]] | None = None
         self._zips: dict[Path, zipfile.ZipFile] = {}
+        self._bad_zips: dict[Path, str] = {}  # zips that could not be opened, and why
 
     def _index(self) -> dict[str, tuple[Path, str]]:
         """Map every path suffix of every zip member ('train/1.png', '1.png') to its member."""
@@ -38,8 +82,9 @@ class DataDir:
             for zip_path in sorted(self.root.glob("*.zip")):
                 try:
                     names = self._open_zip(zip_path).namelist()
-                except zipfile.BadZipFile:
-                    raise PipelineError(f"{zip_path} is not a readable zip file: download it again.") from None
+                except ZIP_ERRORS as error:
+                    self._bad_zips[zip_path] = str(error)  # a problem only if a file we need is in it
+                    continue
                 for name in sorted(names, key=len, reverse=True):  # shortest full name wins
                     parts = name.rstrip("/").split("/")
                     for start in range(len(parts)):
@@ -51,33 +96,66 @@ class DataDir:
             self._zips[zip_path] = zipfile.ZipFile(zip_path)
         return self._zips[zip_path]
 
+    def bad_zips(self) -> dict[Path, str]:
+        """Zips of the folder that cannot be opened, and why."""
+        self._index()
+        return self._bad_zips
+
     def exists(self, relpath: str) -> bool:
-        return (self.root / relpath).exists() or relpath in self._index()
+        return _is_file(self.root / relpath) or relpath in self._index()
 
     def describe(self, relpath: str) -> str:
         """Where a file is, for messages: a path on disk or `archive.zip:member`."""
-        if (self.root / relpath).exists() or relpath not in self._index():
+        if _is_file(self.root / relpath) or relpath not in self._index():
             return str(self.root / relpath)
         zip_path, name = self._index()[relpath]
         return f"{zip_path}:{name}"
 
     def read_bytes(self, relpath: str) -> bytes:
         path = self.root / relpath
-        if path.is_file():
-            return path.read_bytes()
-        if relpath in self._index():
-            zip_path, name = self._index()[relpath]
-            return self._open_zip(zip_path).read(name)
-        raise PipelineError(
-            f"{path} not found, on disk or inside any zip in {self.root}. "
-            f"Check the file names in competition/*.yaml against the downloaded files.")
+        try:
+            if _is_file(path):
+                return path.read_bytes()
+            if relpath in self._index():
+                zip_path, name = self._index()[relpath]
+                return self._open_zip(zip_path).read(name)
+        except ZIP_ERRORS as error:
+            raise PipelineError(f"Cannot read {self.describe(relpath)} ({error}): check its "
+                                f"permissions, or download it again.") from None
+        raise PipelineError(self.not_found(relpath))
+
+    def not_found(self, relpath: str) -> str:
+        """Why `relpath` is missing and what to do, naming a likely intended file if one exists."""
+        message = f"{self.root / relpath} not found, on disk or inside any zip in {self.root}."
+        if self.bad_zips():
+            message += " Unreadable zip(s), download again: " + ", ".join(
+                f"{path.name} ({why})" for path, why in self.bad_zips().items()) + "."
+        folder, _, name = relpath.rpartition("/")
+        stem = name.split(".")[0].lower()
+        similar = [other for other in self.listdir(folder)
+                   if other.split(".")[0].lower() == stem and not other.endswith(".zip")]
+        if similar:
+            return message + f" Found {folder + '/' if folder else ''}{similar[0]} instead: fix the name " \
+                             f"pattern (image_template) or the file name in competition/*.yaml."
+        return message + " Check the file names in competition/*.yaml against the downloaded files."
+
+    def listdir(self, folder: str) -> list[str]:
+        """File names directly inside `folder`, on disk and in the zips (for hints; not fast)."""
+        names = set()
+        disk = self.root / folder
+        if disk.is_dir():
+            names.update(p.name for p in disk.iterdir())
+        prefix = f"{folder}/" if folder else ""
+        names.update(key[len(prefix):] for key in self._index()
+                     if key.startswith(prefix) and "/" not in key[len(prefix):])
+        return sorted(names)
 
     def fingerprint(self, relpaths: list[str]) -> list:
         """Sizes and modification times identifying the current content of these files."""
-        stamps, zips = [], set()
+        stamps, zips = [str(self.root.resolve())], set()
         for relpath in relpaths:
             path = self.root / relpath
-            if path.is_file():
+            if _is_file(path):
                 stat = path.stat()
                 stamps.append((relpath, stat.st_size, stat.st_mtime_ns))
             elif relpath in self._index():
@@ -88,21 +166,43 @@ class DataDir:
         return stamps
 
     def read_csv(self, relpath: str) -> pd.DataFrame:
-        """Every cell as a stripped string, so ids like '007' stay as written."""
-        raw = self.read_bytes(relpath)
+        """Every cell as a stripped string, so ids like '007' stay as written.
+        The encoding it was read with is in `frame.attrs["encoding"]`."""
         where = self.describe(relpath)
+        text, encoding = decode_text(self.read_bytes(relpath))
+        header = text.split("\n", 1)[0]
+        delimiter = "," if "," in header else next((d for d in DELIMITERS if d in header), ",")
         try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")  # legacy exports; every byte maps to a character
-        try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+            with warnings.catch_warnings():
+                # a row with one field too many would silently become the index: refuse it
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                                    index_col=False, sep=delimiter)
         except pd.errors.EmptyDataError:
             raise PipelineError(f"{where} is empty: download it again.") from None
-        except pd.errors.ParserError as error:
-            raise PipelineError(f"{where} is not a valid CSV ({error}).") from None
+        except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
+            raise PipelineError(f"{where} is not a valid CSV ({str(error).strip()}). Quote values that contain "
+                                f"commas, or download it again.") from None
+        frame = frame.fillna("")  # rows with too few fields
         frame.columns = [str(c).strip() for c in frame.columns]
-        return frame.apply(lambda column: column.str.strip())
+        frame = frame.apply(lambda column: column.str.strip())
+        frame.attrs["encoding"] = encoding
+        return frame
+
+
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """CSV bytes to text: UTF-8 (with or without BOM), UTF-16 with BOM, else Windows-1252 or
+    Latin-1, the legacy encodings spreadsheets export (Latin-1 maps every byte)."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        candidates = ("utf-16",)
+    else:
+        candidates = ("utf-8-sig", "cp1252", "latin-1")
+    for encoding in candidates:
+        try:
+            return raw.decode(encoding), encoding.replace("-sig", "")
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1", errors="replace"), "latin-1"  # a UTF-16 BOM on broken data
 
 
 @dataclass
@@ -111,35 +211,8 @@ class Tables:
     train_ids: list[str]
     train_labels: list[str]
     test_ids: list[str]            # in the sample submission's order
-    sample: pd.DataFrame           # the sample submission, as read
+    sample: pd.DataFrame | None    # the sample submission, as read (None only when collecting)
     classes: list[str]             # sorted; integer labels sort by value
-
-
-def _require_columns(frame: pd.DataFrame, columns: list[str], where: str, setting: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise PipelineError(
-            f"{where}: missing column(s) {', '.join(missing)}; it has {', '.join(frame.columns)}. "
-            f"Fix {setting} in the competition yaml.")
-    if frame.empty:
-        raise PipelineError(f"{where} has a header but no rows: download it again.")
-
-
-def check_ids(ids: pd.Series, where: str) -> None:
-    """Ids must be unique, present, and plain names (no path parts)."""
-    for row, value in enumerate(ids, start=2):  # line 1 is the header
-        if value == "":
-            raise PipelineError(f"{where} line {row}: empty id. Remove the row or fill in the id.")
-        if "/" in value or "\\" in value or value in (".", "..") or "\0" in value:
-            raise PipelineError(
-                f"{where} line {row}: id {value!r} looks like a path; ids must be plain names.")
-    duplicated = ids[ids.duplicated(keep=False)]
-    if len(duplicated):
-        first = duplicated.iloc[0]
-        lines = [str(i + 2) for i in duplicated.index[duplicated == first]]
-        raise PipelineError(
-            f"{where}: id {first!r} appears {len(lines)} times (lines {', '.join(lines)}); "
-            f"{duplicated.nunique()} id(s) are duplicated. Remove the duplicate rows.")
 
 
 def sort_classes(labels) -> list[str]:
@@ -149,47 +222,151 @@ def sort_classes(labels) -> list[str]:
     return sorted(unique)
 
 
-def load_tables(comp: Competition, data: DataDir) -> Tables:
-    id_col, label_col = comp.id_column, comp.label_column
-    train_where = data.describe(comp.train_csv)
-    train = data.read_csv(comp.train_csv)
-    _require_columns(train, [id_col, label_col], train_where, "id_column/label_column")
-    check_ids(train[id_col], train_where)
-    empty = train.index[train[label_col].isin(["", "nan", "NaN", "None", "NA"])]
-    if len(empty):
-        raise PipelineError(
-            f"{train_where} line {empty[0] + 2} (id {train[id_col][empty[0]]!r}): missing label; "
-            f"{len(empty)} row(s) have none. Remove those rows or fill in their labels.")
-
-    sample_where = data.describe(comp.sample_submission)
-    sample = data.read_csv(comp.sample_submission)
-    _require_columns(sample, [id_col], sample_where, "id_column")
-    check_ids(sample[id_col], sample_where)
-    if comp.test_csv and data.exists(comp.test_csv):
-        test_where = data.describe(comp.test_csv)
-        test = data.read_csv(comp.test_csv)
-        _require_columns(test, [id_col], test_where, "id_column")
-        check_ids(test[id_col], test_where)
-        if label_col in test.columns:
-            raise PipelineError(
-                f"{test_where} has a '{label_col}' column: test data must be unlabelled. "
-                f"Check that test_csv names the test file, not the training file.")
-        _check_same_ids(test[id_col], sample[id_col], test_where, sample_where)
-    return Tables(
-        train_ids=train[id_col].tolist(), train_labels=train[label_col].tolist(),
-        test_ids=sample[id_col].tolist(), sample=sample,
-        classes=sort_classes(train[label_col]))
+def _read_table(data: DataDir, relpath: str, columns: list[str], setting: str,
+                problems: Problems) -> pd.DataFrame | None:
+    """The CSV, if it reads, has `columns` and at least one row; else None, reported."""
+    try:
+        frame = data.read_csv(relpath)
+    except PipelineError as error:
+        problems.report(str(error))
+        return None
+    where = data.describe(relpath)
+    if frame.attrs["encoding"] != "utf-8":
+        problems.note(f"{where} is not UTF-8; read as {frame.attrs['encoding']}.")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        near = [c for c in frame.columns if c.lower() in {m.lower() for m in missing}]
+        problems.report(
+            f"{where}: missing column(s) {', '.join(map(repr, missing))}; it has "
+            f"{', '.join(map(repr, frame.columns))}. Fix {setting} in the competition yaml"
+            + (f" (did you mean {near[0]!r}?)." if near else "."))
+        return None
+    if frame.empty:
+        problems.report(f"{where} has a header but no rows: download it again.")
+        return None
+    return frame
 
 
-def _check_same_ids(test_ids: pd.Series, sample_ids: pd.Series, test_where: str, sample_where: str):
+def _lines(mask) -> list[int]:
+    return [int(i) + 2 for i in mask.to_numpy().nonzero()[0]]  # line 1 is the header
+
+
+def check_ids(ids: pd.Series, where: str, problems: Problems | None = None) -> pd.Series:
+    """Ids must be present, plain names (no path parts) and unique. Returns which rows have a
+    usable id (when collecting, the other rows are left out of later checks)."""
+    problems = problems or Problems()
+    empty = ids == ""
+    if empty.any():
+        problems.report(f"{where} line(s) {examples(_lines(empty))}: empty id. "
+                        f"Remove those rows or fill in their ids.")
+    pathlike = ids.str.contains(NOT_A_NAME) | ids.isin([".", ".."])
+    if pathlike.any():
+        first = ids[pathlike].iloc[0]
+        problems.report(f"{where} line(s) {examples(_lines(pathlike))}: id {first!r} is not a plain "
+                        f"file name (path separators, '..' or control characters are refused). "
+                        f"Fix or remove those rows.")
+    duplicated = ids.duplicated(keep=False) & ~empty
+    if duplicated.any():
+        first = ids[duplicated].iloc[0]
+        problems.report(
+            f"{where}: id {first!r} appears on lines {examples(_lines(ids == first))}; "
+            f"{ids[duplicated].nunique()} id(s) are duplicated. Remove the duplicate rows.")
+    return ~(empty | pathlike)
+
+
+def _check_labels(labels: pd.Series, ids: pd.Series, where: str, problems: Problems) -> pd.Series:
+    """Returns which rows have a label."""
+    missing = labels.isin(MISSING_LABELS)
+    if missing.any():
+        problems.report(
+            f"{where} line(s) {examples(_lines(missing))} (id {ids[missing].iloc[0]!r}): missing "
+            f"label; {int(missing.sum())} row(s) have none. Remove those rows or fill in their labels.")
+    if labels[~missing].nunique() == 1:
+        problems.report(f"{where}: every row has the label {labels[~missing].iloc[0]!r}; a classifier "
+                        f"needs at least two classes. Check label_column in the competition yaml.")
+    return ~missing
+
+
+def _check_same_ids(test_ids: pd.Series, sample_ids: pd.Series, test_where: str, sample_where: str,
+                    problems: Problems) -> None:
     missing = sorted(set(test_ids) - set(sample_ids))
     extra = sorted(set(sample_ids) - set(test_ids))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} test id(s) missing from the sample (e.g. {missing[0]!r})")
-        if extra:
-            parts.append(f"{len(extra)} sample id(s) not in the test set (e.g. {extra[0]!r})")
-        raise PipelineError(
-            f"{sample_where} does not match {test_where}: {'; '.join(parts)}. "
-            f"Download both files again from the same competition.")
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} test id(s) missing from the sample: {examples(missing)}")
+    if extra:
+        parts.append(f"{len(extra)} sample id(s) not in the test set: {examples(extra)}")
+    if parts:
+        problems.report(f"{sample_where} does not match {test_where}: {'; '.join(parts)}. "
+                        f"Download both files again from the same competition.")
+
+
+def sample_format(sample: pd.DataFrame, id_column: str, label_column: str, classes: list[str],
+                  problems: Problems | None = None) -> str | None:
+    """How a submission is filled in: 'probabilities' when the sample has one column per class,
+    'label' when it has the label column; None (reported) when neither."""
+    problems = problems or Problems()
+    others = [c for c in sample.columns if c != id_column]
+    if len(others) > 1 and set(others) == set(classes):
+        return "probabilities"
+    if label_column in others:
+        return "label"
+    if len(others) > 1 and set(others) & set(classes):
+        problems.report(
+            f"The sample submission's class columns ({examples(others)}) differ from the training "
+            f"labels ({examples(classes)}): missing {examples(sorted(set(classes) - set(others)))}; "
+            f"extra {examples(sorted(set(others) - set(classes)))}. Check label_column and train_csv.")
+    else:
+        problems.report(
+            f"The sample submission has columns {', '.join(map(repr, sample.columns))} but no "
+            f"{label_column!r} column to fill: fix label_column in the competition yaml.")
+    return None
+
+
+def _train_table(comp: Competition, data: DataDir, problems: Problems) -> pd.DataFrame | None:
+    id_col, label_col = comp.id_column, comp.label_column
+    train = _read_table(data, comp.train_csv, [id_col, label_col], "id_column/label_column", problems)
+    if train is None:
+        return None
+    where = data.describe(comp.train_csv)
+    usable = check_ids(train[id_col], where, problems)
+    usable &= _check_labels(train[label_col], train[id_col], where, problems)
+    return train[usable]
+
+
+def _test_ids(comp: Competition, data: DataDir, sample: pd.DataFrame | None,
+              problems: Problems) -> list[str]:
+    """Ids to predict: the sample's, checked against test_csv when there is one."""
+    id_col = comp.id_column
+    sample_where = data.describe(comp.sample_submission)
+    sample_ids = sample[id_col][check_ids(sample[id_col], sample_where, problems)] \
+        if sample is not None else None
+    if not (comp.test_csv and data.exists(comp.test_csv)):
+        return [] if sample_ids is None else sample_ids.tolist()
+    test = _read_table(data, comp.test_csv, [id_col], "id_column", problems)
+    if test is None:
+        return [] if sample_ids is None else sample_ids.tolist()
+    test_where = data.describe(comp.test_csv)
+    test_ids = test[id_col][check_ids(test[id_col], test_where, problems)]
+    if comp.label_column in test.columns:
+        problems.report(f"{test_where} has a {comp.label_column!r} column: test data must be "
+                        f"unlabelled. Check that test_csv names the test file, not the training file.")
+    if sample_ids is None:
+        return test_ids.tolist()
+    _check_same_ids(test_ids, sample_ids, test_where, sample_where, problems)
+    return sample_ids.tolist()
+
+
+def load_tables(comp: Competition, data: DataDir, problems: Problems | None = None) -> Tables:
+    """Read and check train, test and sample CSVs. Collecting, a broken file leaves its part empty."""
+    problems = problems or Problems()
+    train = _train_table(comp, data, problems)
+    sample = _read_table(data, comp.sample_submission, [comp.id_column], "id_column", problems)
+    test_ids = _test_ids(comp, data, sample, problems)
+    train_ids = [] if train is None else train[comp.id_column].tolist()
+    train_labels = [] if train is None else train[comp.label_column].tolist()
+    classes = sort_classes(train_labels)
+    if sample is not None and classes:
+        sample_format(sample, comp.id_column, comp.label_column, classes, problems)
+    return Tables(train_ids=train_ids, train_labels=train_labels, test_ids=test_ids,
+                  sample=sample, classes=classes)

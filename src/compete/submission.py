@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .config import PipelineError
+from .files import sample_format
 
 
 def build_submission(sample: pd.DataFrame, id_column: str, label_column: str,
@@ -16,18 +18,16 @@ def build_submission(sample: pd.DataFrame, id_column: str, label_column: str,
     """Rows in the sample's id order. A sample with one column per class gets probabilities;
     otherwise the label column gets the most probable class, in the original label space."""
     frame = pd.DataFrame({id_column: sample[id_column].to_numpy()})
-    others = [c for c in sample.columns if c != id_column]
-    if sorted(others) == sorted(classes) and len(others) > 1:
-        for column in others:
+    fill = sample_format(sample, id_column, label_column, classes)
+    for column in sample.columns:
+        if column == id_column:
+            continue
+        if fill == "probabilities":
             frame[column] = probs[:, classes.index(column)]
-    else:
-        if label_column not in sample.columns:
-            raise PipelineError(
-                f"The sample submission has columns {', '.join(sample.columns)} but no "
-                f"'{label_column}' column to fill: fix label_column in the competition yaml.")
-        for column in others:
-            frame[column] = np.asarray(classes, dtype=object)[probs.argmax(1)] \
-                if column == label_column else sample[column].to_numpy()
+        elif column == label_column:
+            frame[column] = np.asarray(classes, dtype=object)[probs.argmax(1)]
+        else:
+            frame[column] = sample[column].to_numpy()  # columns we do not predict keep the sample's
     return frame[list(sample.columns)]
 
 
@@ -46,7 +46,12 @@ def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, id_column: st
                             f"{expected[row]!r} there. Ids must keep the sample's order.")
     if frame.isna().any().any():
         raise PipelineError("Submission has empty cells.")
-    if label_column in frame.columns and label_column not in classes:
+    if sample_format(sample, id_column, label_column, classes) == "probabilities":
+        probs = frame[classes].to_numpy(dtype=np.float64)
+        if not (np.isfinite(probs).all() and (probs >= 0).all() and (probs <= 1).all()):
+            raise PipelineError("Submission has probabilities outside [0, 1]: the model diverged; "
+                                "train again with a lower learning rate.")
+    elif label_column in frame.columns:
         bad = ~frame[label_column].astype(str).isin(set(classes))
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
@@ -54,13 +59,38 @@ def validate_submission(frame: pd.DataFrame, sample: pd.DataFrame, id_column: st
                                 f"is not one of the training classes.")
 
 
+def _reads_back_as(path: Path, frame: pd.DataFrame) -> bool:
+    """Whether the CSV at `path` reads back as `frame`: text cells exactly, numbers to rounding."""
+    back = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(back.columns) != [str(c) for c in frame.columns] or len(back) != len(frame):
+        return False
+    for column, written in zip(frame.columns, back.columns):
+        if pd.api.types.is_numeric_dtype(frame[column]):
+            same = np.allclose(pd.to_numeric(back[written]).to_numpy(), frame[column].to_numpy())
+        else:
+            same = (back[written].to_numpy() == frame[column].astype(str).to_numpy()).all()
+        if not same:
+            return False
+    return True
+
+
 def write_submission(frame: pd.DataFrame, out_dir: Path) -> Path:
-    """Write submission.csv atomically, plus a timestamped copy beside it."""
+    """Write submission.csv atomically, plus a timestamped copy beside it. The file is read back
+    before it replaces the previous one, so a file that would not parse as `frame` never lands."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "submission.csv"
     stamped = out_dir / f"submission-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     partial = out_dir / f".submission.csv.tmp{os.getpid()}"
-    frame.to_csv(partial, index=False)
-    os.replace(partial, target)  # readers see the old file or the new one, never half of one
-    stamped.write_bytes(target.read_bytes())
+    copy = out_dir / f".{stamped.name}.tmp{os.getpid()}"
+    try:
+        frame.to_csv(partial, index=False)
+        if not _reads_back_as(partial, frame):
+            raise PipelineError(f"The submission written to {partial} does not read back as the "
+                                f"predictions (ids or labels change in CSV form); nothing was written.")
+        shutil.copyfile(partial, copy)
+        os.replace(copy, stamped)
+        os.replace(partial, target)  # readers see the old file or the new one, never half of one
+    finally:
+        for leftover in (partial, copy):
+            leftover.unlink(missing_ok=True)
     return target
