@@ -27,6 +27,12 @@ def fbeta_macro(beta: float):
                                     labels=np.arange(p.shape[1]), zero_division=0)
 
 
+def _clipped(probs: np.ndarray) -> np.ndarray:
+    """Probabilities floored at 1e-7 and rescaled to sum to one, as the competition sites score."""
+    probs = np.clip(probs, 1e-7, 1)
+    return probs / probs.sum(1, keepdims=True)
+
+
 class Metrics(dict):
     """name -> (function of (targets, probs), higher_is_better); builds top-k and F-beta
     entries from their names on first lookup."""
@@ -45,7 +51,7 @@ class Metrics(dict):
 METRICS = Metrics({
     "accuracy": (lambda y, p: accuracy_score(y, p.argmax(1)), True),
     "top5_accuracy": (top_k_accuracy(5), True),
-    "log_loss": (lambda y, p: log_loss(y, np.clip(p, 1e-7, 1), labels=np.arange(p.shape[1])), False),
+    "log_loss": (lambda y, p: log_loss(y, _clipped(p), labels=np.arange(p.shape[1])), False),
     "f1_macro": (lambda y, p: f1_score(y, p.argmax(1), average="macro"), True),
     "f2_macro": (fbeta_macro(2.0), True),
 })

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 DPI = 100                  # pixels per inch of the saved PNGs
 ANNOTATE_CLASSES = 20      # confusion cells and scatter points carry text up to this many classes
 GRID_COLUMNS = 4           # columns of the error grid
+MAX_BARS = 40              # classes shown in the ranked accuracy bars (the worst ones)
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -35,6 +37,7 @@ def plot_curves(history: pd.DataFrame, path: Path) -> Path:
                           label=f"{label} val")
     for axes, name in ((loss_axes, "loss"), (acc_axes, "accuracy")):
         axes.set(xlabel="epoch", ylabel=name, title=name)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
     acc_axes.legend(fontsize="small")
     return _save(figure, path)
@@ -67,18 +70,25 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> Path:
 
 
 def plot_per_class(counts: np.ndarray, accuracy: np.ndarray, classes: list[str], path: Path) -> Path:
-    """Validation accuracy of each class against its number of labelled images."""
-    figure = Figure(figsize=(7, 5), layout="constrained")
-    axes = figure.subplots()
-    axes.scatter(counts, accuracy, color="tab:blue")
+    """Validation accuracy of each class against its number of labelled images (left), and the
+    classes ranked by accuracy (right: readable even when every class has the same size)."""
+    figure = Figure(figsize=(12, 4.5), layout="constrained")
+    scatter_axes, bar_axes = figure.subplots(1, 2)
+    scatter_axes.scatter(counts, accuracy, color="tab:blue")
     if len(classes) <= ANNOTATE_CLASSES:
         for x, y, name in zip(counts, accuracy, classes):
-            axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+            scatter_axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
     if counts.max() > 10 * max(counts.min(), 1):
-        axes.set_xscale("log")
-    axes.set(xlabel="labelled images of the class", ylabel="validation accuracy",
-             title="per-class accuracy vs class size", ylim=(min(0.0, np.nanmin(accuracy)) - 0.02, 1.02))
-    axes.grid(alpha=0.3)
+        scatter_axes.set_xscale("log")
+    scatter_axes.set(xlabel="labelled images of the class", ylabel="validation accuracy",
+                     title="per-class accuracy vs class size")
+    scatter_axes.grid(alpha=0.3)
+    order = np.argsort(np.nan_to_num(accuracy, nan=-1.0))[:MAX_BARS]
+    bar_axes.bar(range(len(order)), np.nan_to_num(accuracy[order]), color="tab:blue")
+    bar_axes.set_xticks(range(len(order)), [classes[i] for i in order], rotation=45, ha="right")
+    bar_axes.set(ylabel="validation accuracy", ylim=(0, 1.02),
+                 title="classes by accuracy" + (f" (worst {MAX_BARS})" if len(classes) > MAX_BARS else ""))
+    bar_axes.grid(alpha=0.3, axis="y")
     return _save(figure, path)
 
 

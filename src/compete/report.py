@@ -102,8 +102,8 @@ def report_run(competition: str, run_id: str | None = None) -> Path:
     return write_report(run_dir)
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, classes="table", na_rep="-",
+def _table(frame: pd.DataFrame, style: str = "table") -> str:
+    return frame.to_html(index=False, border=0, classes=style, na_rep="-",
                          float_format=lambda value: f"{value:.4f}")
 
 
@@ -122,7 +122,7 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
              f"ensemble {summary['metric']}": summary["ensemble_score"],
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
              "input hash": origin.get("input_hash", "-"), "data": config["data"]}
-    return pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]})
+    return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
 
 
 def _members(config: dict, summary: dict) -> pd.DataFrame:
@@ -131,14 +131,14 @@ def _members(config: dict, summary: dict) -> pd.DataFrame:
         rows.append({"member": f"m{row['member']}", "model": member["model"],
                      "epochs": member["epochs"], "batch": member["batch_size"], "lr": f"{member['lr']:.3g}",
                      "optimizer": member["optimizer"], "schedule": member["schedule"],
-                     summary["metric"]: row["score"], "weight": weight, "seconds": row["seconds"]})
+                     summary["metric"]: row["score"], "weight": weight, "seconds": f"{row['seconds']:.1f}"})
     return pd.DataFrame(rows)
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 .table{border-collapse:collapse;margin:0.5em 0}.table td,.table th{padding:3px 10px;border-bottom:1px solid #eee;text-align:right}
-.table td:first-child,.table th:first-child{text-align:left}
+.table td:first-child,.table th:first-child,.facts td{text-align:left}
 figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:0.9em}"""
 
 
@@ -147,7 +147,7 @@ def write_report(run_dir: Path) -> Path:
     config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
     analysis = read_json(run_dir / ANALYSIS) if (run_dir / ANALYSIS).is_file() else {}
     title = f"{config['competition']['name']} run {run_dir.name}"
-    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Run</h2>", _table(_overview(run_dir, config, summary)),
+    parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Run</h2>", _table(_overview(run_dir, config, summary), "table facts"),
              "<h2>Members and ensemble weights</h2>", _table(_members(config, summary))]
     if analysis.get("metrics"):
         parts += [f"<h2>Out-of-fold metrics ({analysis['validated']} validated images)</h2>",
