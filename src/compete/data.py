@@ -133,7 +133,7 @@ def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], 
     remedy = (f"If they cannot be had, remove their rows from {table} or pass --skip-bad-images."
               if tag == "train" else "Every test image is needed for the submission.")
     if bad[rows[0]] == NOT_FOUND:
-        return (f"{len(rows)} {split} image(s) not found (ids {examples([ids[i] for i in rows])}): "
+        return (f"{len(rows)} {split} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
                 f"{data.not_found(paths[rows[0]])} {remedy}")
     listed = [f"{data.describe(paths[i])} (id {ids[i]!r}): {bad[i]}" for i in rows[:EXAMPLES]]
     return (f"{len(rows)} {split} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "

@@ -218,7 +218,7 @@ class Tables:
 def sort_classes(labels) -> list[str]:
     unique = set(labels)
     if all(INTEGER.match(label) for label in unique):
-        return sorted(unique, key=int)
+        return sorted(unique, key=lambda label: (int(label), label))  # '007' and '7' stay apart
     return sorted(unique)
 
 
@@ -293,9 +293,9 @@ def _check_same_ids(test_ids: pd.Series, sample_ids: pd.Series, test_where: str,
     extra = sorted(set(sample_ids) - set(test_ids))
     parts = []
     if missing:
-        parts.append(f"{len(missing)} test id(s) missing from the sample: {examples(missing)}")
+        parts.append(f"{len(missing)} test id(s) missing from the sample: {examples(list(map(repr, missing)))}")
     if extra:
-        parts.append(f"{len(extra)} sample id(s) not in the test set: {examples(extra)}")
+        parts.append(f"{len(extra)} sample id(s) not in the test set: {examples(list(map(repr, extra)))}")
     if parts:
         problems.report(f"{sample_where} does not match {test_where}: {'; '.join(parts)}. "
                         f"Download both files again from the same competition.")

@@ -1,0 +1,225 @@
+"""Bad inputs (issues 2 and 6): each works, or stops before training with one `error:` line that
+names the file, the row or id, and the fix, leaving no run, cache or submission half-written."""
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from compete.cli import main
+from compete.config import load_competition
+from compete.data import load_train
+from compete.files import DataDir
+
+from conftest import make_competition, put_file, read_file
+
+
+def train_csv(tiny) -> str:
+    return read_file(tiny, "train.csv").decode()
+
+
+def replace_row(tiny, old: str, new: str):
+    put_file(tiny, "train.csv", train_csv(tiny).replace(f"\n{old}\n", f"\n{new}\n").encode())
+
+
+def jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def csv_bytes(rows: dict) -> bytes:
+    return pd.DataFrame(rows).to_csv(index=False).encode()
+
+
+# name -> (change to a good tiny competition, fragments the error must contain)
+FAILING = {
+    "missing train image": (lambda t: put_file(t, "train/5.png", None),
+                            ["train/5.png", "ids '5'", "--skip-bad-images"]),
+    "missing test image": (lambda t: put_file(t, "test/50.png", None),
+                           ["test/50.png", "ids '50'", "needed for the submission"]),
+    "zero-byte image": (lambda t: put_file(t, "train/5.png", b""),
+                        ["train/5.png", "id '5'", "empty file (0 bytes)", "Download them again"]),
+    "truncated image": (lambda t: put_file(t, "train/5.png", read_file(t, "train/5.png")[:40]),
+                        ["train/5.png", "id '5'", "truncated or damaged"]),
+    "corrupt image data": (lambda t: put_file(t, "train/5.png", read_file(t, "train/5.png")[:60] + bytes(30)
+                                              + read_file(t, "train/5.png")[90:]),
+                           ["train/5.png", "id '5'", "broken data stream"]),
+    "text file as image": (lambda t: put_file(t, "train/5.png", b"<html>404</html>"),
+                           ["train/5.png", "id '5'", "not an image file"]),
+    "unreadable test image": (lambda t: put_file(t, "test/50.png", b""),
+                              ["test/50.png", "id '50'", "needed for the submission"]),
+    "images with another extension": (
+        lambda t: [put_file(t, f"train/{i}.png", None) or put_file(t, f"train/{i}.jpg", jpeg())
+                   for i in t.train["id"]],
+        ["48 training image(s) not found", "train/1.png", "Found train/1.jpg", "image_template"]),
+    "duplicate ids": (lambda t: put_file(t, "train.csv", (train_csv(t) + "3,0\n").encode()),
+                      ["train.csv", "id '3'", "lines 4, 50", "Remove the duplicate rows"]),
+    "missing label column": (lambda t: put_file(t, "train.csv", train_csv(t).replace("label", "target").encode()),
+                             ["train.csv", "missing column(s) 'label'", "'target'", "label_column"]),
+    "empty csv": (lambda t: put_file(t, "train.csv", b""), ["train.csv is empty", "download it again"]),
+    "header-only csv": (lambda t: put_file(t, "train.csv", b"id,label\n"), ["train.csv has a header but no rows"]),
+    "label column in test data": (
+        lambda t: put_file(t, "test.csv", csv_bytes({"id": t.test_ids, "label": "0"})),
+        ["test.csv has a 'label' column", "test_csv"]),
+    "sample ids differ from test ids": (
+        lambda t: put_file(t, "sample_submission.csv", csv_bytes({"id": t.test_ids[:-1] + ["999"], "label": "0"})),
+        ["sample_submission.csv does not match", "test.csv", "'60'", "'999'"]),
+    "sample without the label column": (
+        lambda t: put_file(t, "sample_submission.csv", csv_bytes({"id": t.test_ids, "target": "0"})),
+        ["sample submission has columns 'id', 'target'", "label_column"]),
+    "nan labels": (lambda t: [replace_row(t, "4,0", "4,NaN"), replace_row(t, "7,0", "7,")],
+                   ["train.csv line(s) 5, 8", "id '4'", "missing label", "2 row(s)"]),
+    "path traversal id": (lambda t: replace_row(t, "5,1", "../x,1"),
+                          ["train.csv line(s) 6", "'../x'", "not a plain file name"]),
+    "extra field in a row": (lambda t: replace_row(t, "5,1", "5,1,oops"),
+                             ["train.csv is not a valid CSV", "line 6"]),
+    "unterminated quote": (lambda t: put_file(t, "train.csv", (train_csv(t) + '49,"2\n').encode()),
+                           ["train.csv is not a valid CSV", "EOF inside string"]),
+    "a single class": (lambda t: put_file(t, "train.csv", csv_bytes({"id": t.train["id"], "label": "0"})),
+                       ["train.csv", "every row has the label '0'", "at least two classes"]),
+    "hold-out too small for the classes": (
+        lambda t: put_file(t, "train.csv", csv_bytes({"id": [str(i) for i in range(1, 9)],
+                                                      "label": [str(i % 6) for i in range(1, 9)]})),
+        ["val_fraction=0.25", "--set val_fraction", "--folds"]),
+}
+
+
+def assert_nothing_half_written(workspace, name):
+    runs = workspace / "submissions" / name / "runs"
+    assert not runs.exists() or not list(runs.iterdir()), "a run folder was started"
+    assert not (workspace / "submissions" / name / "submission.csv").exists()
+    cache = workspace / "inputs" / ".cache" / name
+    leftovers = [p.name for p in cache.glob("*")] if cache.exists() else []
+    assert not [p for p in leftovers if ".tmp" in p]
+    for npy in cache.glob("*.npy"):  # every cache entry that exists is whole
+        assert np.load(npy).ndim == 4 and json.loads(npy.with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])
+@pytest.mark.parametrize("case", FAILING)
+def test_bad_input_stops_training_with_a_clear_error(workspace, capsys, case, zipped):
+    change, fragments = FAILING[case]
+    tiny = make_competition(workspace, zipped=zipped)
+    change(tiny)
+    assert main(["train", tiny.name, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    message = err[err.index("error: "):]
+    assert "Traceback" not in err and message.count("\n") == 1
+    for fragment in fragments:
+        assert fragment in message
+    assert_nothing_half_written(workspace, tiny.name)
+    # `check` reports the very same problem
+    assert main(["check", tiny.name]) == 1
+    assert message[len("error: "):].strip() in capsys.readouterr().out
+
+
+def test_a_corrupt_zip_is_named(workspace, capsys):
+    tiny = make_competition(workspace, zipped=True)
+    (tiny.data_dir / "train.zip").write_bytes(b"PK\x03\x04 cut short")
+    assert main(["train", tiny.name, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "train.csv not found" in err and "train.zip (File is not a zip file)" in err
+
+
+def test_a_corrupt_zip_member_is_named(workspace, capsys):
+    tiny = make_competition(workspace, zipped=True)
+    archive = (tiny.data_dir / "train.zip").read_bytes()
+    start = archive.index(b"train/5.png") + len("train/5.png")
+    damaged = archive[:start] + bytes(b ^ 0xFF for b in archive[start:start + 20]) + archive[start + 20:]
+    (tiny.data_dir / "train.zip").write_bytes(damaged)
+    assert main(["train", tiny.name, "--device", "cpu"]) == 2
+    assert "train.zip:train/5.png (id '5')" in capsys.readouterr().err
+
+
+def test_unknown_competition_names_the_yaml_to_write(workspace, capsys):
+    assert main(["train", "no_such_thing", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown competition 'no_such_thing'" in err and "competition/no_such_thing.yaml" in err
+
+
+def test_predict_without_a_trained_run_says_what_to_do(workspace, capsys):
+    tiny = make_competition(workspace)
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 2
+    assert f"No trained run for '{tiny.name}'" in capsys.readouterr().err
+    assert_nothing_half_written(workspace, tiny.name)
+
+
+def test_predict_refuses_changed_test_inputs_and_keeps_the_old_submission(workspace, capsys):
+    tiny = make_competition(workspace)
+    assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1"]) == 0
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 0
+    submission = workspace / "submissions" / tiny.name / "submission.csv"
+    good = submission.read_bytes()
+    put_file(tiny, "test/52.png", b"garbage")
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 2
+    assert "test/52.png (id '52')" in capsys.readouterr().err
+    put_file(tiny, "test/52.png", read_file(tiny, "test/53.png"))
+    put_file(tiny, "sample_submission.csv", csv_bytes({"id": tiny.test_ids + ["61"], "label": "0"}))
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 2
+    assert "sample id(s) not in the test set: '61'" in capsys.readouterr().err
+    assert submission.read_bytes() == good
+    assert not [p for p in submission.parent.iterdir() if ".tmp" in p.name]
+
+
+def test_skip_bad_images_trains_without_them_and_counts_them(workspace, capsys):
+    tiny = make_competition(workspace)
+    put_file(tiny, "train/5.png", b"")
+    put_file(tiny, "train/9.png", None)
+    assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1", "--skip-bad-images"]) == 0
+    out = capsys.readouterr().out
+    assert "Skipping 2 unreadable training image(s)" in out and "'5' (empty file (0 bytes))" in out
+    assert "46 training images (2 unreadable skipped)" in out
+    summary = next((workspace / "submissions" / tiny.name / "runs").glob("*/summary.json"))
+    assert json.loads(summary.read_text())["skipped_images"] == 2
+
+
+def load(tiny):
+    return load_train(load_competition(tiny.name), DataDir(tiny.data_dir))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "cp1252", "utf-16"])
+def test_csvs_in_other_encodings_read_the_same(workspace, encoding):
+    tiny = make_competition(workspace, classes=("a", "b", "café"))
+    put_file(tiny, "train.csv", train_csv(tiny).encode(encoding))
+    assert load(tiny).tables.classes == ["a", "b", "café"]
+
+
+def test_semicolon_csvs_quotes_and_whitespace_are_understood(workspace):
+    tiny = make_competition(workspace)
+    text = train_csv(tiny).replace("\n5,1\n", '\n"5", 1 \n').replace("\n6,2\n", "\n 6 ,\t2\n")
+    put_file(tiny, "train.csv", text.replace(",", ";").encode())
+    dataset = load(tiny)
+    assert dataset.tables.train_ids[4:6] == ["5", "6"] and dataset.tables.train_labels[4:6] == ["1", "2"]
+    assert dataset.tables.classes == ["0", "1", "2"]
+
+
+def test_ids_with_leading_zeros_stay_strings(workspace):
+    tiny = make_competition(workspace)
+    put_file(tiny, "train/007.png", read_file(tiny, "train/1.png"))  # a second image, not image 7
+    put_file(tiny, "train.csv", (train_csv(tiny) + "007,1\n").encode())
+    dataset = load(tiny)
+    assert dataset.tables.train_ids[-1] == "007" and "7" in dataset.tables.train_ids
+    assert np.array_equal(dataset.train_images[-1], dataset.train_images[0])
+    assert not np.array_equal(dataset.train_images[-1], dataset.train_images[6])
+
+
+def test_odd_images_still_load(workspace):
+    tiny = make_competition(workspace, channels=3)
+    put_file(tiny, "train/1.png", jpeg())  # a JPEG named .png: the content decides
+    buffer = io.BytesIO()
+    Image.new("RGBA", (20, 11), (9, 9, 9, 0)).save(buffer, format="PNG")
+    put_file(tiny, "train/2.png", buffer.getvalue())  # other size and mode
+    dataset = load(tiny)
+    assert dataset.train_images.shape == (48, 8, 8, 3)
+    assert (dataset.train_images[1] == 9).all() and abs(int(dataset.train_images[0].mean()) - 90) <= 2
+
+
+def test_a_class_with_a_single_image_trains(workspace, capsys):
+    tiny = make_competition(workspace)
+    replace_row(tiny, "5,1", "5,lonely")
+    assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1"]) == 0
+    assert main(["check", tiny.name]) == 0
+    assert "fewer than 2 images (lonely)" in capsys.readouterr().out
