@@ -14,6 +14,17 @@ from .config import Member, PipelineError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_DROPOUT = 0.2               # dropout before a new head's last Linear (model_args: dropout)
+# model_args go to the model's constructor (own class, torchvision builder, timm.create_model),
+# except two read here: dropout (a library model's new head; own models take it themselves) and
+# gray_stem, how 1-channel images meet a 3-channel stem: "repeat" the gray channel, or "sum" the
+# first conv's weights over its input channels
+GRAY_STEMS = ("repeat", "sum")
+NORMALIZATIONS = ("data", "imagenet", "pretrained")  # see _normalization
+LIBRARY_PREFIXES = {"tv/": "torchvision", "torchvision/": "torchvision", "timm/": "timm"}
+OFFLINE_HINTS = {  # where each library looks for pretrained weights before downloading
+    "torchvision": "put the file in $TORCH_HOME/hub/checkpoints",
+    "timm": "set HF_HOME to a Hugging Face cache that holds them (HF_HUB_OFFLINE=1 fails fast)"}
 
 
 class ConvBN(nn.Sequential):
@@ -107,94 +118,176 @@ class Classifier(nn.Module):
         return self.net(images)
 
 
-def _library_model(name: str, pretrained: bool):
-    """A torchvision or timm model by name, with the library's own pretrained weights."""
-    import torchvision
-    if name in torchvision.models.list_models(module=torchvision.models):
-        weights = "DEFAULT" if pretrained else None
-        try:
-            return torchvision.models.get_model(name, weights=weights), 3
-        except Exception as error:  # download refused offline, missing cache, ...
-            raise PipelineError(
-                f"Cannot load pretrained torchvision weights for '{name}' ({error}). Offline, put "
-                f"the file in $TORCH_HOME/hub/checkpoints or set weights: PATH for this member.") from None
+def _split_library(name: str) -> tuple[str | None, str]:
+    """'timm/resnet18' -> ('timm', 'resnet18'); a bare name tries torchvision, then timm."""
+    for prefix, library in LIBRARY_PREFIXES.items():
+        if name.startswith(prefix):
+            return library, name[len(prefix):]
+    return None, name
+
+
+def _library_model(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    """A torchvision or timm model by name, with the library's own pretrained weights and cache."""
     import timm
-    if timm.is_model(name):
-        try:
-            return timm.create_model(name, pretrained=pretrained), 3
-        except Exception as error:
-            raise PipelineError(
-                f"Cannot load pretrained timm weights for '{name}' ({error}). Offline, set "
-                f"weights: PATH for this member, or HF_HOME to a cache that holds them.") from None
-    raise PipelineError(
-        f"Unknown model '{name}': not one of {', '.join(OWN_MODELS)}, torchvision's or timm's models.")
+    import torchvision
+    library, arch = _split_library(name)
+    if library in (None, "torchvision") and arch in torchvision.models.list_models(module=torchvision.models):
+        library = "torchvision"
+    elif library in (None, "timm") and timm.is_model(arch):
+        library = "timm"
+    else:
+        raise PipelineError(
+            f"Unknown model '{name}': not one of {', '.join(OWN_MODELS)}, nor a torchvision or timm "
+            f"classification model (prefix tv/ or timm/ to pick the library).")
+    try:
+        if library == "torchvision":
+            return torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
+        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except TypeError as error:  # a keyword the constructor does not take
+        raise PipelineError(f"model_args {sorted(kwargs)} do not fit '{name}' ({error}).") from None
+    except Exception as error:  # download refused offline, missing cache, unknown weight tag, ...
+        if not pretrained:
+            raise
+        raise PipelineError(
+            f"Cannot load the pretrained weights of '{name}' ({type(error).__name__}: {error}). "
+            f"Offline, {OFFLINE_HINTS[library]}, or set weights: PATH to a local state_dict.") from None
 
 
-def load_backbone_weights(net: nn.Module, path: str) -> None:
-    """Load a local state_dict (fp16 files are cast); any mismatch is an error, never random init."""
+def _unwrap_state(state) -> dict:
+    """The state_dict inside a file: bare, or wrapped by a training checkpoint ("state_dict" or
+    "model" key), keys prefixed by DataParallel or not."""
+    while isinstance(state, dict) and isinstance(state.get("state_dict", state.get("model")), dict):
+        state = state.get("state_dict", state.get("model"))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("no dict of tensors in it")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_backbone_weights(net: nn.Module, path: str, head_name: str) -> None:
+    """Load a local state_dict into everything but the classifier `head_name` (always new).
+    fp16 files are cast; any other mismatch is an error, never a silent random init."""
     if not Path(path).is_file():
         raise PipelineError(f"Weights file {path} not found: fix 'weights:' in the competition yaml.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as error:
         raise PipelineError(f"Weights file {path} is not a readable state_dict ({error}).") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    result = net.load_state_dict(state, strict=False)
-    own = net.state_dict()
-    shape_errors = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or shape_errors:
+
+    def outside_head(key: str) -> bool:
+        return key != head_name and not key.startswith(head_name + ".")
+    own = {k: v for k, v in net.state_dict().items() if outside_head(k)}
+    state = {k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+             for k, v in state.items() if outside_head(k)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if missing or unexpected or wrong:
         raise PipelineError(
-            f"Weights file {path} does not fit this model: missing {result.missing_keys[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}, wrong shapes {shape_errors[:3]}.")
+            f"Weights file {path} does not fit {type(net).__name__}: {len(missing)} missing "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of the wrong "
+            f"shape {wrong[:3]}. Check that it is a state_dict of this model with these model_args.")
+    net.load_state_dict(state, strict=False)  # the head's keys are the only ones left out
 
 
-def _last_linear(net: nn.Module) -> tuple[nn.Module, str, str, nn.Linear]:
-    found = None
-    for module_name, module in net.named_modules():
-        for child_name, child in module.named_children():
-            if isinstance(child, nn.Linear):
-                qualified = f"{module_name}.{child_name}" if module_name else child_name
-                found = (module, child_name, qualified, child)
-    if found is None:
-        raise PipelineError(f"Cannot find the classifier of {type(net).__name__} to replace.")
-    return found
+def _classifier_name(net: nn.Module) -> str:
+    """Qualified name of the final Linear: timm's config names it; otherwise (torchvision) it
+    is the last Linear registered."""
+    named = getattr(net, "pretrained_cfg", {}).get("classifier")
+    if isinstance(named, str) and isinstance(net.get_submodule(named), nn.Linear):
+        return named
+    linears = [name for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise PipelineError(f"Cannot find the Linear classifier of {type(net).__name__} to replace: "
+                            f"choose another model.")
+    return linears[-1]
 
 
 def replace_head(net: nn.Module, num_classes: int, hidden: int, dropout: float) -> str:
-    """Swap the last Linear layer for a new head; returns the head's qualified name."""
-    parent, attr, qualified, linear = _last_linear(net)
+    """Swap the final Linear for a new head (hidden > 0: Linear-ReLU-Dropout-Linear, the classic
+    VGG recipe); returns the head's qualified name."""
+    name = _classifier_name(net)
+    features = net.get_submodule(name).in_features
     if hidden:
-        head = nn.Sequential(nn.Linear(linear.in_features, hidden), nn.ReLU(inplace=True),
+        head = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(inplace=True),
                              nn.Dropout(dropout), nn.Linear(hidden, num_classes))
     else:
-        head = nn.Sequential(nn.Dropout(dropout), nn.Linear(linear.in_features, num_classes))
-    if isinstance(parent, nn.Sequential):
-        parent[int(attr)] = head
-    else:
-        setattr(parent, attr, head)
-    return qualified
+        head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
+    net.set_submodule(name, head)
+    return name
+
+
+def _first_conv(net: nn.Module) -> nn.Conv2d | None:
+    first = getattr(net, "pretrained_cfg", {}).get("first_conv")  # timm names it
+    conv = net.get_submodule(first) if isinstance(first, str) else \
+        next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    return conv if isinstance(conv, nn.Conv2d) else None
+
+
+def sum_gray_stem(net: nn.Module) -> None:
+    """Let 1-channel images into a 3-channel stem by summing the first conv's weights over its
+    input channels: the same output as repeating the gray channel, for a third of the stem's work."""
+    conv = _first_conv(net)
+    if conv is None or conv.in_channels != 3 or conv.groups != 1:
+        raise PipelineError(f"gray_stem: sum needs a first Conv2d with 3 input channels, which "
+                            f"{type(net).__name__} lacks: use gray_stem: repeat.")
+    conv.weight = nn.Parameter(conv.weight.detach().sum(1, keepdim=True))
+    conv.in_channels = 1
+
+
+def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, data_std):
+    """Mean and std per input channel. "data": the training set's; "imagenet": ImageNet's;
+    "pretrained": what the weights were trained with (timm's config; ImageNet for torchvision).
+    Gray images get the averages over RGB."""
+    if member.normalize not in NORMALIZATIONS:
+        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(NORMALIZATIONS)}.")
+    if member.normalize == "data":
+        return data_mean, data_std
+    config = getattr(net, "pretrained_cfg", {}) if member.normalize == "pretrained" else {}
+    mean, std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
+    if in_channels == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return tuple(mean), tuple(std)
+
+
+def _own_model(member: Member, in_channels: int, num_classes: int, image_size: int, args: dict):
+    if member.pretrained:
+        raise PipelineError(f"'{member.model}' has no library pretrained weights: set pretrained: "
+                            f"false, or weights: PATH to a state_dict of it.")
+    if member.model == "cnn":
+        args.setdefault("image_size", member.image_size or image_size)
+    try:
+        return OWN_MODELS[member.model](in_channels, num_classes, **args)
+    except TypeError as error:
+        raise PipelineError(f"model_args {sorted(args)} do not fit '{member.model}' ({error}).") from None
 
 
 def build_model(member: Member, in_channels: int, num_classes: int, image_size: int,
                 data_mean, data_std, load_weights: bool = True) -> Classifier:
-    """The member's network, adapted to the data. `load_weights=False` when a checkpoint follows."""
+    """The member's network, adapted to the data. `load_weights=False` when a checkpoint follows.
+    A weights: file takes the place of the library's pretrained download."""
+    args = {k: v for k, v in member.model_args.items() if k != "gray_stem"}
+    gray_stem = member.model_args.get("gray_stem", "repeat")
+    if gray_stem not in GRAY_STEMS:
+        raise PipelineError(f"model_args gray_stem: {gray_stem} is not one of {', '.join(GRAY_STEMS)}.")
     if member.model in OWN_MODELS:
-        args = dict(member.model_args)
-        if member.model == "cnn":
-            args.setdefault("image_size", member.image_size or image_size)
-        net = OWN_MODELS[member.model](in_channels, num_classes, **args)
-        net_channels, head_name = in_channels, "head"
-    else:
-        net, net_channels = _library_model(member.model, member.pretrained and load_weights)
+        net = _own_model(member, in_channels, num_classes, image_size, args)
+        head_name, net_channels = "head", in_channels
         if member.weights and load_weights:
-            load_backbone_weights(net, member.weights)
-        head_name = replace_head(net, num_classes, member.head_hidden, member.model_args.get("dropout", 0.2))
-    if member.normalize == "imagenet":
-        mean = IMAGENET_MEAN[:in_channels] if in_channels == 3 else (sum(IMAGENET_MEAN) / 3,)
-        std = IMAGENET_STD[:in_channels] if in_channels == 3 else (sum(IMAGENET_STD) / 3,)
+            load_backbone_weights(net, member.weights, head_name)
     else:
-        mean, std = data_mean, data_std
+        dropout = args.pop("dropout", HEAD_DROPOUT)
+        net = _library_model(member.model, member.pretrained and load_weights and not member.weights, args)
+        if member.weights and load_weights:
+            load_backbone_weights(net, member.weights, _classifier_name(net))
+        head_name = replace_head(net, num_classes, member.head_hidden, dropout)
+        if in_channels == 1 and gray_stem == "sum":
+            sum_gray_stem(net)
+        stem = _first_conv(net)
+        net_channels = stem.in_channels if stem is not None else 3
+    mean, std = _normalization(member, net, in_channels, data_mean, data_std)
     size = member.image_size if member.image_size and member.image_size != image_size else None
     return Classifier(net, head_name, mean, std, size, net_channels)
 
@@ -218,14 +311,58 @@ def freeze_batchnorm(model: nn.Module) -> None:
             module.eval()
 
 
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)  # hold layers in forward order
+
+
+def _parts(module: nn.Module, skip: set[int]) -> list:
+    """A module's parameters outside `skip`, one level down in registration order: its own
+    (class tokens, position embeddings), then each child holding some, containers opened."""
+    own = [p for p in module.parameters(recurse=False) if id(p) not in skip]
+    parts = [own] if own else []
+    for child in module.children():
+        if any(id(p) not in skip for p in child.parameters()):
+            parts += _parts(child, skip) if isinstance(child, CONTAINERS) else [child]
+    return parts
+
+
+def _unit_params(unit, skip: set[int]) -> list[nn.Parameter]:
+    return [p for p in (unit.parameters() if isinstance(unit, nn.Module) else unit) if id(p) not in skip]
+
+
+def depth_units(net: nn.Module, skip: set[int]) -> list[list[nn.Parameter]]:
+    """The parameters outside `skip` as blocks in depth order (registration order is forward
+    order in torchvision and timm): layers and blocks stay whole, containers are opened, and so
+    is any block holding more than half the parameters (a ViT's encoder). resnet18 gives conv1,
+    bn1 and its eight BasicBlocks."""
+    units = _parts(net, skip)
+    total = sum(p.numel() for u in units for p in _unit_params(u, skip))
+    while units:
+        sizes = [sum(p.numel() for p in _unit_params(u, skip)) for u in units]
+        big = max(range(len(units)), key=sizes.__getitem__)
+        unit = units[big]
+        if not (isinstance(unit, nn.Module) and sizes[big] > total / 2 and next(unit.children(), None)):
+            break
+        units[big:big + 1] = _parts(unit, skip)
+    seen, result = set(skip), []
+    for unit in units:
+        params = _unit_params(unit, seen)  # tied weights belong to their first block only
+        seen.update(id(p) for p in params)
+        if params:
+            result.append(params)
+    return result
+
+
 def parameter_groups(model: Classifier, lr: float, decay: float, groups: int) -> list[dict]:
-    """Discriminative learning rates: the head at lr, backbone layer groups at lr * decay^k,
-    earlier layers lower."""
+    """Discriminative learning rates: the head at lr, then the backbone cut in depth order into
+    `groups` groups, the k-th from the top at lr * decay^k, so the earliest layers learn slowest."""
     head = head_parameters(model)
-    head_ids = {id(p) for p in head}
-    backbone = [p for p in model.net.parameters() if id(p) not in head_ids]
-    if decay == 1.0 or not backbone:
-        return [{"params": backbone + head, "lr": lr}]
-    chunks = [backbone[i * len(backbone) // groups:(i + 1) * len(backbone) // groups] for i in range(groups)]
-    result = [{"params": chunk, "lr": lr * decay ** (groups - i)} for i, chunk in enumerate(chunks) if chunk]
-    return result + [{"params": head, "lr": lr}]
+    if decay == 1.0:
+        return [{"params": list(model.net.parameters()), "lr": lr}]
+    units = depth_units(model.net, {id(p) for p in head})
+    if not units:
+        return [{"params": head, "lr": lr}]
+    count = min(groups, len(units))
+    chunks = [sum(units[k * len(units) // count:(k + 1) * len(units) // count], [])
+              for k in range(count)]
+    return [{"params": chunk, "lr": lr * decay ** (count - k)} for k, chunk in enumerate(chunks)] + \
+        [{"params": head, "lr": lr}]
