@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import distributed
 from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
 
 DEFAULT_COMPETITION = "digits"
@@ -62,6 +63,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the latest interrupted run (or --run ID) from its last complete epoch")
     train.add_argument("--run", help="with --resume: the run id to continue")
+    train.add_argument("--gpus", type=int, default=1, metavar="N",
+                       help="data-parallel over N processes via torchrun (one per GPU; gloo on CPU)")
     train.add_argument("--skip-bad-images", action="store_true",
                        help="drop unreadable training images (counted in the log) instead of stopping")
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
@@ -84,7 +87,12 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if args.command == "train" and args.gpus > 1 and not distributed.launched():
+        rest = [a for i, a in enumerate(argv) if a != "--gpus" and (i == 0 or argv[i - 1] != "--gpus")
+                and not a.startswith("--gpus=")]
+        return distributed.relaunch(args.gpus, rest)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:

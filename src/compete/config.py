@@ -104,6 +104,7 @@ class RunConfig:
     precision: str = "auto"          # auto | bf16 | fp32 (autocast dtype)
     compile: bool = False            # torch.compile the model (GPU)
     threads: int = 0                 # torch CPU threads; 0 = all cores
+    subset: int = 0                  # >0: train on a stratified subset of this many images
     members: list[Member] = field(default_factory=list)
 
 

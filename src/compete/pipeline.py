@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
 
+from . import distributed
 from .augment import TTA, check_tta
 from .config import Competition, PipelineError, RunConfig, submissions_dir
 from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train
@@ -41,23 +43,31 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
     dataset = load_train(comp, DataDir(data_dir), skip_bad)
-    device = choose_device(run.device)
+    if 0 < run.subset < len(dataset.train_targets):  # quick experiments on fewer images
+        keep, _ = train_test_split(np.arange(len(dataset.train_targets)), train_size=run.subset,
+                                   random_state=run.seed, stratify=dataset.train_targets)
+        dataset.train_images, dataset.train_targets = dataset.train_images[np.sort(keep)], \
+            dataset.train_targets[np.sort(keep)]
+    device = distributed.setup(choose_device(run.device))
+    main_process = distributed.is_main()
     mean, std = channel_stats(dataset.train_images)
     targets = dataset.train_targets
     splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
         [holdout_split(targets, run.val_fraction, run.seed)]
     shape = {"channels": comp.channels, "image_size": comp.image_size,
              "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
-    run_dir = resume_dir or new_run_dir(comp.name, run.preset)
+    run_dir = resume_dir or distributed.share(new_run_dir(comp.name, run.preset) if main_process else None)
     if resume_dir is None:
-        write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
-                                             "data": str(data_dir), "shape": shape,
-                                             "classes": dataset.tables.classes,
-                                             "provenance": provenance(comp, data_dir)})
+        if main_process:
+            write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
+                                                 "data": str(data_dir), "shape": shape,
+                                                 "classes": dataset.tables.classes,
+                                                 "provenance": provenance(comp, data_dir)})
     elif read_json(run_dir / "config.json")["classes"] != dataset.tables.classes:
         raise PipelineError(f"The training labels changed since run {run_dir.name} started: "
                             f"start a new run instead of --resume.")
-    print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
+    say = print if main_process else (lambda *args: None)
+    say(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
           f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(targets).to(device)
@@ -71,7 +81,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
                                     images, labels, train_idx, val_idx, device, run_dir)
             if val_probs is not None:
                 oof[val_idx] = val_probs
-        np.save(run_dir / f"oof_m{m}.npy", oof)
+        if main_process:
+            np.save(run_dir / f"oof_m{m}.npy", oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
                      "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
@@ -81,10 +92,12 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     summary = {"metric": comp.metric, "members": rows, "weights": weights.tolist(),
                "ensemble_score": ensemble_score, "folds": len(splits), "validated": int(len(covered)),
                "skipped_images": dataset.skipped, "seconds": round(time.perf_counter() - started, 1)}
-    write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
-    print_summary(summary)
-    analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
-    print(f"Run saved in {run_dir}")
+    if main_process:
+        write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
+        print_summary(summary)
+        analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
+        print(f"Run saved in {run_dir}")
+    distributed.teardown()
     return run_dir
 
 
@@ -104,10 +117,11 @@ def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, 
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
                  run.seed + f, run_dir / "log.jsonl", label=f"m{m}:{member.model} fold {f + 1}/{folds}",
                  resume_path=resume)
-    save_checkpoint(final, result.state_dict, member, shape,
-                    {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,
-                     "fold": f, "val_probs": result.val_probs, "seconds": result.seconds})
-    resume.unlink(missing_ok=True)
+    if distributed.is_main():
+        save_checkpoint(final, result.state_dict, member, shape,
+                        {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,
+                         "fold": f, "val_probs": result.val_probs, "seconds": result.seconds})
+        resume.unlink(missing_ok=True)
     return result.val_probs
 
 
