@@ -50,7 +50,8 @@ class Member:
     pretrained: bool = False         # use the library's pretrained weights (torchvision enum / timm)
     weights: str | None = None       # local state_dict file for the backbone (offline machines)
     image_size: int | None = None    # side the member sees; None keeps the competition's size
-    normalize: str = "data"          # "data": train-set mean/std; "imagenet": pretrained stats
+    normalize: str = "data"          # "data": train-set mean/std; "imagenet"; "pretrained": the
+                                     # stats the library says the weights were trained with
     epochs: int = 10                 # upper bound; early stopping may end sooner
     batch_size: int = 256            # images per optimizer step
     optimizer: str = "adamw"         # adamw | sgd (nesterov)
@@ -173,6 +174,9 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
         _check_keys(Member, member, where + " member")
     run = RunConfig(preset=preset, **values)
     run.members = [Member(**{**m, **(member_overrides or {})}) for m in members]
+    for member in run.members:
+        if member.weights and not Path(member.weights).is_absolute():
+            member.weights = str((PROJECT_ROOT / member.weights).resolve())  # yaml paths: from the project
     for key, value in (overrides or {}).items():
         if value is not None:
             setattr(run, key, value)
