@@ -130,6 +130,8 @@ def _coerce(cls, key: str, text: str):
             return type(current)(text)
         if isinstance(current, str):
             return text
+        if text.lower() in ("none", "null"):
+            return None
         return yaml.safe_load(text)  # lists, dicts and optional values
     except (ValueError, yaml.YAMLError):
         raise PipelineError(
