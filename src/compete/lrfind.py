@@ -24,7 +24,7 @@ from .files import DataDir
 from .models import build_model, freeze_batchnorm
 from .pipeline import configure_threads, to_tensor
 from .plots import plot_lr_sweep
-from .train import _optimizer, autocast, choose_device
+from .train import autocast, choose_device, make_optimizer
 
 START_LR = 1e-6        # first learning rate of the sweep
 END_LR = 1.0           # last learning rate of the sweep
@@ -58,7 +58,7 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = model.training
-    optimizer = optimizer or _optimizer(model, member)
+    optimizer = optimizer or make_optimizer(model, member)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
     generator = torch.Generator(device=images.device).manual_seed(seed)

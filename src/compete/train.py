@@ -61,7 +61,7 @@ class FitResult:
     seconds: float = 0.0
 
 
-def _optimizer(model, member: Member):
+def make_optimizer(model, member: Member):
     groups = parameter_groups(model, member.lr, member.lr_decay, member.lr_groups)
     if member.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=member.lr, momentum=0.9, nesterov=True,
@@ -207,7 +207,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
         raise PipelineError(
             f"batch_size {member.batch_size} is larger than the {len(train_idx)} training images: "
             f"lower it with --batch-size.")
-    optimizer = _optimizer(model, member)
+    optimizer = make_optimizer(model, member)
     scheduler = _scheduler(optimizer, member, member.epochs * steps_per_epoch)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(member.ema), use_buffers=True) \
         if member.ema else None
