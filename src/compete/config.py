@@ -91,6 +91,7 @@ class Competition:
     hflip: bool = True                       # horizontal flips keep the class (train and TTA)
     vflip: bool = False
     description: str = ""
+    class_names: dict = field(default_factory=dict)  # label -> readable name, for plots and reports
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
 
 

@@ -61,7 +61,8 @@ def confusion(targets: np.ndarray, probs: np.ndarray, num_classes: int) -> np.nd
 def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
     """Write the plots and analysis.json; images (N, H, W, C) uint8 and targets in training order."""
     config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
-    classes = config["classes"]
+    names = {str(label): name for label, name in config["competition"].get("class_names", {}).items()}
+    classes = [f"{label} {names[label]}" if label in names else label for label in config["classes"]]
     analysis = {"metrics": {}, "per_class": [], "validated": 0}
     history = read_log(run_dir)
     if len(history):
