@@ -2,6 +2,8 @@
 names the file, the row or id, and the fix, leaving no run, cache or submission half-written."""
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -30,6 +32,14 @@ def jpeg() -> bytes:
     return buffer.getvalue()
 
 
+def huge_png_header() -> bytes:
+    """A few bytes claiming a 30000 x 30000 PNG, which would decode to 900 megapixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    size = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", size) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
 def csv_bytes(rows: dict) -> bytes:
     return pd.DataFrame(rows).to_csv(index=False).encode()
 
@@ -49,6 +59,8 @@ FAILING = {
                            ["train/5.png", "id '5'", "broken data stream"]),
     "text file as image": (lambda t: put_file(t, "train/5.png", b"<html>404</html>"),
                            ["train/5.png", "id '5'", "not an image file"]),
+    "decompression bomb": (lambda t: put_file(t, "train/5.png", huge_png_header()),
+                           ["train/5.png", "id '5'", "exceeds limit", "decompression bomb"]),
     "unreadable test image": (lambda t: put_file(t, "test/50.png", b""),
                               ["test/50.png", "id '50'", "needed for the submission"]),
     "images with another extension": (
