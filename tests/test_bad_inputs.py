@@ -235,3 +235,9 @@ def test_a_class_with_a_single_image_trains(workspace, capsys):
     assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1"]) == 0
     assert main(["check", tiny.name]) == 0
     assert "fewer than 2 images (lonely)" in capsys.readouterr().out
+
+
+def test_a_competition_name_cannot_climb_out_of_the_workspace(workspace, capsys):
+    (workspace / "x.yaml").write_text("channels: 1\n")
+    assert main(["check", "../x"]) == 2
+    assert "Competition name '../x'" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -140,6 +141,8 @@ def _coerce(cls, key: str, text: str):
 
 
 def competition_path(name: str) -> Path:
+    if not re.fullmatch(r"\w[\w.-]*", name):  # the name also names folders: no '../', no '/'
+        raise PipelineError(f"Competition name {name!r}: use letters, digits, '_', '-' and '.' only.")
     path = competitions_dir() / f"{name}.yaml"
     if not path.is_file() and (PROJECT_ROOT / "competition" / f"{name}.yaml").is_file():
         path = PROJECT_ROOT / "competition" / f"{name}.yaml"  # the shipped ones, e.g. digits
