@@ -111,17 +111,24 @@ def _read_cache(cache) -> Decoded | None:
     return Decoded(images, {int(i): why for i, why in meta["bad"].items()}, meta["formats"])
 
 
+def _replace_atomically(path, write) -> None:
+    """Write into a temporary file, then rename: a run killed mid-write leaves no truncated file."""
+    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def _write_cache(cache, decoded: Decoded) -> None:
-    """Meta first, arrays last and each atomically: the .npy appearing marks a complete entry."""
+    """Meta first, arrays last: the .npy appearing marks a complete entry."""
+    meta = json.dumps({"bad": decoded.bad, "formats": decoded.formats}).encode()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        for path, write in ((cache.with_suffix(".json"), lambda f: f.write(json.dumps(
-                {"bad": decoded.bad, "formats": decoded.formats}).encode())),
-                            (cache, lambda f: np.save(f, decoded.images))):
-            partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            with open(partial, "wb") as file:
-                write(file)
-            os.replace(partial, path)  # a run killed mid-write leaves no truncated cache behind
+        _replace_atomically(cache.with_suffix(".json"), lambda file: file.write(meta))
+        _replace_atomically(cache, lambda file: np.save(file, decoded.images))
     except OSError as error:
         print(f"warning: cannot cache decoded images in {cache.parent} ({error}); "
               f"they will be decoded again next time.", file=sys.stderr)
