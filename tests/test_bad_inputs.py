@@ -88,6 +88,10 @@ FAILING = {
                           ["train.csv line(s) 6", "'../x'", "not a plain file name"]),
     "extra field in a row": (lambda t: replace_row(t, "5,1", "5,1,oops"),
                              ["train.csv is not a valid CSV", "line 6"]),
+    "a column twice in the header": (
+        lambda t: put_file(t, "train.csv", ("id, id ,label\n" + "".join(
+            f"{i},{i},{label}\n" for i, label in zip(t.train["id"], t.train["label"]))).encode()),
+        ["train.csv: column 'id' appears twice"]),
     "unterminated quote": (lambda t: put_file(t, "train.csv", (train_csv(t) + '49,"2\n').encode()),
                            ["train.csv is not a valid CSV", "EOF inside string"]),
     "a single class": (lambda t: put_file(t, "train.csv", csv_bytes({"id": t.train["id"], "label": "0"})),
@@ -241,3 +245,17 @@ def test_a_competition_name_cannot_climb_out_of_the_workspace(workspace, capsys)
     (workspace / "x.yaml").write_text("channels: 1\n")
     assert main(["check", "../x"]) == 2
     assert "Competition name '../x'" in capsys.readouterr().err
+
+
+def test_leading_zero_test_ids_reach_the_submission_unchanged(workspace):
+    tiny = make_competition(workspace, n_test=4)
+    padded = [f"00{i}" for i in tiny.test_ids]
+    for old, new in zip(tiny.test_ids, padded):
+        put_file(tiny, f"test/{new}.png", read_file(tiny, f"test/{old}.png"))
+        put_file(tiny, f"test/{old}.png", None)
+    put_file(tiny, "test.csv", csv_bytes({"id": padded}))
+    put_file(tiny, "sample_submission.csv", csv_bytes({"id": padded, "label": "0"}))
+    assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1"]) == 0
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 0
+    lines = (workspace / "submissions" / tiny.name / "submission.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["id"] + padded

@@ -133,7 +133,7 @@ class DataDir:
         folder, _, name = relpath.rpartition("/")
         stem = name.split(".")[0].lower()
         similar = [other for other in self.listdir(folder)
-                   if other.split(".")[0].lower() == stem and not other.endswith(".zip")]
+                   if other.split(".")[0].lower() == stem and other != name and not other.endswith(".zip")]
         if similar:
             return message + f" Found {folder + '/' if folder else ''}{similar[0]} instead: fix the name " \
                              f"pattern (image_template) or the file name in competition/*.yaml."
@@ -185,6 +185,10 @@ class DataDir:
                                 f"commas, or download it again.") from None
         frame = frame.fillna("")  # rows with too few fields
         frame.columns = [str(c).strip() for c in frame.columns]
+        twice = frame.columns[frame.columns.duplicated()]
+        if len(twice):
+            raise PipelineError(f"{where}: column {twice[0]!r} appears twice in the header. "
+                                f"Rename or remove one of them.")
         frame = frame.apply(lambda column: column.str.strip())
         frame.attrs["encoding"] = encoding
         return frame
