@@ -85,10 +85,12 @@ def fresh_folder(root, files: dict) -> DataDir:
 @SETTINGS
 @given(train=ROWS, test=st.one_of(st.lists(GOOD_ID, min_size=1, max_size=6, unique_by=str.strip),
                                 st.lists(CELL, max_size=6)), encoding=ENCODING,
-       delimiter=st.sampled_from([",", ";", "\t"]), label_in_test=st.sampled_from([False, False, True]))
+       delimiter=st.sampled_from([",", ";", "\t"]), label_in_test=st.sampled_from([False, False, True]),
+       header=st.sampled_from([["id", "label"]] * 3 + [[" id ", "label "], ["ID", "label"], ["id", "id"],
+                                                       ["id", " id"], ["label", "id"]]))
 def test_generated_csvs_load_cleanly_or_explain_why(tables_root, train, test, encoding, delimiter,
-                                                   label_in_test):
-    files = {"train.csv": encode(csv_text(["id", "label"], train, delimiter), encoding),
+                                                   label_in_test, header):
+    files = {"train.csv": encode(csv_text(header, train, delimiter), encoding),
              "test.csv": encode(csv_text(["id", "label"] if label_in_test else ["id"],
                                          [(i, "0") if label_in_test else (i,) for i in test]), encoding),
              "sample_submission.csv": csv_text(["id", "label"], [(i, "0") for i in test]).encode()}

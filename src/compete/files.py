@@ -120,8 +120,8 @@ class DataDir:
                 zip_path, name = self._index()[relpath]
                 return self._open_zip(zip_path).read(name)
         except ZIP_ERRORS as error:
-            raise PipelineError(f"Cannot read {self.describe(relpath)} ({error}): check its "
-                                f"permissions, or download it again.") from None
+            raise PipelineError(f"Cannot read {self.describe(relpath)} ({error}): download it "
+                                f"again, or check its permissions.") from error
         raise PipelineError(self.not_found(relpath))
 
     def not_found(self, relpath: str) -> str:
