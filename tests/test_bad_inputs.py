@@ -81,7 +81,7 @@ FAILING = {
         ["sample_submission.csv does not match", "test.csv", "'60'", "'999'"]),
     "sample without the label column": (
         lambda t: put_file(t, "sample_submission.csv", csv_bytes({"id": t.test_ids, "target": "0"})),
-        ["sample submission has columns 'id', 'target'", "label_column"]),
+        ["sample_submission.csv has columns 'id', 'target'", "label_column"]),
     "nan labels": (lambda t: [replace_row(t, "4,0", "4,NaN"), replace_row(t, "7,0", "7,")],
                    ["train.csv line(s) 5, 8", "id '4'", "missing label", "2 row(s)"]),
     "path traversal id": (lambda t: replace_row(t, "5,1", "../x,1"),

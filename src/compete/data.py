@@ -92,7 +92,7 @@ def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set
             decoded.images[i] = to_array(image, comp.channels, comp.image_size)
         except Exception as error:  # noqa: BLE001 - a hostile file can make Pillow raise anything
             cause = error.__cause__ or error  # a zip's own complaint, not read_bytes' whole message
-            decoded.bad[i] = str(cause) or type(cause).__name__
+            decoded.bad[i] = str(cause).rstrip(".") or type(cause).__name__
     decoded.formats = dict(formats.most_common())
     return decoded
 

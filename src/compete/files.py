@@ -306,7 +306,7 @@ def _check_same_ids(test_ids: pd.Series, sample_ids: pd.Series, test_where: str,
 
 
 def sample_format(sample: pd.DataFrame, id_column: str, label_column: str, classes: list[str],
-                  problems: Problems | None = None) -> str | None:
+                  problems: Problems | None = None, where: str = "The sample submission") -> str | None:
     """How a submission is filled in: 'probabilities' when the sample has one column per class,
     'label' when it has the label column; None (reported) when neither."""
     problems = problems or Problems()
@@ -317,12 +317,12 @@ def sample_format(sample: pd.DataFrame, id_column: str, label_column: str, class
         return "label"
     if len(others) > 1 and set(others) & set(classes):
         problems.report(
-            f"The sample submission's class columns ({examples(others)}) differ from the training "
+            f"{where}: its class columns ({examples(others)}) differ from the training "
             f"labels ({examples(classes)}): missing {examples(sorted(set(classes) - set(others)))}; "
             f"extra {examples(sorted(set(others) - set(classes)))}. Check label_column and train_csv.")
     else:
         problems.report(
-            f"The sample submission has columns {', '.join(map(repr, sample.columns))} but no "
+            f"{where} has columns {', '.join(map(repr, sample.columns))} but no "
             f"{label_column!r} column to fill: fix label_column in the competition yaml.")
     return None
 
@@ -371,6 +371,7 @@ def load_tables(comp: Competition, data: DataDir, problems: Problems | None = No
     train_labels = [] if train is None else train[comp.label_column].tolist()
     classes = sort_classes(train_labels)
     if sample is not None and classes:
-        sample_format(sample, comp.id_column, comp.label_column, classes, problems)
+        sample_format(sample, comp.id_column, comp.label_column, classes, problems,
+                      data.describe(comp.sample_submission))
     return Tables(train_ids=train_ids, train_labels=train_labels, test_ids=test_ids,
                   sample=sample, classes=classes)
