@@ -259,3 +259,9 @@ def test_leading_zero_test_ids_reach_the_submission_unchanged(workspace):
     assert main(["predict", tiny.name, "--device", "cpu"]) == 0
     lines = (workspace / "submissions" / tiny.name / "submission.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines] == ["id"] + padded
+
+
+def test_a_broken_image_template_is_named(workspace, capsys):
+    tiny = make_competition(workspace, image_template="{ID}.png")
+    assert main(["train", tiny.name, "--device", "cpu"]) == 2
+    assert "image_template '{ID}.png' in competition/tiny.yaml" in capsys.readouterr().err

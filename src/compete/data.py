@@ -62,11 +62,16 @@ def to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
 
 
 def decode_png(raw: bytes, channels: int, size: int) -> np.ndarray:
+    """Image file bytes to uint8 (size, size, channels); raises ValueError or OSError if broken."""
     return to_array(open_image(raw), channels, size)
 
 
 def image_path(comp: Competition, folder: str, image_id: str) -> str:
-    return f"{folder}/{comp.image_template.format(id=image_id)}"
+    try:
+        return f"{folder}/{comp.image_template.format(id=image_id)}"
+    except (KeyError, IndexError, ValueError):
+        raise PipelineError(f"image_template {comp.image_template!r} in competition/{comp.name}.yaml: "
+                            f"write {{id}} where the id goes, e.g. '{{id}}.png'.") from None
 
 
 @dataclass
