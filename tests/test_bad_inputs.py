@@ -265,3 +265,11 @@ def test_a_broken_image_template_is_named(workspace, capsys):
     tiny = make_competition(workspace, image_template="{ID}.png")
     assert main(["train", tiny.name, "--device", "cpu"]) == 2
     assert "image_template '{ID}.png' in competition/tiny.yaml" in capsys.readouterr().err
+
+
+def test_channels_other_than_gray_or_rgb_are_refused(workspace, capsys):
+    tiny = make_competition(workspace, channels=1)
+    (workspace / "competition" / "tiny.yaml").write_text(
+        (workspace / "competition" / "tiny.yaml").read_text().replace("channels: 1", "channels: 4"))
+    assert main(["train", tiny.name, "--device", "cpu"]) == 2
+    assert "channels must be 1 (gray) or 3 (RGB)" in capsys.readouterr().err

@@ -161,6 +161,10 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
     unless `skip_bad`: then they stay zeros, listed in `bad`.
     """
     problems = problems or Problems()
+    if comp.channels not in (1, 3) or not isinstance(comp.image_size, int) or comp.image_size < 1:
+        raise PipelineError(f"competition/{comp.name}.yaml: channels must be 1 (gray) or 3 (RGB) and "
+                            f"image_size a positive number of pixels; it says {comp.channels} and "
+                            f"{comp.image_size!r}.")
     if not ids:
         return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
     paths = [image_path(comp, folder, image_id) for image_id in ids]
