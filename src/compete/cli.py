@@ -7,7 +7,6 @@ import sys
 import threading
 from pathlib import Path
 
-from . import distributed
 from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
 
 DEFAULT_COMPETITION = "digits"
@@ -86,54 +85,77 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a run the way Ctrl-C does
 
 
+def _train(args, comp, folder) -> int:
+    from .pipeline import train_competition
+    run_sets, member_sets = parse_sets(args.set)
+    member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                          ("lr", args.lr)) if v not in (None, "auto")})
+    run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
+                                       ("device", args.device)) if v is not None})
+    if args.resume:
+        from .config import run_from_dict
+        from .runs import find_unfinished, read_json
+        resume_dir = find_unfinished(comp.name, args.run)
+        run = run_from_dict(read_json(resume_dir / "config.json")["run"])
+    else:
+        resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
+        if args.lr == "auto":
+            from .lrfind import apply_suggestions
+            apply_suggestions(comp, run, folder)
+    train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
+    return 0
+
+
+def _predict(args, comp, folder) -> int:
+    from .pipeline import predict_competition
+    predict_competition(comp, folder, args.run, args.device)
+    return 0
+
+
+def _lr_find(args, comp, folder) -> int:
+    from .lrfind import find_lrs
+    find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
+             None if args.member is None else [args.member])
+    return 0
+
+
+def _check(args, comp, folder) -> int:
+    from .check import check_competition, print_report
+    return print_report(comp, folder, check_competition(comp, folder, args.preset))
+
+
+def _runs(args) -> int:  # runs and report read run folders only, never the data
+    from .history import print_runs
+    print_runs(args.name)
+    return 0
+
+
+def _report(args) -> int:
+    from .report import report_run
+    print(report_run(args.name, args.run))
+    return 0
+
+
+ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check}
+ON_RUNS = {"runs": _runs, "report": _report}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
-    if args.command == "train" and args.gpus > 1 and not distributed.launched():
-        rest = [a for i, a in enumerate(argv) if a != "--gpus" and (i == 0 or argv[i - 1] != "--gpus")
-                and not a.startswith("--gpus=")]
-        return distributed.relaunch(args.gpus, rest)
+    if args.command == "train" and args.gpus > 1:
+        from . import distributed
+        if not distributed.launched():
+            rest = [a for i, a in enumerate(argv) if a != "--gpus" and (i == 0 or argv[i - 1] != "--gpus")
+                    and not a.startswith("--gpus=")]
+            return distributed.relaunch(args.gpus, rest)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command == "runs":  # runs and report read run folders only, never the data
-            from .history import print_runs
-            print_runs(args.name)
-            return 0
-        if args.command == "report":
-            from .report import report_run
-            print(report_run(args.name, args.run))
-            return 0
+        if args.command in ON_RUNS:
+            return ON_RUNS[args.command](args)
         comp = load_competition(args.name)
-        folder = data_dir(args.name, args.data)
-        if args.command == "train":
-            from .pipeline import train_competition
-            run_sets, member_sets = parse_sets(args.set)
-            member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                                  ("lr", args.lr)) if v not in (None, "auto")})
-            run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
-                                               ("device", args.device)) if v is not None})
-            if args.resume:
-                from .config import run_from_dict
-                from .runs import find_unfinished, read_json
-                resume_dir = find_unfinished(comp.name, args.run)
-                run = run_from_dict(read_json(resume_dir / "config.json")["run"])
-            else:
-                resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
-                if args.lr == "auto":
-                    from .lrfind import apply_suggestions
-                    apply_suggestions(comp, run, folder)
-            train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
-        elif args.command == "predict":
-            from .pipeline import predict_competition
-            predict_competition(comp, folder, args.run, args.device)
-        elif args.command == "lr-find":
-            from .lrfind import find_lrs
-            find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
-                     None if args.member is None else [args.member])
-        elif args.command == "check":
-            from .check import check_competition, print_report
-            return print_report(comp, folder, check_competition(comp, folder, args.preset))
+        return ON_DATA[args.command](args, comp, data_dir(args.name, args.data))
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -141,4 +163,3 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Continue with: ./run.sh train {args.name} --resume" if args.command == "train" else ""
         print(f"\nInterrupted; every completed epoch is saved.{hint}", file=sys.stderr)
         return 130
-    return 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 import warnings
 from collections import Counter
@@ -21,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm import tqdm
 
+from .atomic import write_atomically
 from .config import Competition, cache_dir, PipelineError
 from .files import EXAMPLES, DataDir, Problems, Tables, examples, load_tables
 
@@ -117,24 +117,13 @@ def _read_cache(cache) -> Decoded | None:
     return Decoded(images, {int(i): why for i, why in meta["bad"].items()}, meta["formats"])
 
 
-def _replace_atomically(path, write) -> None:
-    """Write into a temporary file, then rename: a run killed mid-write leaves no truncated file."""
-    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(partial, "wb") as file:
-            write(file)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def _write_cache(cache, decoded: Decoded) -> None:
     """Meta first, arrays last: the .npy appearing marks a complete entry."""
     meta = json.dumps({"bad": decoded.bad, "formats": decoded.formats}).encode()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(cache.with_suffix(".json"), lambda file: file.write(meta))
-        _replace_atomically(cache, lambda file: np.save(file, decoded.images))
+        write_atomically(cache.with_suffix(".json"), lambda file: file.write(meta))
+        write_atomically(cache, lambda file: np.save(file, decoded.images))
     except OSError as error:
         print(f"warning: cannot cache decoded images in {cache.parent} ({error}); "
               f"they will be decoded again next time.", file=sys.stderr)

@@ -11,10 +11,11 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from . import distributed
+from .atomic import write_atomically
 from .augment import TTA, check_tta
 from .config import Competition, PipelineError, RunConfig, submissions_dir
 from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train
-from .ensemble import combine, fit_weights
+from .ensemble import blend, fit_blend
 from .files import DataDir
 from .history import provenance, write_manifest
 from .metrics import score
@@ -87,9 +88,11 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         rows.append({"member": m, "model": member.model,
                      "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
-    weights = fit_weights(oof_all, targets[covered]) if len(covered) else np.full(len(oof_all), 1 / len(oof_all))
-    ensemble_score = score(comp.metric, targets[covered], combine(oof_all, weights)) if len(covered) else None
-    summary = {"metric": comp.metric, "members": rows, "weights": weights.tolist(),
+    temperatures, weights = fit_blend(oof_all, targets[covered]) if len(covered) else \
+        ([1.0] * len(oof_all), np.full(len(oof_all), 1 / len(oof_all)))
+    ensemble_score = score(comp.metric, targets[covered], blend(oof_all, temperatures, weights)) \
+        if len(covered) else None
+    summary = {"metric": comp.metric, "members": rows, "weights": weights.tolist(), "temperatures": temperatures,
                "ensemble_score": ensemble_score, "folds": len(splits), "validated": int(len(covered)),
                "skipped_images": dataset.skipped, "seconds": round(time.perf_counter() - started, 1)}
     if main_process:
@@ -161,8 +164,8 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     started = time.perf_counter()
     probs = member_probs(run_dir, images, device, config["run"]["precision"])
     seconds = time.perf_counter() - started
-    final = combine(probs, summary["weights"])
-    np.save(run_dir / "test_probs.npy", final)
+    final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"])
+    write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
     path = write_submission(frame, submissions_dir() / comp.name)

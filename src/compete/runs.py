@@ -4,12 +4,12 @@ every model."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 
+from .atomic import write_atomically
 from .config import Member, submissions_dir, PipelineError
 from .models import build_model
 
@@ -59,9 +59,7 @@ def find_unfinished(competition: str, run_id: str | None = None) -> Path:
 
 
 def write_json(path: Path, value) -> None:
-    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    partial.write_text(json.dumps(value, indent=2))
-    os.replace(partial, path)
+    write_atomically(path, lambda file: file.write(json.dumps(value, indent=2).encode()))
 
 
 def read_json(path: Path):
@@ -72,9 +70,7 @@ def save_checkpoint(path: Path, model, member: Member, shape: dict, extra: dict)
     """Weights plus everything needed to rebuild the model without the competition yaml."""
     from dataclasses import asdict
     state = {"member": asdict(member), "shape": shape, "state_dict": model, **extra}
-    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    write_atomically(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path, device: torch.device):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import distributed
+from .atomic import write_atomically
 from .augment import train_transform
 from .config import Member, PipelineError
 from .metrics import METRICS, score
@@ -169,9 +169,7 @@ def _save_resume(path: Path, progress: Progress, model, ema, optimizer, schedule
     state = {"progress": progress, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
-    partial = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, partial)
-    os.replace(partial, path)  # a kill during the write leaves the previous epoch's file intact
+    write_atomically(path, lambda file: torch.save(state, file))  # a kill keeps the last epoch's
 
 
 def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Progress:
