@@ -61,3 +61,31 @@ def test_combine_is_the_normalized_weighted_average():
     np.testing.assert_allclose(combine([a, b], [3, 1]), 0.75 * a + 0.25 * b)
     np.testing.assert_allclose(combine([a, b], [2, 2]), (a + b) / 2)
     np.testing.assert_allclose(combine([a, b], [0.75, 0.25]).sum(axis=1), 1.0)
+
+
+def test_temperature_recovers_how_much_a_member_was_softened():
+    from compete.ensemble import calibrate, fit_temperature
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (4000, 5))
+    true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    targets = np.array([rng.choice(5, p=p) for p in true_probs])
+    softened = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)  # under-confident
+    temperature = fit_temperature(softened, targets)
+    assert abs(temperature - 0.5) < 0.05
+    assert np.allclose(calibrate(softened, temperature).sum(1), 1)
+
+
+def test_calibrated_blend_favours_the_accurate_under_confident_member():
+    from compete.ensemble import blend, fit_blend
+    rng = np.random.default_rng(1)
+    targets = rng.integers(0, 4, 3000)
+    correct = np.eye(4)[targets]
+    accurate = 0.7 * correct + 0.3 * np.eye(4)[rng.integers(0, 4, 3000)]      # ~77% right
+    accurate = 0.4 * accurate + 0.6 / 4                                          # softened
+    sharp = np.where(rng.random((3000, 1)) < 0.6, correct, np.eye(4)[rng.integers(0, 4, 3000)])
+    sharp = 0.97 * sharp + 0.03 / 4                                              # ~70% right, confident
+    temperatures, weights = fit_blend([accurate, sharp], targets)
+    assert temperatures[0] < 1  # sharpened
+    assert weights[0] > weights[1]
+    mixed = blend([accurate, sharp], temperatures, weights)
+    assert (mixed.argmax(1) == targets).mean() >= (accurate.argmax(1) == targets).mean() - 0.01

@@ -69,7 +69,7 @@ def test_per_class_table_counts_the_labelled_images(trained):
 def test_out_of_fold_rows_are_the_validation_images(trained):
     _, run_dir, _ = trained
     summary = read(run_dir, "summary.json")
-    probs, rows = ensemble_oof(run_dir, summary["weights"])
+    probs, rows = ensemble_oof(run_dir, summary)
     assert len(rows) == summary["validated"]
     assert np.allclose(probs[rows].sum(1), 1)
 

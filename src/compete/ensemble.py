@@ -2,9 +2,47 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
+from scipy.special import log_softmax, softmax
 
 EPS = 1e-7  # probability floor inside the log loss
+
+
+TEMPERATURES = (0.05, 20.0)  # search range of the calibration temperature
+
+
+def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T for which softmax(log(p) / T) has the least log loss.
+
+    Members trained with label smoothing come out under-confident; without calibration a
+    log-loss weight fit would favour a sharper but less accurate member.
+    """
+    logp = np.log(np.clip(np.nan_to_num(probs, nan=0.0), EPS, 1))
+    rows = np.arange(len(targets))
+
+    def loss(log_t):
+        return -log_softmax(logp / np.exp(log_t), axis=1)[rows, targets].mean()
+
+    result = minimize_scalar(loss, bounds=np.log(TEMPERATURES), method="bounded")
+    return float(np.exp(result.x)) if result.success and loss(result.x) < loss(0.0) else 1.0
+
+
+def calibrate(probs: np.ndarray, temperature: float) -> np.ndarray:
+    if temperature == 1.0:
+        return probs
+    return softmax(np.log(np.clip(probs, EPS, 1)) / temperature, axis=1)
+
+
+def blend(probs: list[np.ndarray], temperatures, weights) -> np.ndarray:
+    """The ensemble's probabilities: each member calibrated, then weighted."""
+    return combine([calibrate(p, t) for p, t in zip(probs, temperatures)], weights)
+
+
+def fit_blend(probs: list[np.ndarray], targets: np.ndarray) -> tuple[list[float], np.ndarray]:
+    """Per-member temperatures, then weights fitted on the calibrated probabilities."""
+    temperatures = [fit_temperature(p, targets) for p in probs]
+    weights = fit_weights([calibrate(p, t) for p, t in zip(probs, temperatures)], targets)
+    return temperatures, weights
 
 
 def combine(probs: list[np.ndarray], weights) -> np.ndarray:

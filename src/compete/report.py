@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from .config import Competition, PipelineError
-from .ensemble import combine
+from .ensemble import blend
 from .metrics import score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import find_run, read_json, write_json
@@ -43,14 +43,15 @@ def read_log(run_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates(["member", "epoch"], keep="last") if len(frame) else frame
 
 
-def ensemble_oof(run_dir: Path, weights: list[float]) -> tuple[np.ndarray, np.ndarray]:
+def ensemble_oof(run_dir: Path, summary: dict) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's out-of-fold probabilities for every training image, and the indices of
     the validated ones (images never validated keep all-zero rows in the oof files)."""
     paths = sorted(run_dir.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
-    probs = combine([np.load(p) for p in paths], weights)
-    totals = probs.sum(1, keepdims=True)
+    members = [np.load(p) for p in paths]
+    rows = np.flatnonzero(members[0].sum(1) > 0)
+    probs = blend(members, summary.get("temperatures", [1.0] * len(members)), summary["weights"])
     # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn's float64 checks want better
-    return probs / np.where(totals > 0, totals, 1), np.flatnonzero(totals[:, 0] > 0)
+    return probs / probs.sum(1, keepdims=True), rows
 
 
 def confusion(targets: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
@@ -67,7 +68,7 @@ def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
     history = read_log(run_dir)
     if len(history):
         plot_curves(history, run_dir / "curves.png")
-    probs, rows = ensemble_oof(run_dir, summary["weights"])
+    probs, rows = ensemble_oof(run_dir, summary)
     if len(probs) != len(targets):
         raise PipelineError(f"Run {run_dir.name} was trained on {len(probs)} images; the data in "
                             f"{config['data']} now has {len(targets)}. Train a new run to analyse it.")
