@@ -205,6 +205,19 @@ def load_test(comp: Competition, data: DataDir) -> tuple[Tables, np.ndarray]:
     return tables, load_images(comp, data, comp.test_images, tables.test_ids, "test").images
 
 
+def stratified_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """A smaller training set with the same class proportions, for quick experiments."""
+    if not 0 < size < len(dataset.train_targets):
+        return dataset
+    keep, _ = train_test_split(np.arange(len(dataset.train_targets)), train_size=size,
+                               random_state=seed, stratify=dataset.train_targets)
+    keep = np.sort(keep)
+    tables = dataset.tables
+    tables.train_ids = [tables.train_ids[i] for i in keep]
+    tables.train_labels = [tables.train_labels[i] for i in keep]
+    return Dataset(tables, dataset.train_images[keep], dataset.train_targets[keep], dataset.skipped)
+
+
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
     flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0

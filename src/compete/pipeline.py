@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from . import distributed
 from .atomic import write_atomically
 from .augment import TTA, check_tta
 from .config import Competition, PipelineError, RunConfig, submissions_dir
-from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train
+from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train, stratified_subset
 from .ensemble import blend, fit_blend
 from .files import DataDir
 from .history import provenance, write_manifest
@@ -43,65 +42,73 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     configure_threads(run)
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
-    dataset = load_train(comp, DataDir(data_dir), skip_bad)
-    if 0 < run.subset < len(dataset.train_targets):  # quick experiments on fewer images
-        keep, _ = train_test_split(np.arange(len(dataset.train_targets)), train_size=run.subset,
-                                   random_state=run.seed, stratify=dataset.train_targets)
-        dataset.train_images, dataset.train_targets = dataset.train_images[np.sort(keep)], \
-            dataset.train_targets[np.sort(keep)]
+    dataset = stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
     device = distributed.setup(choose_device(run.device))
-    main_process = distributed.is_main()
-    mean, std = channel_stats(dataset.train_images)
     targets = dataset.train_targets
     splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
         [holdout_split(targets, run.val_fraction, run.seed)]
+    mean, std = channel_stats(dataset.train_images)
     shape = {"channels": comp.channels, "image_size": comp.image_size,
              "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
-    run_dir = resume_dir or distributed.share(new_run_dir(comp.name, run.preset) if main_process else None)
-    if resume_dir is None:
-        if main_process:
-            write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
-                                                 "data": str(data_dir), "shape": shape,
-                                                 "classes": dataset.tables.classes,
-                                                 "provenance": provenance(comp, data_dir)})
-    elif read_json(run_dir / "config.json")["classes"] != dataset.tables.classes:
-        raise PipelineError(f"The training labels changed since run {run_dir.name} started: "
-                            f"start a new run instead of --resume.")
-    say = print if main_process else (lambda *args: None)
-    say(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
-          f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
+    run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
+    if distributed.is_main():
+        print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
+              f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(targets).to(device)
     covered = np.unique(np.concatenate([val for _, val in splits]))
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
-        oof = np.zeros((len(targets), len(dataset.tables.classes)), dtype=np.float32)
         member_started = time.perf_counter()
+        oof = np.zeros((len(targets), shape["num_classes"]), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
             val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, dataset.tables.classes,
                                     images, labels, train_idx, val_idx, device, run_dir)
             if val_probs is not None:
                 oof[val_idx] = val_probs
-        if main_process:
+        if distributed.is_main():
             np.save(run_dir / f"oof_m{m}.npy", oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
                      "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
-    temperatures, weights = fit_blend(oof_all, targets[covered]) if len(covered) else \
-        ([1.0] * len(oof_all), np.full(len(oof_all), 1 / len(oof_all)))
-    ensemble_score = score(comp.metric, targets[covered], blend(oof_all, temperatures, weights)) \
-        if len(covered) else None
-    summary = {"metric": comp.metric, "members": rows, "weights": weights.tolist(), "temperatures": temperatures,
-               "ensemble_score": ensemble_score, "folds": len(splits), "validated": int(len(covered)),
-               "skipped_images": dataset.skipped, "seconds": round(time.perf_counter() - started, 1)}
-    if main_process:
+    summary = _summarize(comp, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
+    if distributed.is_main():
         write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
         print(f"Run saved in {run_dir}")
     distributed.teardown()
     return run_dir
+
+
+def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:
+    """A new run folder with its config.json, or the interrupted one being resumed."""
+    if resume_dir is not None:
+        if read_json(resume_dir / "config.json")["classes"] != classes:
+            raise PipelineError(f"The training labels changed since run {resume_dir.name} started: "
+                                f"start a new run instead of --resume.")
+        return resume_dir
+    if not distributed.is_main():
+        return distributed.share(None)
+    run_dir = new_run_dir(comp.name, run.preset)
+    write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
+                                         "data": str(data_dir), "shape": shape, "classes": classes,
+                                         "provenance": provenance(comp, data_dir)})
+    return distributed.share(run_dir)
+
+
+def _summarize(comp, oof_all, targets, rows, folds, skipped, started) -> dict:
+    """Members' scores, the calibrated ensemble's weights and score, timing."""
+    if len(targets):
+        temperatures, weights = fit_blend(oof_all, targets)
+        ensemble_score = score(comp.metric, targets, blend(oof_all, temperatures, weights))
+    else:  # no validation data: equal weights, no scores
+        temperatures, weights, ensemble_score = [1.0] * len(oof_all), np.full(len(oof_all), 1 / len(oof_all)), None
+    return {"metric": comp.metric, "members": rows, "weights": np.asarray(weights).tolist(),
+            "temperatures": temperatures, "ensemble_score": ensemble_score, "folds": folds,
+            "validated": int(len(targets)), "skipped_images": skipped,
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, train_idx, val_idx,
