@@ -1,4 +1,7 @@
 """train -> predict as a user runs it, on tiny competitions the tests write."""
+import json
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -25,3 +28,20 @@ def test_train_then_predict_writes_a_valid_submission(workspace, zipped, channel
 def test_predict_without_a_trained_run_says_what_to_do(tiny, capsys):
     assert main(["predict", tiny.name, "--device", "cpu"]) == 2
     assert f"./run.sh train {tiny.name}" in capsys.readouterr().err
+
+
+def test_kfold_ensemble_validates_every_image_out_of_fold(workspace):
+    member = {"model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
+              "epochs": 2, "batch_size": 8, "lr": 0.01, "pad_crop": 0}
+    preset = {"members": [member, {**member, "model_args": {"widths": [4, 8], "convs": 1}}]}
+    tiny = make_competition(workspace, n_train=36, preset=preset)
+    assert main(["train", tiny.name, "--device", "cpu", "--folds", "3"]) == 0
+    run_dir = next((workspace / "submissions" / tiny.name / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["folds"] == 3 and summary["validated"] == 36
+    assert len(summary["weights"]) == 2 and abs(sum(summary["weights"]) - 1) < 1e-6
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == \
+        [f"m{m}_f{f}.pt" for m in range(2) for f in range(3)]
+    oof = np.load(run_dir / "oof_m0.npy")
+    assert np.allclose(oof.sum(1), 1, atol=1e-4)  # every training image predicted out of fold
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 0
