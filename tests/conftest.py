@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,15 @@ from PIL import Image
 TINY_PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
     "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
+
+
+@contextmanager
+def workspace_at(root: Path):
+    """COMPETE_ROOT pointed at `root` within a with-block (for module-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COMPETE_ROOT", str(root))
+        (root / "competition").mkdir(exist_ok=True)
+        yield root
 
 
 @pytest.fixture

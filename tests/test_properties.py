@@ -17,7 +17,7 @@ from compete.data import load_images
 from compete.files import MISSING_LABELS, NOT_A_NAME, DataDir, Problems, load_tables
 from compete.submission import build_submission, validate_submission, write_submission
 
-from conftest import make_competition
+from conftest import make_competition, workspace_at
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", 40))  # raise it to hunt for bugs at length
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
@@ -67,9 +67,7 @@ def encode(text, encoding):
 def tables_root(tmp_path_factory):
     """A workspace holding a competition yaml; each example writes its own data folder."""
     root = tmp_path_factory.mktemp("tables")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COMPETE_ROOT", str(root))
-        (root / "competition").mkdir()
+    with workspace_at(root):
         make_competition(root, "gen", n_train=4, n_test=2)
         yield root
 
@@ -196,9 +194,7 @@ def test_written_submissions_read_back_exactly(tmp_path_factory, ids, classes, p
 def trained(tmp_path_factory):
     """A tiny competition trained once (one epoch); examples only change its test-side files."""
     root = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COMPETE_ROOT", str(root))
-        (root / "competition").mkdir()
+    with workspace_at(root):
         tiny = make_competition(root, classes=("a", "b", "c"))
         assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1"]) == 0
         yield root, tiny

@@ -11,7 +11,7 @@ from compete.cli import main
 from compete.plots import highest_loss
 from compete.report import ANALYSIS, PLOTS, confusion, ensemble_oof
 
-from conftest import make_competition
+from conftest import make_competition, workspace_at
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -20,13 +20,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def trained(tmp_path_factory):
     """One tiny 4-class run shared by the tests of this module (training is the slow part)."""
     root = tmp_path_factory.mktemp("workspace")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COMPETE_ROOT", str(root))
-        (root / "competition").mkdir()
+    with workspace_at(root):
         tiny = make_competition(root, classes=("cat", "dog", "frog", "ship"), n_train=64)
         assert main(["train", tiny.name, "--device", "cpu"]) == 0
         run_dir = next((root / "submissions" / tiny.name / "runs").iterdir())
-        yield tiny, run_dir, patch
+        yield tiny, run_dir, root
 
 
 def read(run_dir, name):

@@ -9,7 +9,7 @@ from compete.cli import main
 from compete.config import load_competition
 from compete.history import input_hash
 
-from conftest import TINY_PRESET, make_competition
+from conftest import TINY_PRESET, make_competition, workspace_at
 
 SHORT_PRESET = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}
 
@@ -18,9 +18,7 @@ SHORT_PRESET = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs
 def two_runs(tmp_path_factory):
     """A tiny competition trained twice, with different presets; shared by this module's tests."""
     root = tmp_path_factory.mktemp("workspace")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COMPETE_ROOT", str(root))
-        (root / "competition").mkdir()
+    with workspace_at(root):
         tiny = make_competition(root, presets={"default": TINY_PRESET, "short": SHORT_PRESET})
         assert main(["train", tiny.name, "--device", "cpu"]) == 0
         assert main(["train", tiny.name, "--device", "cpu", "--preset", "short"]) == 0
