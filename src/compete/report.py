@@ -121,7 +121,9 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
              "preset": config["run"]["preset"], "started": origin.get("started_at", "-"),
              "wall time (s)": summary["seconds"], "folds": summary["folds"],
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
-             f"ensemble {summary['metric']}": summary["ensemble_score"],
+             f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
+             else f"{summary['ensemble_score']:.4f}",
+             "member temperatures": ", ".join(f"{t:.3f}" for t in summary.get("temperatures", [])) or "-",
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
              "input hash": origin.get("input_hash", "-"), "data": config["data"]}
     return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
