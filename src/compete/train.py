@@ -30,9 +30,11 @@ EVAL_BATCH = 1024  # images per inference batch
 
 def choose_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise PipelineError("--device cuda was asked for, but no CUDA GPU is visible. Use --device cpu.")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # batch shapes are fixed: let cuDNN time its kernels
     return torch.device(name)
 
 
