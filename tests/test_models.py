@@ -12,8 +12,8 @@ import torchvision
 from torch import nn
 
 from compete.config import Member, PipelineError
-from compete.models import (build_model, freeze_batchnorm, head_parameters, parameter_groups,
-                            set_backbone_trainable)
+from compete.finetune import freeze_batchnorm, head_parameters, parameter_groups, set_backbone_trainable
+from compete.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 MOBILENET_FILE = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_fp16.pth"

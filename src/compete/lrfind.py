@@ -21,7 +21,8 @@ from .augment import train_transform
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
 from .data import channel_stats, load_train
 from .files import DataDir
-from .models import build_model, freeze_batchnorm
+from .finetune import freeze_batchnorm
+from .models import build_model
 from .pipeline import configure_threads, to_tensor
 from .plots import plot_lr_sweep
 from .train import autocast, choose_device, make_optimizer

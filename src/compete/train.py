@@ -23,7 +23,7 @@ from .atomic import write_atomically
 from .augment import train_transform
 from .config import Member, PipelineError
 from .metrics import METRICS, score
-from .models import freeze_batchnorm, parameter_groups, set_backbone_trainable
+from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 
 EVAL_BATCH = 1024  # images per inference batch
 
