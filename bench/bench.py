@@ -62,7 +62,6 @@ def main() -> None:
     predict_seconds, predict_out = timed(common + ["predict", args.name, "--run", run_dir.name,
                                          "--device", args.device, *data])
     summary = json.loads((run_dir / "summary.json").read_text())
-    config = json.loads((run_dir / "config.json").read_text())
     log = epoch_log(run_dir)
     reached = [r["seconds"] for r in log if args.target and r.get("val_acc", 0) >= args.target]
     speeds = [r["train_images_per_s"] for r in log]

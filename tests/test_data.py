@@ -10,7 +10,8 @@ from PIL import Image
 from compete import data as data_module
 from compete.config import load_competition
 from compete.data import decode_png, holdout_split, kfold_splits, load_images, load_train
-from compete.files import DataDir, load_tables
+from compete.files import DataDir
+from compete.tables import load_tables
 from compete.submission import build_submission, write_submission
 
 from conftest import make_competition, png_bytes, put_file

@@ -14,7 +14,8 @@ from PIL import Image
 from compete.cli import main
 from compete.config import PipelineError, load_competition
 from compete.data import load_images
-from compete.files import MISSING_LABELS, NOT_A_NAME, DataDir, Problems, load_tables
+from compete.files import DataDir, Problems
+from compete.tables import MISSING_LABELS, NOT_A_NAME, load_tables
 from compete.submission import build_submission, validate_submission, write_submission
 
 from conftest import make_competition, workspace_at

@@ -1,6 +1,6 @@
 """`./run.sh check NAME`: every input check at once, before any training.
 
-The checks are the ones training and prediction run (files.py, data.py), given a `Problems`
+The checks are the ones training and prediction run (files.py, tables.py, data.py), given a `Problems`
 that collects instead of raising, so the report lists every problem, not just the first.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 
 from .config import Competition, PipelineError, resolve_run
 from .data import holdout_split, kfold_splits, load_images, rare_classes
-from .files import DataDir, Problems, examples, load_tables
+from .files import DataDir, Problems, examples
+from .tables import load_tables
 
 
 def check_competition(comp: Competition, data_dir: Path, preset: str = "default") -> Problems:

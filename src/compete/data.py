@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from .atomic import write_atomically
 from .config import Competition, cache_dir, PipelineError
-from .files import EXAMPLES, DataDir, Problems, Tables, examples, load_tables
+from .files import EXAMPLES, DataDir, Problems, examples
+from .tables import Tables, load_tables
 
 CACHE_VERSION = 2  # bump when decoding or the cache layout changes, so old caches are not reused
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # modes Pillow gives 16-bit gray PNGs

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .config import PipelineError
-from .files import sample_format
+from .tables import sample_format
 
 
 def build_submission(sample: pd.DataFrame, id_column: str, label_column: str,
