@@ -11,7 +11,9 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
   echo "Setting up $VENV from requirements.txt (first run only; torch takes a few minutes)..." >&2
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  # (this machine's pip configuration names local package folders that may be absent: not our problem)
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
+    2> >(grep -v '^WARNING: Location .* is ignored' >&2)
   echo "$want" > "$STAMP"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
