@@ -15,17 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .augment import train_transform
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import channel_stats, load_train
+from .data import load_train
 from .files import DataDir
 from .finetune import freeze_batchnorm
-from .models import build_model
-from .pipeline import configure_threads, to_tensor
+from .pipeline import configure_threads, input_shape, member_model, to_tensor
 from .plots import plot_lr_sweep
-from .train import autocast, choose_device, make_optimizer
+from .train import autocast, choose_device, make_optimizer, train_step
 
 START_LR = 1e-6        # first learning rate of the sweep
 END_LR = 1.0           # last learning rate of the sweep
@@ -95,14 +92,7 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
 
 def _train_step(model, optimizer, member, comp, images, labels, generator, context) -> float:
     index = torch.randint(len(labels), (member.batch_size,), device=images.device, generator=generator)
-    batch = train_transform(images[index], member, comp.hflip, comp.vflip, generator)
-    batch = batch.contiguous(memory_format=torch.channels_last)
-    with context():
-        logits = model(batch)
-    loss = F.cross_entropy(logits.float(), labels[index], label_smoothing=member.label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    _, loss = train_step(model, optimizer, images[index], labels[index], member, comp, context, generator)
     return loss.item()
 
 
@@ -116,7 +106,7 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     configure_threads(run)
     dataset = load_train(comp, DataDir(data_dir))
     device = choose_device(run.device)
-    mean, std = channel_stats(dataset.train_images)
+    shape = input_shape(comp, dataset)
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
     out_dir = submissions_dir() / comp.name
@@ -124,9 +114,7 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     suggestions = {}
     for m in chosen:
         member = run.members[m]
-        torch.manual_seed(run.seed + 1000 * m)
-        model = build_model(member, comp.channels, len(dataset.tables.classes), comp.image_size, mean, std)
-        model = model.to(device, memory_format=torch.channels_last)
+        model = member_model(comp, member, shape, device, run.seed + 1000 * m)
         sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed)
         path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
                              out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")

@@ -13,7 +13,7 @@ from . import distributed
 from .atomic import write_atomically
 from .augment import TTA, check_tta
 from .config import Competition, PipelineError, RunConfig, submissions_dir
-from .data import channel_stats, holdout_split, kfold_splits, load_test, load_train, stratified_subset
+from .data import Dataset, channel_stats, holdout_split, kfold_splits, load_test, load_train, stratified_subset
 from .ensemble import blend, fit_blend
 from .files import DataDir
 from .history import provenance, write_manifest
@@ -35,6 +35,21 @@ def configure_threads(run: RunConfig) -> None:
         torch.set_num_threads(run.threads)
 
 
+def input_shape(comp: Competition, dataset: Dataset) -> dict:
+    """What every member is built for: channels, size, classes and the training images' statistics."""
+    mean, std = channel_stats(dataset.train_images)
+    return {"channels": comp.channels, "image_size": comp.image_size,
+            "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
+
+
+def member_model(comp: Competition, member, shape: dict, device: torch.device, seed: int):
+    """A freshly initialised member network (seeded), on `device` in channels_last layout."""
+    torch.manual_seed(seed)
+    model = build_model(member, comp.channels, shape["num_classes"], comp.image_size,
+                        shape["mean"], shape["std"])
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
                       resume_dir: Path | None = None) -> Path:
     """Train all members into a new run folder, or finish the run in `resume_dir`."""
@@ -47,9 +62,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     targets = dataset.train_targets
     splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
         [holdout_split(targets, run.val_fraction, run.seed)]
-    mean, std = channel_stats(dataset.train_images)
-    shape = {"channels": comp.channels, "image_size": comp.image_size,
-             "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
+    shape = input_shape(comp, dataset)
     run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
@@ -117,10 +130,7 @@ def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, 
     final = run_dir / "members" / f"m{m}_f{f}.pt"
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
-    torch.manual_seed(run.seed + 1000 * m + f)
-    model = build_model(member, comp.channels, shape["num_classes"], comp.image_size,
-                        shape["mean"], shape["std"])
-    model = model.to(device, memory_format=torch.channels_last)
+    model = member_model(comp, member, shape, device, run.seed + 1000 * m + f)
     if run.compile:
         model.compile()
     resume = final.with_name(f"resume_{final.name}")  # state after the last complete epoch

@@ -119,14 +119,8 @@ def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member,
                disable=not distributed.is_main())
     for step in bar:
         index = order[step * member.batch_size:(step + 1) * member.batch_size][shard]
-        batch = train_transform(images[index], member, comp.hflip, comp.vflip, generator)
         labels = targets[index]
-        batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
-        with context():
-            logits, loss = _forward_loss(net, batch, labels, member, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        logits, loss = train_step(net, optimizer, images[index], labels, member, comp, context, generator)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
@@ -139,6 +133,19 @@ def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member,
     distributed.sum_all(correct)
     seen = max(steps * member.batch_size, 1)
     return loss_sum.item() / seen, correct.item() / seen
+
+
+def train_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, member: Member, comp,
+               context, generator: torch.Generator):
+    """One optimizer step on a batch of uint8 images: augment, forward, loss, backward, step."""
+    batch = train_transform(images, member, comp.hflip, comp.vflip, generator)
+    batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
+    with context():
+        logits, loss = _forward_loss(net, batch, labels, member, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
 
 
 def _forward_loss(model, batch, labels, member: Member, generator):
