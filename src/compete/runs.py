@@ -4,6 +4,7 @@ every model."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import time
 from pathlib import Path
 
@@ -68,7 +69,6 @@ def read_json(path: Path):
 
 def save_checkpoint(path: Path, model, member: Member, shape: dict, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
-    from dataclasses import asdict
     state = {"member": asdict(member), "shape": shape, "state_dict": model, **extra}
     write_atomically(path, lambda file: torch.save(state, file))
 

@@ -1,14 +1,13 @@
 """Writing submission files in exactly the sample's format, validated before they land."""
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .atomic import write_atomically
 from .config import PipelineError
 from .tables import sample_format
 
@@ -76,21 +75,15 @@ def _reads_back_as(path: Path, frame: pd.DataFrame) -> bool:
 
 def write_submission(frame: pd.DataFrame, out_dir: Path) -> Path:
     """Write submission.csv atomically, plus a timestamped copy beside it. The file is read back
-    before it replaces the previous one, so a file that would not parse as `frame` never lands."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "submission.csv"
-    stamped = out_dir / f"submission-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    partial = out_dir / f".submission.csv.tmp{os.getpid()}"
-    copy = out_dir / f".{stamped.name}.tmp{os.getpid()}"
-    try:
-        frame.to_csv(partial, index=False)
+    before it lands, so a file that would not parse as `frame` never replaces the previous one."""
+    def reads_back(partial: Path) -> None:
         if not _reads_back_as(partial, frame):
             raise PipelineError(f"The submission written to {partial} does not read back as the "
                                 f"predictions (ids or labels change in CSV form); nothing was written.")
-        shutil.copyfile(partial, copy)
-        os.replace(copy, stamped)
-        os.replace(partial, target)  # readers see the old file or the new one, never half of one
-    finally:
-        for leftover in (partial, copy):
-            leftover.unlink(missing_ok=True)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "submission.csv"
+    stamped = out_dir / f"submission-{time.strftime('%Y%m%d-%H%M%S')}.csv"
+    write_atomically(stamped, lambda file: frame.to_csv(file, index=False), check=reads_back)
+    write_atomically(target, lambda file: file.write(stamped.read_bytes()))
     return target
