@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import io
-from contextlib import contextmanager
+import os
+import subprocess
+import sys
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +16,17 @@ import pytest
 import yaml
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
 TINY_PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
     "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
+
+
+def cli_process(workspace: Path, *args: str) -> subprocess.Popen:
+    """`python -m compete ARGS` as its own process (output and errors merged), in `workspace`."""
+    env = {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen([sys.executable, "-m", "compete", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 @contextmanager

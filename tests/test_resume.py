@@ -1,26 +1,21 @@
 """A run killed with SIGKILL mid-training, then resumed, ends with the weights of an
 uninterrupted run (CPU, fixed seed)."""
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from conftest import make_competition
+from conftest import cli_process, make_competition
 
-REPO = Path(__file__).resolve().parents[1]
 PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.1},
     "epochs": 5, "batch_size": 8, "lr": 0.01, "pad_crop": 1, "ema": 0.9}]}
 
 
 def train(workspace: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}
-    return subprocess.Popen([sys.executable, "-m", "compete", "train", "tiny", "--device", "cpu", *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return cli_process(workspace, "train", "tiny", "--device", "cpu", *extra)
 
 
 def final_weights(workspace: Path) -> dict:
