@@ -10,7 +10,10 @@ import torch
 
 from compete.cli import main
 from compete.config import Competition, Member
+from compete import lrfind
+from compete.finetune import head_parameters
 from compete.lrfind import lr_sweep, suggest
+from compete.train import train_step
 from compete.models import build_model
 
 from conftest import TINY_PRESET, pattern
@@ -54,6 +57,22 @@ def test_sweep_restores_a_given_optimizer(setup):
     assert after["param_groups"] == before["param_groups"]
     for key, state in before["state"].items():
         assert all(torch.equal(state[name], after["state"][key][name]) for name in state)
+
+
+def test_a_member_that_trains_its_head_first_is_swept_with_the_backbone_frozen(setup, monkeypatch):
+    model, member, comp, images, labels = setup
+    member.freeze_epochs = 1
+    head = {id(p) for p in head_parameters(model)}
+    seen = []
+
+    def spy(net, *args):
+        seen.append({id(p) for p in net.parameters() if p.requires_grad})
+        return train_step(net, *args)
+
+    monkeypatch.setattr(lrfind, "train_step", spy)
+    lr_sweep(model, member, comp, images, labels, CPU, "fp32", steps=5)
+    assert seen and all(trainable == head for trainable in seen)
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
 
 
 def test_suggestion_lies_inside_the_swept_range(setup):

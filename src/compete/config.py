@@ -63,6 +63,7 @@ class Member:
     label_smoothing: float = 0.1     # cross-entropy target smoothing
     patience: int = 0                # epochs without val-loss improvement before stopping; 0 = off
     ema: float = 0.0                 # per-step decay of an exponential moving average of weights
+                                     # (warmed up: min(ema, (1 + n) / (10 + n)) after n steps)
     mixup: float = 0.0               # Beta(a, a) mixup strength; 0 = off
     pad_crop: int = 2                # random-crop padding in pixels; 0 = off
     cutout: int = 0                  # side of a random erased square in pixels; 0 = off

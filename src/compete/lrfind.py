@@ -4,7 +4,9 @@ where the loss falls fastest and where it blows up, and suggest a peak learning 
 Suggestion rule (fastai's original one): the learning rate at the minimum of the smoothed loss,
 divided by 10. The minimum is where training is about to become unstable; a tenth of it still
 learns fast and leaves room for the schedule's peak. The model and optimizer are restored
-exactly afterwards, so a sweep never changes what training starts from.
+exactly afterwards, so a sweep never changes what training starts from. A member that first
+trains its new head alone (freeze_epochs) is swept that way too, as its training starts (fastai's
+lr_find on a frozen learner).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
 from .data import load_train
 from .files import DataDir
-from .finetune import freeze_batchnorm
+from .finetune import freeze_batchnorm, set_backbone_trainable
 from .pipeline import configure_threads, input_shape, member_model, to_tensor
 from .plots import plot_lr_sweep
 from .train import autocast, choose_device, make_optimizer, train_step
@@ -56,6 +58,7 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = model.training
+    was_trainable = [param.requires_grad for param in model.parameters()]
     optimizer = optimizer or make_optimizer(model, member)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
@@ -66,6 +69,8 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
         model.train()
         if member.freeze_bn:
             freeze_batchnorm(model.net)
+        if member.freeze_epochs:
+            set_backbone_trainable(model, False)
         for step in range(steps):
             lr = start_lr * growth ** step
             for group, base in zip(optimizer.param_groups, base_lrs):
@@ -84,6 +89,8 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
         if saved_optimizer is not None:
             optimizer.load_state_dict(saved_optimizer)
         model.train(was_training)
+        for param, trainable in zip(model.parameters(), was_trainable):
+            param.requires_grad_(trainable)
     if not lrs:
         raise PipelineError(f"The training loss of {member.model} is not finite even at lr {start_lr:g}: "
                             f"check the images and the model settings.")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from . import distributed
@@ -65,11 +65,13 @@ class FitResult:
 
 def make_optimizer(model, member: Member):
     groups = parameter_groups(model, member.lr, member.lr_decay, member.lr_groups)
+    fused = next(model.parameters()).is_cuda  # one kernel per step for all parameters on a GPU
     if member.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=member.lr, momentum=0.9, nesterov=True,
-                               weight_decay=member.weight_decay)
+                               weight_decay=member.weight_decay, fused=fused or None)
     if member.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=member.lr, weight_decay=member.weight_decay)
+        return torch.optim.AdamW(groups, lr=member.lr, weight_decay=member.weight_decay,
+                                 fused=fused or None)
     raise PipelineError(f"Unknown optimizer '{member.optimizer}': use adamw or sgd.")
 
 
@@ -154,12 +156,27 @@ def _forward_loss(model, batch, labels, member: Member, generator):
         logits = model(batch)
         return logits, F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing)
     gamma = torch._standard_gamma(torch.full((2,), member.mixup, device=batch.device))
-    mix = (gamma[0] / gamma.sum()).item()  # Beta(a, a) from two Gamma(a) draws
+    mix = gamma[0] / gamma.sum()  # Beta(a, a) from two Gamma(a) draws; a tensor: no GPU sync
     partner = torch.randperm(len(labels), device=batch.device, generator=generator)
     logits = model(batch * mix + batch[partner] * (1 - mix))
     loss = mix * F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing) + \
         (1 - mix) * F.cross_entropy(logits.float(), labels[partner], label_smoothing=member.label_smoothing)
     return logits, loss
+
+
+def ema_update(decay: float):
+    """AveragedModel's update for an exponential moving average of weights whose decay warms up
+    as min(decay, (1 + n) / (10 + n)) after n updates, so that a short run's average forgets the
+    random start within a few hundred steps instead of 1 / (1 - decay). Nothing leaves the
+    device: the count stays a tensor."""
+    @torch.no_grad()
+    def update(ema_params: list, params: list, count: torch.Tensor) -> None:
+        if not torch.is_floating_point(ema_params[0]):  # integer buffers (BatchNorm step counts)
+            torch._foreach_copy_(ema_params, params)
+            return
+        keep = torch.clamp((1 + count) / (10 + count), max=decay)
+        torch._foreach_lerp_(ema_params, params, [(1 - keep).to(ema_params[0].dtype)] * len(params))
+    return update
 
 
 @dataclass
@@ -217,7 +234,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
             f"lower it with --batch-size.")
     optimizer = make_optimizer(model, member)
     scheduler = _scheduler(optimizer, member, member.epochs * steps_per_epoch)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(member.ema), use_buffers=True) \
+    ema = AveragedModel(model, multi_avg_fn=ema_update(member.ema), use_buffers=True) \
         if member.ema else None
     context = autocast(device, precision)
     progress = Progress()
