@@ -107,6 +107,8 @@ class RunConfig:
     device: str = "auto"             # auto | cpu | cuda
     precision: str = "auto"          # auto | bf16 | fp32 (autocast dtype)
     compile: bool = False            # torch.compile the model (GPU)
+    deterministic: bool = False      # GPU: deterministic kernels, no cuDNN autotuning (slower);
+                                     # CPU runs are bit-reproducible either way
     threads: int = 0                 # torch CPU threads; 0 = all cores
     subset: int = 0                  # >0: train on a stratified subset of this many images
     members: list[Member] = field(default_factory=list)

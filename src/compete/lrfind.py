@@ -112,7 +112,7 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
         raise PipelineError(f"--member {chosen}: preset '{run.preset}' has members 0 to {len(run.members) - 1}.")
     configure_threads(run)
     dataset = load_train(comp, DataDir(data_dir))
-    device = choose_device(run.device)
+    device = choose_device(run.device, run.deterministic)
     shape = input_shape(comp, dataset)
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(dataset.train_targets).to(device)

@@ -58,7 +58,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
     dataset = stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
-    device = distributed.setup(choose_device(run.device))
+    device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
     splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
         [holdout_split(targets, run.val_fraction, run.seed)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,13 +29,17 @@ from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 EVAL_BATCH = 1024  # images per inference batch
 
 
-def choose_device(name: str) -> torch.device:
+def choose_device(name: str, deterministic: bool = False) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise PipelineError("--device cuda was asked for, but no CUDA GPU is visible. Use --device cpu.")
     if name == "cuda":
-        torch.backends.cudnn.benchmark = True  # batch shapes are fixed: let cuDNN time its kernels
+        # batch shapes are fixed: let cuDNN time its kernels, unless runs must repeat bit for bit
+        torch.backends.cudnn.benchmark = not deterministic
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
     return torch.device(name)
 
 
