@@ -266,3 +266,13 @@ def test_resnet18_groups_keep_blocks_whole_stem_lowest():
     assert rate["conv1.weight"] == min(rate.values()) and rate["layer4.1.conv2.weight"] == pytest.approx(0.1)
     assert rate["layer2.1.conv1.weight"] == rate["layer2.1.bn2.bias"]
     assert parameter_groups(net, lr=1.0, decay=1.0, groups=3)[0]["params"] == list(net.net.parameters())
+
+
+@pytest.mark.parametrize("kind, library", [("avg", nn.AdaptiveAvgPool2d(1)), ("max", nn.AdaptiveMaxPool2d(1))])
+def test_global_pooling_computes_what_the_adaptive_pools_do(kind, library):
+    from compete.models import GlobalPool
+    x = torch.randn(4, 5, 7, 7, requires_grad=True)
+    ours = GlobalPool(kind)(x)
+    assert torch.allclose(ours, library(x), atol=1e-6)
+    ours.sum().backward()  # each map's gradient sums to 1: the mean spreads it, the max picks one
+    assert torch.allclose(x.grad.sum((2, 3)), torch.ones(4, 5))

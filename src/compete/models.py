@@ -35,6 +35,19 @@ class ConvBN(nn.Sequential):
             nn.ReLU(inplace=True))
 
 
+class GlobalPool(nn.Module):
+    """Global average or max pooling to (N, C, 1, 1). Plain reductions rather than
+    AdaptiveAvgPool2d / AdaptiveMaxPool2d: their CUDA backward passes have no deterministic
+    implementation, these do (and they compute the same thing)."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        return x.mean((2, 3), keepdim=True) if self.kind == "avg" else x.amax((2, 3), keepdim=True)
+
+
 class SmallCNN(nn.Module):
     """The tutorial's Conv-BN-ReLU-MaxPool family, widened: blocks of `convs` ConvBN layers,
     each block ending in 2x2 max-pooling, then global average pooling and one Linear layer."""
@@ -52,7 +65,7 @@ class SmallCNN(nn.Module):
         # "avg": global average pooling; "flatten": keep the last map's layout (small images,
         # where where-it-is matters, as in the tutorial model)
         side = image_size // 2 ** len(widths)
-        pooled = [nn.AdaptiveAvgPool2d(1)] if pool == "avg" else []
+        pooled = [GlobalPool("avg")] if pool == "avg" else []
         features = channels if pool == "avg" else channels * side * side
         self.head = nn.Sequential(*pooled, nn.Flatten(), nn.Dropout(dropout), nn.Linear(features, num_classes))
 
@@ -85,7 +98,7 @@ class ResNetSmall(nn.Module):
         self.features = nn.Sequential(*stages)
         self.scale = scale  # logits scaled down, as in the speed runs, for calmer early training
         self.head = nn.Sequential(
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
+            GlobalPool("max"), nn.Flatten(), nn.Dropout(dropout), nn.Linear(channels, num_classes))
 
     def forward(self, images):
         return self.head(self.features(images)) * self.scale
