@@ -26,7 +26,7 @@ from .config import Member, PipelineError
 from .metrics import METRICS, score
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 
-EVAL_BATCH = 1024  # images per inference batch
+EVAL_BATCH = 1024  # images per inference batch (the logits of all of them stay on the device)
 
 
 def choose_device(name: str, deterministic: bool = False) -> torch.device:
@@ -105,8 +105,8 @@ def predict_logits(model, images: torch.Tensor, device: torch.device, precision:
             batch = transform(batch)
         batch = batch.contiguous(memory_format=torch.channels_last)
         with context():
-            outputs.append(model(batch).float().cpu())
-    return torch.cat(outputs)
+            outputs.append(model(batch).float())
+    return torch.cat(outputs).cpu()  # one copy back at the end: no GPU stall per batch
 
 
 def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member, comp, context,
