@@ -1,10 +1,11 @@
 """A run killed with SIGKILL mid-training, then resumed, ends with the weights of an
-uninterrupted run (CPU, fixed seed)."""
+uninterrupted run (fixed seed; on CPU, and on a GPU where there is one)."""
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import cli_process, make_competition
@@ -14,8 +15,14 @@ PRESET = {"val_fraction": 0.25, "members": [{
     "epochs": 5, "batch_size": 8, "lr": 0.01, "pad_crop": 1, "ema": 0.9}]}
 
 
+# on a GPU: deterministic kernels, and epochs enough to be caught mid-run
+DEVICES = [pytest.param(("--device", "cpu"), id="cpu"),
+           pytest.param(("--device", "cuda", "--set", "deterministic=true", "--epochs", "40"), id="cuda",
+                        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+
+
 def train(workspace: Path, *extra: str) -> subprocess.Popen:
-    return cli_process(workspace, "train", "tiny", "--device", "cpu", *extra)
+    return cli_process(workspace, "train", "tiny", *extra)
 
 
 def final_weights(workspace: Path) -> dict:
@@ -23,14 +30,15 @@ def final_weights(workspace: Path) -> dict:
     return torch.load(runs[-1] / "members" / "m0_f0.pt", weights_only=False)["state_dict"]
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(workspace):
+@pytest.mark.parametrize("device", DEVICES)
+def test_sigkill_then_resume_matches_an_uninterrupted_run(workspace, device):
     make_competition(workspace, n_train=320, size=16, preset=PRESET)
-    first = train(workspace)
+    first = train(workspace, *device)
     first.communicate(timeout=300)
     assert first.returncode == 0
     expected = final_weights(workspace)
 
-    process = train(workspace)
+    process = train(workspace, *device)
     resume_files = workspace / "submissions" / "tiny" / "runs"
     deadline = time.time() + 120
     while not list(resume_files.glob("*/members/resume_m0_f0.pt")) and time.time() < deadline:
@@ -41,7 +49,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workspace):
     interrupted = max(resume_files.glob("*/config.json")).parent
     assert not (interrupted / "summary.json").exists()
 
-    resumed = train(workspace, "--resume")
+    resumed = train(workspace, *device, "--resume")
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
     assert "resuming after epoch" in output

@@ -199,7 +199,10 @@ class Progress:
 def _save_resume(path: Path, progress: Progress, model, ema, optimizer, scheduler, generator) -> None:
     state = {"progress": progress, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-             "generator": generator.get_state(), "torch_rng": torch.get_rng_state()}
+             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+             # dropout and mixup draw from the device's global generator: on a GPU, the GPU's
+             "cuda_rng": torch.cuda.get_rng_state(generator.device)
+             if generator.device.type == "cuda" else None}
     write_atomically(path, lambda file: torch.save(state, file))  # a kill keeps the last epoch's
 
 
@@ -212,6 +215,8 @@ def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Pro
         ema.load_state_dict(state["ema"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], generator.device)
     return state["progress"]
 
 
