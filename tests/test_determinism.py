@@ -7,11 +7,11 @@ from compete.pipeline import predict_competition, train_competition
 from conftest import make_competition
 
 
-# every source of randomness on: k-fold shuffling, crops, flips, cutout, mixup, EMA, TTA
+# every source of randomness on: k-fold shuffling, crops, flips, cutout, mixup, CutMix, EMA, TTA
 RANDOM_PRESET = {"folds": 2, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.1},
-    "epochs": 2, "batch_size": 8, "lr": 0.01, "pad_crop": 2, "cutout": 3, "mixup": 0.2, "ema": 0.9,
-    "tta": ["identity", "hflip"]}]}
+    "epochs": 2, "batch_size": 8, "lr": 0.01, "pad_crop": 2, "cutout": 3, "mixup": 0.2, "cutmix": 1.0,
+    "ema": 0.9, "tta": ["identity", "hflip"]}]}
 
 
 def train_and_predict(tiny):

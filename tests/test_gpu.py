@@ -18,11 +18,11 @@ from conftest import REPO, make_competition
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# every random source on (crops, cutout, mixup, EMA, shifted TTA), on both model families
+# every random source on (crops, cutout, mixup, CutMix, EMA, shifted TTA), on both model families
 PRESET = {"val_fraction": 0.25, "members": [
     {"model": "cnn", "model_args": {"widths": [16, 32], "convs": 1, "dropout": 0.1}, "epochs": 8,
-     "batch_size": 32, "lr": 0.01, "pad_crop": 2, "cutout": 4, "mixup": 0.2, "ema": 0.9,
-     "tta": ["identity", "shift_left"]},
+     "batch_size": 32, "lr": 0.01, "pad_crop": 2, "cutout": 4, "mixup": 0.2, "cutmix": 1.0,
+     "ema": 0.9, "tta": ["identity", "shift_left"]},
     {"model": "resnet_small", "model_args": {"widths": [16, 32, 64]}, "epochs": 8, "batch_size": 32,
      "optimizer": "sgd", "lr": 0.05, "pad_crop": 2, "tta": ["identity", "shift_left"]}]}
 SCORE_TOLERANCE = 0.05      # hold-out accuracy of two seeded runs with cuDNN autotuning on

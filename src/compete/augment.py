@@ -54,6 +54,39 @@ def train_transform(images: torch.Tensor, member, hflip: bool, vflip: bool,
     return images
 
 
+def _beta(alpha: float, device: torch.device) -> torch.Tensor:
+    """One Beta(alpha, alpha) draw, from two Gamma(alpha) draws; a tensor, so no GPU sync."""
+    gamma = torch._standard_gamma(torch.full((2,), float(alpha), device=device))
+    return gamma[0] / gamma.sum()
+
+
+def mix_batch(images: torch.Tensor, mixup: float, cutmix: float, generator: torch.Generator):
+    """Mixup (blend) or CutMix (paste a box) of a float batch with a shuffled copy of itself, one
+    Beta(a, a) strength per batch. Returns (inputs, partner, keep): the loss weighs each image's
+    own label by `keep`, its partner's by 1 - keep (for CutMix, the share of pixels kept, the box
+    clipped at the border). With both on, each batch picks one at random."""
+    n, _, h, w = images.shape
+    device = images.device
+    partner = torch.randperm(n, device=device, generator=generator)
+    other = images[partner]
+    options = []
+    if mixup:
+        keep = _beta(mixup, device)
+        options.append((images * keep + other * (1 - keep), keep))
+    if cutmix:
+        side = (1 - _beta(cutmix, device)).sqrt()  # box sides: this fraction of the image's
+        cy = torch.randint(0, h, (1, 1), device=device, generator=generator)
+        cx = torch.randint(0, w, (1, 1), device=device, generator=generator)
+        box = ((torch.arange(h, device=device).view(h, 1) - cy).abs() * 2 < side * h) & \
+              ((torch.arange(w, device=device).view(1, w) - cx).abs() * 2 < side * w)
+        options.append((torch.where(box, other, images), 1 - box.float().mean()))
+    if len(options) == 1:
+        return options[0][0], partner, options[0][1]
+    pick = torch.rand((), device=device, generator=generator) < 0.5
+    return (torch.where(pick, options[0][0], options[1][0]), partner,
+            torch.where(pick, options[0][1], options[1][1]))
+
+
 def _shift(dy: int, dx: int):
     def transform(images):
         pad = max(abs(dy), abs(dx))

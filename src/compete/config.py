@@ -65,6 +65,7 @@ class Member:
     ema: float = 0.0                 # per-step decay of an exponential moving average of weights
                                      # (warmed up: min(ema, (1 + n) / (10 + n)) after n steps)
     mixup: float = 0.0               # Beta(a, a) mixup strength; 0 = off
+    cutmix: float = 0.0              # Beta(a, a) CutMix strength; 0 = off (both on: one per batch)
     pad_crop: int = 2                # random-crop padding in pixels; 0 = off
     cutout: int = 0                  # side of a random erased square in pixels; 0 = off
     freeze_epochs: int = 0           # epochs training only the new head (pretrained members)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import distributed
 from .atomic import write_atomically
-from .augment import train_transform
+from .augment import mix_batch, train_transform
 from .config import Member, PipelineError
 from .metrics import METRICS, score
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
@@ -144,28 +144,22 @@ def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member,
 
 def train_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, member: Member, comp,
                context, generator: torch.Generator):
-    """One optimizer step on a batch of uint8 images: augment, forward, loss, backward, step."""
+    """One optimizer step on a batch of uint8 images: augment (and mix), forward, loss, backward,
+    step."""
     batch = train_transform(images, member, comp.hflip, comp.vflip, generator)
+    partner, keep = None, None
+    if member.mixup or member.cutmix:
+        batch, partner, keep = mix_batch(batch, member.mixup, member.cutmix, generator)
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
     with context():
-        logits, loss = _forward_loss(net, batch, labels, member, generator)
+        logits = net(batch)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing)
+    if partner is not None:  # the mixed-in images' labels, by their share of the input
+        loss = keep * loss + (1 - keep) * F.cross_entropy(
+            logits.float(), labels[partner], label_smoothing=member.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return logits, loss
-
-
-def _forward_loss(model, batch, labels, member: Member, generator):
-    """Logits and the smoothed cross-entropy, with mixup when the member asks for it."""
-    if not member.mixup:
-        logits = model(batch)
-        return logits, F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing)
-    gamma = torch._standard_gamma(torch.full((2,), member.mixup, device=batch.device))
-    mix = gamma[0] / gamma.sum()  # Beta(a, a) from two Gamma(a) draws; a tensor: no GPU sync
-    partner = torch.randperm(len(labels), device=batch.device, generator=generator)
-    logits = model(batch * mix + batch[partner] * (1 - mix))
-    loss = mix * F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing) + \
-        (1 - mix) * F.cross_entropy(logits.float(), labels[partner], label_smoothing=member.label_smoothing)
     return logits, loss
 
 
@@ -200,7 +194,7 @@ def _save_resume(path: Path, progress: Progress, model, ema, optimizer, schedule
     state = {"progress": progress, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-             # dropout and mixup draw from the device's global generator: on a GPU, the GPU's
+             # dropout and mixing strengths draw from the device's global generator
              "cuda_rng": torch.cuda.get_rng_state(generator.device)
              if generator.device.type == "cuda" else None}
     write_atomically(path, lambda file: torch.save(state, file))  # a kill keeps the last epoch's
