@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from compete.augment import TTA, check_tta
-from compete.config import Member, PipelineError
+from compete.config import Member, PipelineError, load_competition, resolve_run
+from compete.data import holdout_split, load_train
+from compete.files import DataDir
 from compete.models import build_model
-from compete.pipeline import member_probs
-from compete.runs import save_checkpoint
+from compete.pipeline import member_probs, to_tensor, train_competition
+from compete.runs import load_checkpoint, save_checkpoint
+
+from conftest import make_competition
 
 SHAPE = {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
 
@@ -68,3 +72,23 @@ def test_check_tta_refuses_unknown_and_empty_lists():
         check_tta(["rotate"], hflip=True, vflip=True)
     with pytest.raises(PipelineError, match="empty"):
         check_tta([], hflip=True, vflip=True)
+
+
+def test_hold_out_probabilities_are_the_members_tta_average(workspace):
+    """The validation score, the ensemble weights and the submission all see the same views."""
+    preset = {"val_fraction": 0.25, "members": [{
+        "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0}, "epochs": 2,
+        "batch_size": 8, "lr": 0.01, "pad_crop": 0, "tta": ["identity", "hflip"]}]}
+    tiny = make_competition(workspace, n_train=64, preset=preset, hflip=True)
+    comp = load_competition(tiny.name)
+    run = resolve_run(comp, "default", {"device": "cpu", "precision": "fp32"})
+    run_dir = train_competition(comp, run, tiny.data_dir)
+    dataset = load_train(comp, DataDir(tiny.data_dir))
+    _, val_idx = holdout_split(dataset.train_targets, 0.25, 0)
+    model, member, _ = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
+    scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
+    with torch.no_grad():
+        views = [model(TTA[name](scaled)).softmax(1) for name in member.tta]
+    oof = np.load(run_dir / "oof_m0.npy")[val_idx]
+    np.testing.assert_allclose(oof, torch.stack(views).mean(0).numpy(), atol=1e-5)
+    assert not np.allclose(oof, views[0].numpy(), atol=1e-5)  # not the identity view alone

@@ -137,12 +137,17 @@ def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, 
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
                  run.seed + f, run_dir / "log.jsonl", label=f"m{m}:{member.model} fold {f + 1}/{folds}",
                  resume_path=resume)
+    val_probs = result.val_probs
+    if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
+        model.load_state_dict(result.state_dict)
+        val_probs = tta_probs(model, images[torch.as_tensor(val_idx, device=images.device)], member.tta,
+                              device, run.precision)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
                         {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,
-                         "fold": f, "val_probs": result.val_probs, "seconds": result.seconds})
+                         "fold": f, "val_probs": val_probs, "seconds": result.seconds})
         resume.unlink(missing_ok=True)
-    return result.val_probs
+    return val_probs
 
 
 def print_summary(summary: dict) -> None:
@@ -154,15 +159,19 @@ def print_summary(summary: dict) -> None:
         print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
 
 
+def tta_probs(model, images: torch.Tensor, tta: list[str], device: torch.device, precision: str) -> np.ndarray:
+    """Probabilities averaged over a member's test-time views: validation and test alike."""
+    views = [predict_logits(model, images, device, precision, TTA[name]).softmax(1) for name in tta]
+    return torch.stack(views).mean(0).numpy()
+
+
 def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
     """Per member: test probabilities averaged over its folds and its TTA transforms."""
     probs = {}
     for path in sorted((run_dir / "members").glob("m*_f[0-9]*.pt")):
         model, member, _ = load_checkpoint(path, device)
-        views = [predict_logits(model, images, device, precision, TTA[name]).softmax(1)
-                 for name in member.tta]
         index = int(path.stem.split("_")[0][1:])
-        probs.setdefault(index, []).append(torch.stack(views).mean(0).numpy())
+        probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
     return [np.mean(probs[m], axis=0) for m in sorted(probs)]
 
 
