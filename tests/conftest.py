@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -22,11 +23,24 @@ TINY_PRESET = {"val_fraction": 0.25, "members": [{
     "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def compete_env(workspace: Path) -> dict:
+    """The environment of a child process that runs this checkout's compete in `workspace`."""
+    return {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}
+
+
 def cli_process(workspace: Path, *args: str) -> subprocess.Popen:
     """`python -m compete ARGS` as its own process (output and errors merged), in `workspace`."""
-    env = {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}
-    return subprocess.Popen([sys.executable, "-m", "compete", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "compete", *args], env=compete_env(workspace),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def member_weights(run_dir: Path) -> dict:
+    """Checkpoint file name -> saved state_dict, for every member and fold of a finished run."""
+    return {path.name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+            for path in sorted((run_dir / "members").glob("*.pt"))}
 
 
 @contextmanager

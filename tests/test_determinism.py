@@ -4,7 +4,7 @@ import torch
 from compete.config import load_competition, resolve_run
 from compete.pipeline import predict_competition, train_competition
 
-from conftest import make_competition
+from conftest import make_competition, member_weights
 
 
 # every source of randomness on: k-fold shuffling, crops, flips, cutout, mixup, CutMix, EMA, TTA
@@ -19,9 +19,7 @@ def train_and_predict(tiny):
     run = resolve_run(comp, "default", {"seed": 7, "device": "cpu"})
     run_dir = train_competition(comp, run, tiny.data_dir)
     submission = predict_competition(comp, tiny.data_dir, run_dir.name, "cpu").read_bytes()
-    weights = {path.name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-               for path in sorted((run_dir / "members").glob("*.pt"))}
-    return submission, weights
+    return submission, member_weights(run_dir)
 
 
 def test_two_seeded_cpu_runs_are_identical(workspace):

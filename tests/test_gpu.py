@@ -2,7 +2,6 @@
 against CPU inference. Skipped without a CUDA GPU; `bench/gpu.sh` runs it on the device machine
 (`pytest -s` prints the measured differences)."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,9 @@ import torch
 from compete.config import load_competition, resolve_run
 from compete.pipeline import predict_competition, train_competition
 
-from conftest import REPO, make_competition
+from conftest import compete_env, make_competition, member_weights, needs_cuda
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = needs_cuda
 
 # every random source on (crops, cutout, mixup, CutMix, EMA, shifted TTA), on both model families
 PRESET = {"val_fraction": 0.25, "members": [
@@ -41,9 +40,7 @@ def train_and_predict(tiny, **settings):
     run_dir = train_competition(comp, run, tiny.data_dir)
     submission = pd.read_csv(predict_competition(comp, tiny.data_dir, run_dir.name, "cuda"), dtype=str)
     summary = json.loads((run_dir / "summary.json").read_text())
-    weights = {path.name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-               for path in sorted((run_dir / "members").glob("*.pt"))}
-    return run_dir, submission, summary, weights
+    return run_dir, submission, summary, member_weights(run_dir)
 
 
 def largest_difference(first: dict, second: dict) -> float:
@@ -90,11 +87,10 @@ def test_compiled_members_train_and_predict(gpu_tiny):
 
 def test_the_nccl_path_runs_under_torchrun(gpu_tiny, workspace):
     """One process per GPU through torchrun: NCCL process group, DDP with device_ids, reductions."""
-    env = {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={torch.cuda.device_count()}", "-m", "compete", "train", gpu_tiny.name,
                "--device", "cuda"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=compete_env(workspace), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = list((workspace / "submissions" / gpu_tiny.name / "runs").iterdir())
     assert len(runs) == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_process, make_competition
+from conftest import cli_process, make_competition, needs_cuda
 
 PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.1},
@@ -18,7 +18,7 @@ PRESET = {"val_fraction": 0.25, "members": [{
 # on a GPU: deterministic kernels, and epochs enough to be caught mid-run
 DEVICES = [pytest.param(("--device", "cpu"), id="cpu"),
            pytest.param(("--device", "cuda", "--set", "deterministic=true", "--epochs", "40"), id="cuda",
-                        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+                        marks=needs_cuda)]
 
 
 def train(workspace: Path, *extra: str) -> subprocess.Popen:
