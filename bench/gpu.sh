@@ -8,12 +8,12 @@
 # pytest and hypothesis, and no network; it runs this checkout with its python3 directly.
 # One dataset travels per call (at most 64 MiB), so the two competitions take two calls. With the
 # default 300 s deadline both fit one session's 15 minutes of device time, the machine's start
-# included. Here:
-#   bash bench/gpu_prepare.sh apparel      # fills the git-ignored .data/
-# then, through the device tool with carry [".data"] and timeout_s 330:
-#   bash bench/gpu.sh .data/apparel apparel
-# and at once (the machine stays warm 30 s), after `bash bench/gpu_prepare.sh cifar10`:
-#   bash bench/gpu.sh .data/cifar10 cifar10
+# included. Here, once:
+#   bash bench/gpu_prepare.sh apparel cifar10     # fills the git-ignored .data/, prints the carry lists
+# then two device calls, one right after the other (the machine stays warm for 30 s), timeout_s 330:
+#   carry [".data/apparel"]:  bash bench/gpu.sh .data/apparel apparel
+#   carry [".data/cifar10", ".data/weights/mobilenet_v2_imagenet_fp16.pth.gz"]:
+#                             bash bench/gpu.sh .data/cifar10 cifar10
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=$1; name=$2; deadline=${3:-300}   # seconds for the whole script: two calls fit 15 minutes

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Put what one device call needs into .data/ (git-ignored), within its 64 MiB limit:
-#   bash bench/gpu_prepare.sh apparel    # 44 MB of competition files
-#   bash bench/gpu_prepare.sh cifar10    # 59 MB, plus the pretrained MobileNetV2 gzipped (3.9 MB)
-# then a device call with carry [".data"] runs `bash bench/gpu.sh .data/NAME NAME`.
-# ../shared does not travel: gpu.sh unpacks .data/weights/*.gz where the yaml's `weights:` expect it.
+# Put what the device calls need into .data/ (git-ignored), each call within its 64 MiB limit:
+#   bash bench/gpu_prepare.sh apparel cifar10
+# copies each competition's files to .data/NAME and gzips the pretrained weights its presets name
+# into .data/weights (../shared does not travel; gpu.sh unpacks them where the yaml expects them),
+# then prints each call's carry list.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-name=$1
 shared=${SHARED:-../shared}
-rm -rf .data && mkdir -p .data/weights
-cp -r "$shared/datasets/$name" .data/ && chmod -R u+w .data  # ../shared is read-only
-# weights the competition's presets name (gzip: fp16 weights shrink to about half)
-python3 - "$name" <<'PY' | while read -r path; do gzip -9 -c "$path" > ".data/weights/$(basename "$path").gz"; done
-import re, sys, pathlib
-text = pathlib.Path(f"competition/{sys.argv[1]}.yaml").read_text()
-for path in sorted(set(re.findall(r"^\s*weights:\s*(\S+\.pth)\s*$", text, re.M))):
-    print(path)
-PY
-carried=$(du -sb .data | cut -f1)
 tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
-echo ".data: $carried bytes; with the tracked files $((carried + tracked)) of the 67108864 (64 MiB) a call takes"
-[ $((carried + tracked)) -lt 67108864 ] || { echo "too large to travel" >&2; exit 1; }
+mkdir -p .data/weights
+for name in "$@"; do
+  rm -rf ".data/$name"
+  cp -r "$shared/datasets/$name" .data/ && chmod -R u+w ".data/$name"  # ../shared is read-only
+  carry=(".data/$name")
+  # the weights files this competition's presets name (fp16 weights gzip to about half)
+  for path in $(sed -n 's/^ *weights: *\(.*\.pth\) *$/\1/p' "competition/$name.yaml" | sort -u); do
+    packed=".data/weights/$(basename "$path").gz"
+    gzip -9 -c "$path" > "$packed"
+    carry+=("$packed")
+  done
+  size=$(( $(du -scb "${carry[@]}" | tail -1 | cut -f1) + tracked ))
+  echo "$name: carry [$(printf '"%s", ' "${carry[@]}" | sed 's/, $//')]: $size bytes with the tracked files (limit 67108864)"
+  [ "$size" -lt 67108864 ] || { echo "$name: too large for one call" >&2; exit 1; }
+done
