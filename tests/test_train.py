@@ -44,3 +44,18 @@ def test_integer_buffers_are_copied_not_averaged():
         model.train()(torch.randn(8, 2))
         ema.update_parameters(model)
     assert ema.module.num_batches_tracked.item() == model.num_batches_tracked.item() == 3
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+def test_every_short_schedule_runs_to_its_end(schedule):
+    # OneCycleLR fails on a warm-up of exactly one step (0.2 x 5, 0.1 x 10, 0.5 x 2)
+    from compete.config import Member
+    from compete.train import _scheduler
+    for warmup in (0.1, 0.2, 0.25, 0.5):
+        for total_steps in range(1, 25):
+            optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+            scheduler = _scheduler(optimizer, Member(schedule=schedule, warmup=warmup), total_steps)
+            for _ in range(total_steps):
+                optimizer.step()
+                scheduler.step()
+                assert 0 <= optimizer.param_groups[0]["lr"] <= 0.1 + 1e-9, (warmup, total_steps)

@@ -80,11 +80,19 @@ def make_optimizer(model, member: Member):
     raise PipelineError(f"Unknown optimizer '{member.optimizer}': use adamw or sgd.")
 
 
+def _onecycle_warmup(warmup: float, total_steps: int) -> float:
+    """OneCycleLR divides by (warmup x total_steps - 1): a warm-up of exactly one step is a
+    division by zero (e.g. warmup 0.2 over 5 steps). Take two steps then, or none when too few."""
+    if math.isclose(warmup * total_steps, 1.0):
+        return 2 / total_steps if total_steps > 2 else 0.0
+    return warmup
+
+
 def _scheduler(optimizer, member: Member, total_steps: int):
     if member.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
-            pct_start=member.warmup)
+            pct_start=_onecycle_warmup(member.warmup, total_steps))
     if member.schedule == "cosine":
         warm = max(1, int(member.warmup * total_steps))
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
