@@ -1,0 +1,91 @@
+"""Hold-out accuracy of members trained in separate runs, alone and blended, as `best` would blend
+them: what an ensemble preset would score, measured from runs already made on the same split.
+
+    .venv/bin/python bench/blend_runs.py apparel RUN_A RUN_B:1 [--views identity,hflip] [--data DIR]
+
+RUN[:M] is a run id under submissions/NAME/runs (or a run folder) and its member M (default 0).
+All runs must share their hold-out split (same seed, val_fraction and subset). Each member is
+scored with its own TTA views, or with --views for all of them; blends use the pipeline's
+calibrated, log-loss-fitted weights (`fit_blend`), and equal weights beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from compete.cli import data_dir  # noqa: E402
+from compete.config import PipelineError, load_competition  # noqa: E402
+from compete.data import holdout_split, load_train, stratified_subset  # noqa: E402
+from compete.ensemble import blend, fit_blend  # noqa: E402
+from compete.files import DataDir  # noqa: E402
+from compete.pipeline import tta_probs, to_tensor  # noqa: E402
+from compete.runs import find_run, load_checkpoint, read_json  # noqa: E402
+from compete.train import choose_device  # noqa: E402
+
+SPLIT_KEYS = ("seed", "val_fraction", "subset", "folds")
+
+
+def member_spec(name: str, spec: str) -> tuple[Path, int]:
+    run, _, member = spec.rpartition(":") if ":" in spec else (spec, "", "0")
+    return find_run(name, run), int(member)
+
+
+def shared_split(runs: list[Path]) -> dict:
+    """The split settings every run shares; an error naming the first run that differs."""
+    settings = [{key: read_json(run / "config.json")["run"][key] for key in SPLIT_KEYS} for run in runs]
+    for run, setting in zip(runs, settings):
+        if setting != settings[0]:
+            raise PipelineError(f"Run {run.name} was split differently ({setting}) from "
+                                f"{runs[0].name} ({settings[0]}): its hold-out images differ.")
+    if settings[0]["folds"] > 1:
+        raise PipelineError("Only hold-out runs can be blended here (k-fold runs: use their oof_m*.npy).")
+    return settings[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name")
+    parser.add_argument("members", nargs="+", metavar="RUN[:M]")
+    parser.add_argument("--views", help="comma-separated TTA views for every member")
+    parser.add_argument("--data")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    comp = load_competition(args.name)
+    specs = [member_spec(comp.name, spec) for spec in args.members]
+    split = shared_split([run for run, _ in specs])
+    dataset = stratified_subset(load_train(comp, DataDir(data_dir(comp.name, args.data))),
+                                split["subset"], split["seed"])
+    _, val = holdout_split(dataset.train_targets, split["val_fraction"], split["seed"])
+    device = choose_device(args.device)
+    images = to_tensor(dataset.train_images[val], device)
+    targets = dataset.train_targets[val]
+    probs, labels = [], []
+    for run, m in specs:
+        model, member, _ = load_checkpoint(run / "members" / f"m{m}_f0.pt", device)
+        views = args.views.split(",") if args.views else member.tta
+        probs.append(tta_probs(model, images, views, device, read_json(run / "config.json")["run"]["precision"]))
+        labels.append(f"{run.name}:m{m} ({member.model}, {len(views)} views)")
+    print(f"{len(targets)} hold-out images (seed {split['seed']}, val_fraction {split['val_fraction']})")
+    for size in range(1, len(probs) + 1):
+        for group in itertools.combinations(range(len(probs)), size):
+            chosen = [probs[i] for i in group]
+            temperatures, weights = fit_blend(chosen, targets)
+            fitted = (blend(chosen, temperatures, weights).argmax(1) == targets).mean()
+            equal = (np.mean(chosen, 0).argmax(1) == targets).mean()
+            extra = f"  equal weights {equal:.4f}  weights {np.round(weights, 3).tolist()}" if size > 1 else ""
+            print(f"{fitted:.4f}{extra}  " + " + ".join(labels[i] for i in group))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except PipelineError as error:
+        sys.exit(f"error: {error}")
