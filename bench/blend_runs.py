@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from compete.cli import data_dir  # noqa: E402
 from compete.config import PipelineError, load_competition  # noqa: E402
