@@ -21,11 +21,10 @@ sys.path.insert(0, str(REPO / "src"))
 import numpy as np  # noqa: E402
 
 from compete.cli import data_dir  # noqa: E402
-from compete.config import PipelineError, load_competition  # noqa: E402
-from compete.data import holdout_split, load_train, stratified_subset  # noqa: E402
+from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
+from compete.data import validation_splits  # noqa: E402
 from compete.ensemble import blend, fit_blend  # noqa: E402
-from compete.files import DataDir  # noqa: E402
-from compete.pipeline import tta_probs, to_tensor  # noqa: E402
+from compete.pipeline import training_dataset, tta_probs, to_tensor  # noqa: E402
 from compete.runs import find_run, load_checkpoint, read_json  # noqa: E402
 from compete.train import choose_device  # noqa: E402
 
@@ -37,16 +36,18 @@ def member_spec(name: str, spec: str) -> tuple[Path, int]:
     return find_run(name, run), int(member)
 
 
-def shared_split(runs: list[Path]) -> dict:
-    """The split settings every run shares; an error naming the first run that differs."""
-    settings = [{key: read_json(run / "config.json")["run"][key] for key in SPLIT_KEYS} for run in runs]
+def shared_split(runs: list[Path]):
+    """The first run's settings, once every run is known to split as it does; else an error
+    naming the first run that differs."""
+    configs = [run_from_dict(read_json(run / "config.json")["run"]) for run in runs]
+    settings = [{key: getattr(config, key) for key in SPLIT_KEYS} for config in configs]
     for run, setting in zip(runs, settings):
         if setting != settings[0]:
             raise PipelineError(f"Run {run.name} was split differently ({setting}) from "
                                 f"{runs[0].name} ({settings[0]}): its hold-out images differ.")
-    if settings[0]["folds"] > 1:
+    if configs[0].folds > 1:
         raise PipelineError("Only hold-out runs can be blended here (k-fold runs: use their oof_m*.npy).")
-    return settings[0]
+    return configs[0]
 
 
 def main() -> None:
@@ -59,20 +60,20 @@ def main() -> None:
     args = parser.parse_args()
     comp = load_competition(args.name)
     specs = [member_spec(comp.name, spec) for spec in args.members]
-    split = shared_split([run for run, _ in specs])
-    dataset = stratified_subset(load_train(comp, DataDir(data_dir(comp.name, args.data))),
-                                split["subset"], split["seed"])
-    _, val = holdout_split(dataset.train_targets, split["val_fraction"], split["seed"])
+    run = shared_split([run_dir for run_dir, _ in specs])
+    dataset = training_dataset(comp, run, data_dir(comp.name, args.data))
+    [(_, val)] = validation_splits(dataset.train_targets, run)
     device = choose_device(args.device)
     images = to_tensor(dataset.train_images[val], device)
     targets = dataset.train_targets[val]
     probs, labels = [], []
-    for run, m in specs:
-        model, member, _ = load_checkpoint(run / "members" / f"m{m}_f0.pt", device)
+    for run_dir, m in specs:
+        model, member, _ = load_checkpoint(run_dir / "members" / f"m{m}_f0.pt", device)
         views = args.views.split(",") if args.views else member.tta
-        probs.append(tta_probs(model, images, views, device, read_json(run / "config.json")["run"]["precision"]))
-        labels.append(f"{run.name}:m{m} ({member.model}, {len(views)} views)")
-    print(f"{len(targets)} hold-out images (seed {split['seed']}, val_fraction {split['val_fraction']})")
+        precision = read_json(run_dir / "config.json")["run"]["precision"]
+        probs.append(tta_probs(model, images, views, device, precision))
+        labels.append(f"{run_dir.name}:m{m} ({member.model}, {len(views)} views)")
+    print(f"{len(targets)} hold-out images (seed {run.seed}, val_fraction {run.val_fraction})")
     for size in range(1, len(probs) + 1):
         for group in itertools.combinations(range(len(probs)), size):
             chosen = [probs[i] for i in group]

@@ -35,19 +35,16 @@ step() {  # step SECONDS COMMAND...: run it with a time limit, log it, go on wha
 python3 - "$name" <<'PY' 2>&1 | tee -a "$log"
 import gzip, shutil, sys
 from pathlib import Path
-from compete.config import load_competition, resolve_run
-comp = load_competition(sys.argv[1])
-for preset in comp.presets:
-    for member in resolve_run(comp, preset).members:
-        wanted = Path(member.weights or "")
-        packed = Path(".data/weights") / f"{wanted.name}.gz"
-        if member.weights and not wanted.is_file() and packed.is_file():
-            wanted.parent.mkdir(parents=True, exist_ok=True)
-            with gzip.open(packed) as source, open(wanted, "wb") as target:
-                shutil.copyfileobj(source, target)
-            print(f"unpacked {packed} to {wanted}")
-        elif member.weights and not wanted.is_file():
-            print(f"preset {preset}: weights {wanted} missing: run bench/gpu_prepare.sh {comp.name}")
+from compete.config import load_competition, weights_files
+for wanted in weights_files(load_competition(sys.argv[1])):
+    packed = Path(".data/weights") / f"{wanted.name}.gz"
+    if not wanted.is_file() and packed.is_file():
+        wanted.parent.mkdir(parents=True, exist_ok=True)
+        with gzip.open(packed) as source, open(wanted, "wb") as target:
+            shutil.copyfileobj(source, target)
+        print(f"unpacked {packed} to {wanted}")
+    elif not wanted.is_file():
+        print(f"weights {wanted} missing: run bench/gpu_prepare.sh {sys.argv[1]}")
 PY
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available() and torch.cuda.get_device_name(0))" | tee -a "$log"

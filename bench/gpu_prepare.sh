@@ -14,7 +14,9 @@ for name in "$@"; do
   cp -r "$shared/datasets/$name" .data/ && chmod -R u+w ".data/$name"  # ../shared is read-only
   carry=(".data/$name")
   # the weights files this competition's presets name (fp16 weights gzip to about half)
-  for path in $(sed -n 's/^ *weights: *\(.*\.pth\) *$/\1/p' "competition/$name.yaml" | sort -u); do
+  weights=$(PYTHONPATH=src python3 -c "from compete.config import load_competition, weights_files
+print(*weights_files(load_competition('$name')), sep='\n')")
+  for path in $weights; do
     packed=".data/weights/$(basename "$path").gz"
     gzip -9 -c "$path" > "$packed"
     carry+=("$packed")

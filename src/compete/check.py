@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Competition, PipelineError, resolve_run
-from .data import holdout_split, kfold_splits, load_images, rare_classes
+from .data import load_images, rare_classes, validation_splits
 from .files import DataDir, Problems, examples
 from .tables import load_tables
 
@@ -56,10 +56,7 @@ def _check_split(comp: Competition, classes: list[str], labels: list[str], prese
         problems.note(f"{len(rare)} class(es) have fewer than {minimum} images ({examples(rare)}): "
                       f"they are always trained on and never validated.")
     try:
-        if run.folds > 1:
-            kfold_splits(targets, run.folds, run.seed)
-        else:
-            holdout_split(targets, run.val_fraction, run.seed)
+        validation_splits(targets, run)
     except PipelineError as error:
         problems.report(f"Preset '{preset}': {error}")
 

@@ -193,6 +193,12 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     return run
 
 
+def weights_files(competition: Competition) -> list[Path]:
+    """Every local weights file the competition's presets name (absolute paths)."""
+    return sorted({Path(member.weights) for preset in competition.presets
+                   for member in resolve_run(competition, preset).members if member.weights})
+
+
 def run_from_dict(values: dict) -> RunConfig:
     """Rebuild the run settings saved in a run folder's config.json."""
     values = dict(values)

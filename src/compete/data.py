@@ -262,3 +262,10 @@ def kfold_splits(targets: np.ndarray, folds: int, seed: int) -> list[tuple[np.nd
         train_idx = np.concatenate([common[train_part], np.flatnonzero(rare)])
         splits.append((np.sort(train_idx), np.sort(common[val_part])))
     return splits
+
+
+def validation_splits(targets: np.ndarray, run) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out."""
+    if run.folds > 1:
+        return kfold_splits(targets, run.folds, run.seed)
+    return [holdout_split(targets, run.val_fraction, run.seed)]

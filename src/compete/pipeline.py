@@ -13,7 +13,7 @@ from . import distributed
 from .atomic import write_atomically
 from .augment import TTA, check_tta
 from .config import Competition, PipelineError, RunConfig, submissions_dir
-from .data import Dataset, channel_stats, holdout_split, kfold_splits, load_test, load_train, stratified_subset
+from .data import Dataset, channel_stats, load_test, load_train, stratified_subset, validation_splits
 from .ensemble import blend, fit_blend
 from .files import DataDir
 from .history import provenance, write_manifest
@@ -50,6 +50,11 @@ def member_model(comp: Competition, member, shape: dict, device: torch.device, s
     return model.to(device, memory_format=torch.channels_last)
 
 
+def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> Dataset:
+    """The training images a run uses: the competition's, or the run's stratified subset of them."""
+    return stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
+
+
 def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
                       resume_dir: Path | None = None) -> Path:
     """Train all members into a new run folder, or finish the run in `resume_dir`."""
@@ -57,11 +62,10 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     configure_threads(run)
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
-    dataset = stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
+    dataset = training_dataset(comp, run, data_dir, skip_bad)
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
-    splits = kfold_splits(targets, run.folds, run.seed) if run.folds > 1 else \
-        [holdout_split(targets, run.val_fraction, run.seed)]
+    splits = validation_splits(targets, run)
     shape = input_shape(comp, dataset)
     run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
     if distributed.is_main():
