@@ -1,0 +1,104 @@
+"""Where batches of uint8 images come from: the whole set kept on the training device (the fast
+path, when it fits the memory budget), or rows streamed from the on-disk store (imagestore.py)
+by loader processes that work ahead of the model.
+
+Both give (N, C, H, W) uint8 tensors on the device, in channels-last memory (the store's row
+layout), so whatever follows sees the same values and strides from either.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .imagestore import ImageFile
+
+LOAD_CHUNK = 256             # images copied onto the device at once when it holds the whole set
+PREFETCH = 2                 # batches each loader process prepares ahead of the model
+DEVICE_SHARE = 0.5           # at most this share of a GPU's free memory holds resident images
+
+
+class ResidentImages:
+    """Every image of `rows` as one (N, H, W, C) uint8 tensor on `device`; a batch is a gather
+    there, with no copy per step."""
+    streamed = False
+
+    def __init__(self, images, rows: np.ndarray, device: torch.device):
+        self.device = device
+        self.images = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8, device=device)
+        for start in range(0, len(rows), LOAD_CHUNK):  # never the whole set twice in host memory
+            chunk = np.ascontiguousarray(images[rows[start:start + LOAD_CHUNK]])
+            self.images[start:start + len(chunk)] = torch.from_numpy(chunk).to(device)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, index_batches: list[torch.Tensor], per_image=None, seeds=None):
+        """Images of each index batch, in order. Per-image transforms run on loader processes,
+        which a resident set has none of: they must be None here."""
+        assert per_image is None, "per-image transforms need a streamed source"
+        for index in index_batches:
+            yield self.images[index.to(self.device)].permute(0, 3, 1, 2)
+
+
+class _RowBatches(Dataset):
+    """Loader side of a streamed source: item (positions, seed) -> those images, read from the
+    store (and transformed one by one, seeded per batch so the result does not depend on which
+    process made it)."""
+
+    def __init__(self, images: ImageFile, rows: np.ndarray, per_image):
+        self.images, self.rows, self.per_image = images, rows, per_image
+
+    def __getitem__(self, item):
+        positions, seed = item
+        batch = self.images.read(self.rows[positions])
+        if self.per_image is not None:
+            batch = self.per_image(batch, seed)
+        return torch.from_numpy(batch)
+
+
+class StreamedImages:
+    """Images of `rows` read from the store batch by batch: `workers` loader processes read
+    ahead (PREFETCH batches each) while the model computes; on CUDA the batches arrive in pinned
+    memory and are copied without blocking. Resident memory holds a few batches, whatever the
+    size of the set."""
+    streamed = True
+
+    def __init__(self, images: ImageFile, rows: np.ndarray, device: torch.device, workers: int):
+        self.images, self.rows, self.device, self.workers = images, np.asarray(rows), device, workers
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, index_batches: list[torch.Tensor], per_image=None, seeds=None):
+        """Images of each index batch, in order; `per_image(batch, seed)` runs on the loader
+        processes, with seeds[i] for batch i."""
+        seeds = seeds if seeds is not None else [0] * len(index_batches)
+        items = [(index.cpu().numpy(), seed) for index, seed in zip(index_batches, seeds)]
+        loader = DataLoader(_RowBatches(self.images, self.rows, per_image), sampler=items, batch_size=None,
+                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                            prefetch_factor=PREFETCH if self.workers else None)
+        for batch in loader:
+            yield batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+
+
+def resident_budget(device: torch.device, gigabytes: float) -> int:
+    """Bytes of images that may stay whole on `device`: the setting, and on a GPU also at most
+    DEVICE_SHARE of its free memory (the model and its activations need the rest)."""
+    budget = int(gigabytes * 2 ** 30)
+    if device.type == "cuda":
+        budget = min(budget, int(torch.cuda.mem_get_info(device)[0] * DEVICE_SHARE))
+    return budget
+
+
+def open_images(images, rows: np.ndarray, device: torch.device, budget: int, workers: int,
+                stream: bool = False):
+    """The images of `rows` as a batch source: resident when they fit `budget` bytes and
+    `stream` is not asked for (per-image transforms need loader processes), else streamed from
+    `images`, which must then be an ImageFile."""
+    size = len(rows) * int(np.prod(images.shape[1:]))
+    if not stream and size <= budget:
+        return ResidentImages(images, rows, device)
+    if not isinstance(images, ImageFile):
+        raise TypeError("streaming needs the images in an on-disk store (imagestore.ImageFile)")
+    return StreamedImages(images, rows, device, workers)

@@ -1,0 +1,91 @@
+"""Batch sources: the resident and streamed paths give the same batches, per-image transforms
+run on the loader processes reproducibly, and streaming keeps resident memory flat."""
+import numpy as np
+import pytest
+import torch
+
+from compete import imagestore
+from compete.batches import ResidentImages, StreamedImages, open_images
+from compete.imagestore import ImageFile
+
+CPU = torch.device("cpu")
+
+
+def store(path, count: int, side: int = 6, seed: int = 0) -> tuple[ImageFile, np.ndarray]:
+    array = np.random.default_rng(seed).integers(0, 256, (count, side, side, 3), dtype=np.uint8)
+    np.save(path, array)
+    return ImageFile(path), array
+
+
+def index_batches(order: list[int], size: int) -> list[torch.Tensor]:
+    return [torch.tensor(order[start:start + size]) for start in range(0, len(order), size)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resident_and_streamed_sources_give_the_same_batches(tmp_path, workers):
+    images, array = store(tmp_path / "x.npy", 40)
+    rows = np.arange(3, 40, 2)  # a subset of the store, as after a hold-out split
+    order = np.random.default_rng(1).permutation(len(rows)).tolist()
+    resident = list(ResidentImages(images, rows, CPU).batches(index_batches(order, 4)))
+    streamed = list(StreamedImages(images, rows, CPU, workers).batches(index_batches(order, 4)))
+    assert len(resident) == len(streamed) == 5
+    for a, b, start in zip(resident, streamed, range(0, len(order), 4)):
+        expected = torch.from_numpy(array[rows[order[start:start + 4]]]).permute(0, 3, 1, 2)
+        assert torch.equal(a, expected) and torch.equal(b, expected)
+        assert a.stride() == b.stride() and a.is_contiguous(memory_format=torch.channels_last)
+
+
+def shift(batch: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded per-image transform for the tests: add a random value per image."""
+    rng = np.random.default_rng(seed)
+    return (batch.astype(np.int64) + rng.integers(0, 50, (len(batch), 1, 1, 1))).clip(0, 255).astype(np.uint8)
+
+
+def test_per_image_transforms_run_on_the_loader_and_do_not_depend_on_the_worker_count(tmp_path):
+    images, array = store(tmp_path / "x.npy", 24)
+    batches = index_batches(list(range(24)), 5)
+    seeds = [11, 12, 13, 14, 15]
+    outputs = [torch.cat(list(StreamedImages(images, np.arange(24), CPU, workers).batches(batches, shift, seeds)))
+               for workers in (0, 1, 2)]
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(outputs[0], outputs[2])
+    assert not torch.equal(outputs[0], torch.from_numpy(array).permute(0, 3, 1, 2))
+    with pytest.raises(AssertionError):
+        list(ResidentImages(images, np.arange(24), CPU).batches(batches, shift, seeds))
+
+
+def test_open_images_keeps_what_fits_the_budget_and_streams_the_rest(tmp_path):
+    images, array = store(tmp_path / "x.npy", 10)
+    rows = np.arange(10)
+    assert isinstance(open_images(images, rows, CPU, budget=10 * 108, workers=0), ResidentImages)
+    assert isinstance(open_images(images, rows, CPU, budget=10 * 108 - 1, workers=0), StreamedImages)
+    assert isinstance(open_images(images, rows, CPU, budget=10 ** 9, workers=0, stream=True), StreamedImages)
+    with pytest.raises(TypeError):
+        open_images(array, rows, CPU, budget=0, workers=0)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+def peak_growth_while_streaming(path, count: int) -> int:
+    """Highest resident-memory growth of this process over one streamed pass of a store of
+    `count` 192 KiB images, read in shuffled batches of 16 by two loader processes."""
+    writer = imagestore.create(path, (count, 256, 256, 3))
+    for start in range(0, count, 64):
+        writer.write(start, np.full((min(64, count - start), 256, 256, 3), start % 251, np.uint8))
+    source = StreamedImages(ImageFile(path), np.arange(count), CPU, workers=2)
+    order = np.random.default_rng(0).permutation(count).tolist()
+    before = peak = resident_bytes()
+    for batch in source.batches(index_batches(order, 16)):
+        assert batch.shape == (16, 3, 256, 256)
+        peak = max(peak, resident_bytes())
+    return peak - before
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_streaming_a_four_times_larger_store_needs_no_more_resident_memory(tmp_path):
+    small = peak_growth_while_streaming(tmp_path / "small.npy", 128)   # 24 MiB of images
+    large = peak_growth_while_streaming(tmp_path / "large.npy", 512)   # 96 MiB of images
+    assert large < 40 * 2 ** 20                # a few batches in flight, not the 96 MiB read
+    assert large < small + 16 * 2 ** 20        # flat: does not grow with the store
