@@ -68,6 +68,11 @@ class Member:
     cutmix: float = 0.0              # Beta(a, a) CutMix strength; 0 = off (both on: one per batch)
     pad_crop: int = 2                # random-crop padding in pixels; 0 = off
     cutout: int = 0                  # side of a random erased square in pixels; 0 = off
+    crop_scale: float = 1.0          # random-resized crop: smallest share of the image's area kept
+                                     # (aspect 3/4..4/3), scaled to the member's size; 1 = off
+    rotate: float = 0.0              # random rotation by up to this many degrees either way; 0 = off
+    jitter: float = 0.0              # colour jitter: brightness, contrast and saturation factors
+                                     # drawn from [1 - jitter, 1 + jitter]; 0 = off
     freeze_epochs: int = 0           # epochs training only the new head (pretrained members)
     lr_decay: float = 1.0            # discriminative lr: each earlier layer group gets lr * this
     lr_groups: int = 3               # number of backbone layer groups for discriminative lr
