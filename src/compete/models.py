@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Member, PipelineError
+from .config import CHOICES, Member, PipelineError
+from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,8 +21,6 @@ HEAD_DROPOUT = 0.2               # dropout before a new head's last Linear (mode
 # gray_stem, how 1-channel images meet a 3-channel stem: "repeat" the gray channel, or "sum" the
 # first conv's weights over its input channels
 GRAY_STEMS = ("repeat", "sum")
-NORMALIZATIONS = ("data", "imagenet", "pretrained")  # see _normalization
-LIBRARY_PREFIXES = {"tv/": "torchvision", "torchvision/": "torchvision", "timm/": "timm"}
 OFFLINE_HINTS = {  # where each library looks for pretrained weights before downloading
     "torchvision": "put the file in $TORCH_HOME/hub/checkpoints",
     "timm": "set HF_HOME to a Hugging Face cache that holds them (HF_HUB_OFFLINE=1 fails fast)"}
@@ -104,7 +103,7 @@ class ResNetSmall(nn.Module):
         return self.head(self.features(images)) * self.scale
 
 
-OWN_MODELS = {"cnn": SmallCNN, "resnet_small": ResNetSmall}
+OWN_MODELS = dict(zip(OWN_MODEL_NAMES, (SmallCNN, ResNetSmall)))
 
 
 class Classifier(nn.Module):
@@ -131,30 +130,14 @@ class Classifier(nn.Module):
         return self.net(images)
 
 
-def _split_library(name: str) -> tuple[str | None, str]:
-    """'timm/resnet18' -> ('timm', 'resnet18'); a bare name tries torchvision, then timm."""
-    for prefix, library in LIBRARY_PREFIXES.items():
-        if name.startswith(prefix):
-            return library, name[len(prefix):]
-    return None, name
-
-
 def _library_model(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
     """A torchvision or timm model by name, with the library's own pretrained weights and cache."""
-    import timm
-    import torchvision
-    library, arch = _split_library(name)
-    if library in (None, "torchvision") and arch in torchvision.models.list_models(module=torchvision.models):
-        library = "torchvision"
-    elif library in (None, "timm") and timm.is_model(arch):
-        library = "timm"
-    else:
-        raise PipelineError(
-            f"Unknown model '{name}': not one of {', '.join(OWN_MODELS)}, nor a torchvision or timm "
-            f"classification model (prefix tv/ or timm/ to pick the library).")
+    library, arch = model_library(name)
     try:
         if library == "torchvision":
+            import torchvision
             return torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
+        import timm
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except TypeError as error:  # a keyword the constructor does not take
         raise PipelineError(f"model_args {sorted(kwargs)} do not fit '{name}' ({error}).") from None
@@ -254,8 +237,8 @@ def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, 
     """Mean and std per input channel. "data": the training set's; "imagenet": ImageNet's;
     "pretrained": what the weights were trained with (timm's config; ImageNet for torchvision).
     Gray images get the averages over RGB."""
-    if member.normalize not in NORMALIZATIONS:
-        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(NORMALIZATIONS)}.")
+    if member.normalize not in CHOICES["normalize"]:
+        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(CHOICES['normalize'])}.")
     if member.normalize == "data":
         return data_mean, data_std
     config = getattr(net, "pretrained_cfg", {}) if member.normalize == "pretrained" else {}

@@ -23,7 +23,7 @@ from . import distributed
 from .atomic import write_atomically
 from .augment import mix_batch, train_transform
 from .config import Member, PipelineError
-from .metrics import METRICS, score
+from .metrics import metric_entry, score
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 
 EVAL_BATCH = 1024  # images per inference batch (the logits of all of them stay on the device)
@@ -253,7 +253,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
     if resume_path is not None and resume_path.is_file():
         progress = _load_resume(resume_path, model, ema, optimizer, scheduler, generator)
         tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
-    higher_is_better = METRICS[comp.metric][1]
+    higher_is_better = metric_entry(comp.metric)[1]
     net, trainable = model, None
     while progress.epoch < member.epochs:
         if member.patience and progress.stale >= member.patience:
