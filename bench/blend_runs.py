@@ -22,11 +22,11 @@ import numpy as np  # noqa: E402
 
 from compete.cli import data_dir  # noqa: E402
 from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
-from compete.data import validation_splits  # noqa: E402
 from compete.ensemble import blend, fit_blend  # noqa: E402
-from compete.pipeline import training_dataset, tta_probs, to_tensor  # noqa: E402
+from compete.data import to_tensor, training_dataset, validation_splits  # noqa: E402
+from compete.inference import tta_probs  # noqa: E402
 from compete.runs import find_run, load_checkpoint, read_json  # noqa: E402
-from compete.train import choose_device  # noqa: E402
+from compete.runtime import choose_device  # noqa: E402
 
 SPLIT_KEYS = ("seed", "val_fraction", "subset", "folds")
 

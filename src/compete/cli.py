@@ -107,7 +107,7 @@ def _train(args, comp, folder) -> int:
 
 
 def _predict(args, comp, folder) -> int:
-    from .pipeline import predict_competition
+    from .predict import predict_competition
     predict_competition(comp, folder, args.run, args.device)
     return 0
 

@@ -4,13 +4,15 @@ competition's shape and carries its own normalization and input size.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CHOICES, Member, PipelineError
+from .config import CHOICES, Competition, Member, PipelineError
+from .data import Dataset, channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -286,3 +288,26 @@ def build_model(member: Member, in_channels: int, num_classes: int, image_size: 
     mean, std = _normalization(member, net, in_channels, data_mean, data_std)
     size = member.image_size if member.image_size and member.image_size != image_size else None
     return Classifier(net, head_name, mean, std, size, net_channels)
+
+
+@dataclass
+class InputShape:
+    """What every member of a run is built for; saved as a dict in config.json and checkpoints."""
+    channels: int                    # 1 = gray, 3 = RGB
+    image_size: int                  # side of the competition's images in pixels
+    num_classes: int
+    mean: list[float]                # per-channel mean of the training images, [0, 1] scale
+    std: list[float]                 # per-channel standard deviation, same scale
+
+
+def input_shape(comp: Competition, dataset: Dataset) -> InputShape:
+    """What every member is built for: channels, size, classes and the training images' statistics."""
+    mean, std = channel_stats(dataset.train_images)
+    return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)
+
+
+def member_model(member: Member, shape: InputShape, device: torch.device, seed: int):
+    """A freshly initialised member network (seeded), on `device` in channels_last layout."""
+    torch.manual_seed(seed)
+    model = build_model(member, shape.channels, shape.num_classes, shape.image_size, shape.mean, shape.std)
+    return model.to(device, memory_format=torch.channels_last)

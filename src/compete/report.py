@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from .config import Competition, PipelineError
+from .config import Competition, PipelineError, run_from_dict
+from .data import training_dataset
 from .ensemble import blend
 from .metrics import score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
@@ -95,11 +96,9 @@ def report_run(competition: str, run_id: str | None = None) -> Path:
     """Write report.html for a finished run (the latest by default), analysing it first if needed."""
     run_dir = find_run(competition, run_id)
     if not (run_dir / ANALYSIS).is_file():
-        from .data import load_train
-        from .files import DataDir
         config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
-        comp = Competition(**config["competition"])
-        dataset = load_train(comp, DataDir(Path(config["data"])), skip_bad=summary["skipped_images"] > 0)
+        comp, run = Competition(**config["competition"]), run_from_dict(config["run"])
+        dataset = training_dataset(comp, run, Path(config["data"]), skip_bad=summary["skipped_images"] > 0)
         analyse_run(run_dir, dataset.train_images, dataset.train_targets)
     return write_report(run_dir)
 

@@ -12,7 +12,7 @@ import torch
 
 from .atomic import write_atomically
 from .config import Member, submissions_dir, PipelineError
-from .models import build_model
+from .models import InputShape, build_model
 
 
 def runs_dir(competition: str) -> Path:
@@ -67,17 +67,17 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def save_checkpoint(path: Path, model, member: Member, shape: dict, extra: dict) -> None:
+def save_checkpoint(path: Path, model, member: Member, shape: InputShape, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
-    state = {"member": asdict(member), "shape": shape, "state_dict": model, **extra}
+    state = {"member": asdict(member), "shape": asdict(shape), "state_dict": model, **extra}
     write_atomically(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path, device: torch.device):
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     member = Member(**checkpoint["member"])
-    shape = checkpoint["shape"]
-    model = build_model(member, shape["channels"], shape["num_classes"], shape["image_size"],
-                        shape["mean"], shape["std"], load_weights=False)
+    shape = InputShape(**checkpoint["shape"])  # a dict with these keys, in old runs too
+    model = build_model(member, shape.channels, shape.num_classes, shape.image_size,
+                        shape.mean, shape.std, load_weights=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), member, checkpoint
