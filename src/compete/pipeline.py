@@ -19,7 +19,7 @@ from .inference import tta_probs
 from .metrics import score
 from .models import input_shape, member_model
 from .report import analyse_run
-from .runs import new_run_dir, read_json, save_checkpoint, write_json
+from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
 from .runtime import choose_device, configure_threads
 from .train import fit
 
@@ -53,14 +53,14 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
             if val_probs is not None:
                 oof[val_idx] = val_probs
         if distributed.is_main():
-            np.save(run_dir / f"oof_m{m}.npy", oof)
+            np.save(RunFolder(run_dir).oof_path(m), oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
                      "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
     summary = _summarize(comp, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
     if distributed.is_main():
-        write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
+        write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
         print(f"Run saved in {run_dir}")
@@ -71,14 +71,14 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
 def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:
     """A new run folder with its config.json, or the interrupted one being resumed."""
     if resume_dir is not None:
-        if read_json(resume_dir / "config.json")["classes"] != classes:
+        if RunFolder(resume_dir).config()["classes"] != classes:
             raise PipelineError(f"The training labels changed since run {resume_dir.name} started: "
                                 f"start a new run instead of --resume.")
         return resume_dir
     if not distributed.is_main():
         return distributed.share(None)
     run_dir = new_run_dir(comp.name, run.preset)
-    write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
+    write_json(RunFolder(run_dir).config_path, {"competition": asdict(comp), "run": asdict(run),
                                          "data": str(data_dir), "shape": asdict(shape), "classes": classes,
                                          "provenance": provenance(comp, data_dir)})
     return distributed.share(run_dir)
@@ -100,15 +100,16 @@ def _summarize(comp, oof_all, targets, rows, folds, skipped, started) -> dict:
 def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, train_idx, val_idx,
                 device, run_dir: Path):
     """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
-    final = run_dir / "members" / f"m{m}_f{f}.pt"
+    folder = RunFolder(run_dir)
+    final = folder.member_path(m, f)
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
     model = member_model(member, shape, device, run.seed + 1000 * m + f)
     if run.compile:
         model.compile()
-    resume = final.with_name(f"resume_{final.name}")  # state after the last complete epoch
+    resume = folder.resume_path(m, f)  # state after the last complete epoch
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
-                 run.seed + f, run_dir / "log.jsonl", label=f"m{m}:{member.model} fold {f + 1}/{folds}",
+                 run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
                  resume_path=resume)
     val_probs = result.val_probs
     if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get

@@ -15,7 +15,7 @@ from .ensemble import blend
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
-from .runs import find_run, load_checkpoint, read_json
+from .runs import RunFolder, find_run, load_checkpoint
 from .runtime import choose_device
 from .submission import build_submission, validate_submission, write_submission
 
@@ -23,9 +23,8 @@ from .submission import build_submission, validate_submission, write_submission
 def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
     """Per member: test probabilities averaged over its folds and its TTA transforms."""
     probs = {}
-    for path in sorted((run_dir / "members").glob("m*_f[0-9]*.pt")):
+    for index, path in RunFolder(run_dir).checkpoints():
         model, member, _ = load_checkpoint(path, device)
-        index = int(path.stem.split("_")[0][1:])
         probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
     return [np.mean(probs[m], axis=0) for m in sorted(probs)]
 
@@ -33,7 +32,7 @@ def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, prec
 def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
                         device_name: str = "auto") -> Path:
     run_dir = find_run(comp.name, run_id)
-    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+    config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
     tables, test_images = load_test(comp, DataDir(data_dir))
     if tables.classes != config["classes"]:
         missing = sorted(set(config["classes"]) ^ set(tables.classes))
