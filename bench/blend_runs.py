@@ -22,11 +22,11 @@ import numpy as np  # noqa: E402
 
 from compete.cli import data_dir  # noqa: E402
 from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
-from compete.data import validation_splits  # noqa: E402
 from compete.ensemble import blend, fit_blend  # noqa: E402
-from compete.pipeline import training_dataset, tta_probs, to_tensor  # noqa: E402
-from compete.runs import find_run, load_checkpoint, read_json  # noqa: E402
-from compete.train import choose_device  # noqa: E402
+from compete.data import to_tensor, training_dataset, validation_splits  # noqa: E402
+from compete.inference import tta_probs  # noqa: E402
+from compete.runs import RunFolder, find_run, load_checkpoint  # noqa: E402
+from compete.runtime import choose_device  # noqa: E402
 
 SPLIT_KEYS = ("seed", "val_fraction", "subset", "folds")
 
@@ -39,7 +39,7 @@ def member_spec(name: str, spec: str) -> tuple[Path, int]:
 def shared_split(runs: list[Path]):
     """The first run's settings, once every run is known to split as it does; else an error
     naming the first run that differs."""
-    configs = [run_from_dict(read_json(run / "config.json")["run"]) for run in runs]
+    configs = [run_from_dict(RunFolder(run).config()["run"]) for run in runs]
     settings = [{key: getattr(config, key) for key in SPLIT_KEYS} for config in configs]
     for run, setting in zip(runs, settings):
         if setting != settings[0]:
@@ -68,9 +68,9 @@ def main() -> None:
     targets = dataset.train_targets[val]
     probs, labels = [], []
     for run_dir, m in specs:
-        model, member, _ = load_checkpoint(run_dir / "members" / f"m{m}_f0.pt", device)
+        model, member, _ = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
         views = args.views.split(",") if args.views else member.tta
-        precision = read_json(run_dir / "config.json")["run"]["precision"]
+        precision = RunFolder(run_dir).config()["run"]["precision"]
         probs.append(tta_probs(model, images, views, device, precision))
         labels.append(f"{run_dir.name}:m{m} ({member.model}, {len(views)} views)")
     print(f"{len(targets)} hold-out images (seed {run.seed}, val_fraction {run.val_fraction})")

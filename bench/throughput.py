@@ -19,10 +19,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from compete.augment import train_transform  # noqa: E402
 from compete.config import inputs_dir, load_competition, resolve_run  # noqa: E402
-from compete.data import load_train  # noqa: E402
+from compete.data import load_train, to_tensor  # noqa: E402
 from compete.files import DataDir  # noqa: E402
-from compete.pipeline import input_shape, member_model, to_tensor  # noqa: E402
-from compete.train import autocast, choose_device, predict_logits  # noqa: E402
+from compete.inference import predict_logits  # noqa: E402
+from compete.models import input_shape, member_model  # noqa: E402
+from compete.runtime import autocast, choose_device  # noqa: E402
 
 WARMUP = 5   # steps before timing (kernel selection, allocator)
 STEPS = 30   # timed steps
@@ -57,7 +58,7 @@ def main() -> None:
     dataset = load_train(comp, DataDir(Path(args.data) if args.data else inputs_dir() / args.name))
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
-    model = member_model(comp, member, input_shape(comp, dataset), device, run.seed).train()
+    model = member_model(member, input_shape(comp, dataset), device, run.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     context = autocast(device, run.precision)
     generator = torch.Generator(device=device).manual_seed(0)

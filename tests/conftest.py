@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -147,6 +148,18 @@ def read_file(tiny: Tiny, relpath: str) -> bytes:
             if relpath in archive.namelist():
                 return archive.read(relpath)
     return (tiny.data_dir / relpath).read_bytes()
+
+
+def assert_nothing_half_written(workspace, name):
+    """No run folder started, no submission written, and every decoded-image cache entry whole."""
+    runs = workspace / "submissions" / name / "runs"
+    assert not runs.exists() or not list(runs.iterdir()), "a run folder was started"
+    assert not (workspace / "submissions" / name / "submission.csv").exists()
+    cache = workspace / "inputs" / ".cache" / name
+    leftovers = [p.name for p in cache.glob("*")] if cache.exists() else []
+    assert not [p for p in leftovers if ".tmp" in p]
+    for npy in cache.glob("*.npy"):  # every cache entry that exists is whole
+        assert np.load(npy).ndim == 4 and json.loads(npy.with_suffix(".json").read_text())
 
 
 @pytest.fixture

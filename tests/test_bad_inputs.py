@@ -15,7 +15,7 @@ from compete.config import load_competition
 from compete.data import load_train
 from compete.files import DataDir
 
-from conftest import make_competition, put_file, read_file
+from conftest import assert_nothing_half_written, make_competition, put_file, read_file
 
 
 def train_csv(tiny) -> str:
@@ -101,17 +101,6 @@ FAILING = {
                                                       "label": [str(i % 6) for i in range(1, 9)]})),
         ["val_fraction=0.25", "--set val_fraction", "--folds"]),
 }
-
-
-def assert_nothing_half_written(workspace, name):
-    runs = workspace / "submissions" / name / "runs"
-    assert not runs.exists() or not list(runs.iterdir()), "a run folder was started"
-    assert not (workspace / "submissions" / name / "submission.csv").exists()
-    cache = workspace / "inputs" / ".cache" / name
-    leftovers = [p.name for p in cache.glob("*")] if cache.exists() else []
-    assert not [p for p in leftovers if ".tmp" in p]
-    for npy in cache.glob("*.npy"):  # every cache entry that exists is whole
-        assert np.load(npy).ndim == 4 and json.loads(npy.with_suffix(".json").read_text())
 
 
 @pytest.mark.parametrize("zipped", [False, True], ids=["folder", "zip"])

@@ -2,7 +2,8 @@
 import torch
 
 from compete.config import load_competition, resolve_run
-from compete.pipeline import predict_competition, train_competition
+from compete.pipeline import train_competition
+from compete.predict import predict_competition
 
 from conftest import make_competition, member_weights
 

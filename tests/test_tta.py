@@ -6,15 +6,16 @@ import torch
 
 from compete.augment import TTA, check_tta
 from compete.config import Member, PipelineError, load_competition, resolve_run
-from compete.data import holdout_split, load_train
+from compete.data import holdout_split, load_train, to_tensor
 from compete.files import DataDir
-from compete.models import build_model
-from compete.pipeline import member_probs, to_tensor, train_competition
+from compete.models import InputShape, build_model
+from compete.pipeline import train_competition
+from compete.predict import member_probs
 from compete.runs import load_checkpoint, save_checkpoint
 
 from conftest import make_competition
 
-SHAPE = {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
+SHAPE = InputShape(channels=1, image_size=8, num_classes=3, mean=[0.5], std=[0.25])
 
 
 @pytest.mark.parametrize("name", sorted(TTA))
@@ -39,7 +40,7 @@ def test_views_move_pixels_the_way_their_names_say():
 def write_member(run_dir, fold: int, tta: list[str]) -> torch.nn.Module:
     """A trained-looking member checkpoint (random weights) in a run folder."""
     member = Member(model="cnn", model_args={"widths": [4], "convs": 1}, tta=tta)
-    model = build_model(member, 1, SHAPE["num_classes"], SHAPE["image_size"], SHAPE["mean"], SHAPE["std"])
+    model = build_model(member, 1, SHAPE.num_classes, SHAPE.image_size, SHAPE.mean, SHAPE.std)
     save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", model.state_dict(), member, SHAPE,
                     {"epoch": 1, "fold": fold})
     return model.eval()
@@ -92,3 +93,17 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     oof = np.load(run_dir / "oof_m0.npy")[val_idx]
     np.testing.assert_allclose(oof, torch.stack(views).mean(0).numpy(), atol=1e-5)
     assert not np.allclose(oof, views[0].numpy(), atol=1e-5)  # not the identity view alone
+
+
+def test_a_checkpoint_of_an_older_run_with_a_plain_shape_dict_still_predicts(tmp_path):
+    """Runs saved before InputShape existed hold `shape` as a plain dict: same keys, same model."""
+    (tmp_path / "members").mkdir()
+    model = write_member(tmp_path, 0, ["identity"])
+    path = tmp_path / "members" / "m0_f0.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    [probs] = member_probs(tmp_path, images, torch.device("cpu"), "fp32")
+    with torch.no_grad():
+        expected = model(images.float() / 255).softmax(1).numpy()
+    np.testing.assert_allclose(probs, expected, atol=1e-6)

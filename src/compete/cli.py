@@ -94,9 +94,9 @@ def _train(args, comp, folder) -> int:
                                        ("device", args.device)) if v is not None})
     if args.resume:
         from .config import run_from_dict
-        from .runs import find_unfinished, read_json
+        from .runs import RunFolder, find_unfinished
         resume_dir = find_unfinished(comp.name, args.run)
-        run = run_from_dict(read_json(resume_dir / "config.json")["run"])
+        run = run_from_dict(RunFolder(resume_dir).config()["run"])
     else:
         resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
         if args.lr == "auto":
@@ -107,7 +107,7 @@ def _train(args, comp, folder) -> int:
 
 
 def _predict(args, comp, folder) -> int:
-    from .pipeline import predict_competition
+    from .predict import predict_competition
     predict_competition(comp, folder, args.run, args.device)
     return 0
 

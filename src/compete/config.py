@@ -13,6 +13,10 @@ from pathlib import Path
 
 import yaml
 
+from .errors import PipelineError
+from .metrics import metric_entry
+from .model_names import model_library
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -39,8 +43,15 @@ def cache_dir() -> Path:
     return inputs_dir() / ".cache"
 
 
-class PipelineError(Exception):
-    """An error the user can fix: the message names the file, the row or id, and the fix."""
+CHOICES = {  # settings that take one of a few names; `model` and `metric` have registries
+    "optimizer": ("adamw", "sgd"),                   # sgd: with Nesterov momentum
+    "schedule": ("onecycle", "cosine"),
+    "normalize": ("data", "imagenet", "pretrained"),  # see models._normalization
+    "precision": ("auto", "bf16", "fp32"),           # autocast dtype; auto: bf16 where it is fast
+    "device": ("auto", "cpu", "cuda"),
+}
+REGISTRIES = {"model": model_library, "metric": metric_entry}  # each raises on an unknown name
+TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
 
 
 @dataclass
@@ -128,25 +139,48 @@ def _check_keys(cls, values: dict, where: str) -> None:
             f"{where}: unknown setting(s) {', '.join(unknown)}. Known: {', '.join(sorted(known))}.")
 
 
-def _coerce(cls, key: str, text: str):
-    """Parse a command-line value into the type of dataclass field `key`."""
-    spec = {f.name: f for f in fields(cls)}[key]
-    current = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
-    try:
-        if isinstance(current, bool):
-            if text.lower() not in ("true", "false"):
-                raise ValueError
-            return text.lower() == "true"
-        if isinstance(current, (int, float)):
-            return type(current)(text)
-        if isinstance(current, str):
-            return text
-        if text.lower() in ("none", "null"):
+def _coerce(spec, value):
+    """A yaml or command-line value as the type of dataclass field `spec`: text is parsed the
+    way `--set` parses it (PyYAML reads `lr: 3e-4` as text); anything else must already fit."""
+    kind, *rest = [part.strip() for part in spec.type.split("|")]
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and "None" in rest):
+        if "None" in rest:
             return None
-        return yaml.safe_load(text)  # lists, dicts and optional values
-    except (ValueError, yaml.YAMLError):
-        raise PipelineError(
-            f"--set {key}={text}: expected a {type(current).__name__}, e.g. {key}={current}.") from None
+        raise ValueError
+    wanted = TYPES.get(kind.split("[")[0], object)
+    if isinstance(value, str) and wanted is bool:
+        return {"true": True, "false": False}[value.lower()]
+    if isinstance(value, str) and wanted in (int, float):
+        return wanted(value)
+    if isinstance(value, str) and wanted in (dict, list):
+        value = yaml.safe_load(value)
+    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+        raise ValueError
+    return value
+
+
+def _checked(cls, values: dict, where: str) -> dict:
+    """`values` coerced to the fields' types and checked against CHOICES and REGISTRIES; the
+    first bad one raises a PipelineError naming the key, the value and what it may be."""
+    _check_keys(cls, values, where)
+    specs = {f.name: f for f in fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = _coerce(specs[key], value)
+        except (ValueError, KeyError, TypeError, yaml.YAMLError):
+            raise PipelineError(f"{where}: {key}: expected {specs[key].type}, got {value!r}.") from None
+        if key in CHOICES and checked[key] not in CHOICES[key]:
+            raise PipelineError(f"{where}: {key}: {checked[key]!r} is not one of "
+                                f"{', '.join(CHOICES[key])}.")
+        if key in REGISTRIES:
+            try:
+                REGISTRIES[key](checked[key])
+            except PipelineError as error:
+                raise PipelineError(f"{where}: {key}: {error}") from None
+    return checked
 
 
 def competition_path(name: str) -> Path:
@@ -170,8 +204,24 @@ def load_competition(name: str) -> Competition:
     except yaml.YAMLError as error:
         raise PipelineError(f"{path}: not valid YAML ({error}).") from None
     values.setdefault("name", name)
-    _check_keys(Competition, values, str(path))
-    return Competition(**values)
+    competition = Competition(**_checked(Competition, values, str(path)))
+    competition.presets = {preset: _checked_preset(competition, preset, settings)
+                           for preset, settings in competition.presets.items()}
+    return competition
+
+
+def _checked_preset(competition: Competition, preset: str, values) -> dict:
+    """A preset's run settings and members, coerced and checked like `--set` values."""
+    where = f"competition/{competition.name}.yaml preset '{preset}'"
+    if not isinstance(values, dict) or not isinstance(values.get("members", []), list) \
+            or not all(isinstance(member, dict) for member in values.get("members", [])):
+        raise PipelineError(f"{where}: write run settings as `key: value` lines and members as a "
+                            f"list of them (copy a preset of competition/digits.yaml).")
+    checked = _checked(RunConfig, {k: v for k, v in values.items() if k != "members"}, where)
+    if "members" in values:
+        checked["members"] = [_checked(Member, member, f"{where} member {m}")
+                              for m, member in enumerate(values["members"])]
+    return checked
 
 
 def resolve_run(competition: Competition, preset: str = "default", overrides: dict | None = None,
@@ -184,17 +234,15 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     values = dict(competition.presets[preset])
     members = values.pop("members", [{}])
     where = f"competition/{competition.name}.yaml preset '{preset}'"
-    _check_keys(RunConfig, values, where)
-    for member in members:
-        _check_keys(Member, member, where + " member")
-    run = RunConfig(preset=preset, **values)
-    run.members = [Member(**{**m, **(member_overrides or {})}) for m in members]
+    run = RunConfig(preset=preset, **_checked(RunConfig, values, where))
+    run.members = [Member(**_checked(Member, {**m, **(member_overrides or {})}, f"{where} member {i}"))
+                   for i, m in enumerate(members)]
     for member in run.members:
         if member.weights and not Path(member.weights).is_absolute():
             member.weights = str((PROJECT_ROOT / member.weights).resolve())  # yaml paths: from the project
-    for key, value in (overrides or {}).items():
-        if value is not None:
-            setattr(run, key, value)
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    for key, value in _checked(RunConfig, given, "command line").items():
+        setattr(run, key, value)
     return run
 
 
@@ -221,9 +269,9 @@ def parse_sets(items: list[str]) -> tuple[dict, dict]:
         if not sep:
             raise PipelineError(f"--set {item}: expected key=value, e.g. --set lr=0.001.")
         if key in run_keys:
-            run_values[key] = _coerce(RunConfig, key, text)
+            run_values.update(_checked(RunConfig, {key: text}, "--set"))
         elif key in member_keys:
-            member_values[key] = _coerce(Member, key, text)
+            member_values.update(_checked(Member, {key: text}, "--set"))
         else:
             raise PipelineError(
                 f"--set {key}: unknown setting. Run settings: {', '.join(sorted(run_keys))}; "

@@ -14,14 +14,16 @@ import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from tqdm import tqdm
 
 from .atomic import write_atomically
-from .config import Competition, cache_dir, PipelineError
+from .config import Competition, RunConfig, cache_dir, PipelineError
 from .files import EXAMPLES, DataDir, Problems, examples
 from .tables import Tables, load_tables
 
@@ -201,6 +203,11 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Data
     return Dataset(tables, images, targets, skipped=len(train.bad))
 
 
+def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> Dataset:
+    """The training images a run uses: the competition's, or the run's stratified subset of them."""
+    return stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
+
+
 def load_test(comp: Competition, data: DataDir) -> tuple[Tables, np.ndarray]:
     tables = load_tables(comp, data)
     return tables, load_images(comp, data, comp.test_images, tables.test_ids, "test").images
@@ -269,3 +276,8 @@ def validation_splits(targets: np.ndarray, run) -> list[tuple[np.ndarray, np.nda
     if run.folds > 1:
         return kfold_splits(targets, run.folds, run.seed)
     return [holdout_split(targets, run.val_fraction, run.seed)]
+
+
+def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, C) uint8 array -> (N, C, H, W) uint8 tensor on `device`; uint8 moves 4x less."""
+    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)

@@ -1,5 +1,7 @@
 """Run history: where each run came from (code commit, input files), the table of a
-competition's runs, and the manifest that ties a submission file to the run that made it."""
+competition's runs, and the manifest that ties a submission file to the run that made it.
+Reads run folders through runs.RunFolder, which owns their layout; writes nothing into them
+but config.json's provenance (through the pipeline)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +11,7 @@ import time
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Competition, submissions_dir
-from .runs import read_json, runs_dir, write_json
+from .runs import read_json, run_folders, runs_dir, write_json
 
 MANIFEST = "submission.json"  # beside submission.csv
 
@@ -63,24 +65,16 @@ def write_manifest(submission: Path, run_dir: Path, summary: dict) -> Path:
 
 def run_rows(competition: str) -> list[dict]:
     """One row per run folder, newest first; unfinished runs (no summary.json) included."""
-    root = runs_dir(competition)
     rows = []
-    for config_path in root.glob("*/config.json") if root.is_dir() else []:
-        run_dir = config_path.parent
-        config = read_json(config_path)
-        summary_path = run_dir / "summary.json"
-        summary = read_json(summary_path) if summary_path.is_file() else None
+    for folder in run_folders(competition):
+        config = folder.config()
         origin = config.get("provenance", {})
-        rows.append({"run": run_dir.name, "preset": config["run"]["preset"],
-                     "started": origin.get("started", config_path.stat().st_mtime),
+        rows.append({"run": folder.name, "preset": config["run"]["preset"],
+                     "started": origin.get("started", folder.config_path.stat().st_mtime),
                      "models": [m["model"] for m in config["run"]["members"]],
                      "commit": (origin.get("git_commit") or "-")[:7] + ("+" if origin.get("git_dirty") else ""),
-                     "summary": summary, "epochs_logged": _count_lines(run_dir / "log.jsonl")})
+                     "summary": folder.summary(), "epochs_logged": folder.epochs_logged()})
     return sorted(rows, key=lambda row: row["started"], reverse=True)
-
-
-def _count_lines(path: Path) -> int:
-    return sum(1 for _ in path.open()) if path.is_file() else 0
 
 
 def _wall(seconds: float) -> str:

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import load_train
+from .data import load_train, to_tensor
 from .files import DataDir
 from .finetune import freeze_batchnorm, set_backbone_trainable
-from .pipeline import configure_threads, input_shape, member_model, to_tensor
+from .models import input_shape, member_model
 from .plots import plot_lr_sweep
-from .train import autocast, choose_device, make_optimizer, train_step
+from .runtime import autocast, choose_device, configure_threads
+from .train import make_optimizer, train_step
 
 START_LR = 1e-6        # first learning rate of the sweep
 END_LR = 1.0           # last learning rate of the sweep
@@ -121,7 +122,7 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     suggestions = {}
     for m in chosen:
         member = run.members[m]
-        model = member_model(comp, member, shape, device, run.seed + 1000 * m)
+        model = member_model(member, shape, device, run.seed + 1000 * m)
         sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed)
         path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
                              out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")

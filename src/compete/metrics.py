@@ -10,7 +10,7 @@ import re
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, fbeta_score, log_loss, top_k_accuracy_score
 
-from .config import PipelineError
+from .errors import PipelineError
 
 TOP_K = re.compile(r"^top(\d+)_accuracy$")
 F_BETA = re.compile(r"^f(\d+(?:\.\d+)?)_macro$")
@@ -57,10 +57,14 @@ METRICS = Metrics({
 })
 
 
-def score(metric: str, targets: np.ndarray, probs: np.ndarray) -> float:
+def metric_entry(metric: str):
+    """(function of (targets, probs), higher_is_better) for a metric name; refused when unknown."""
     try:
-        function = METRICS[metric][0]
+        return METRICS[metric]
     except KeyError:
         raise PipelineError(f"Unknown metric '{metric}'. Known: {', '.join(METRICS)}, "
                             f"top<K>_accuracy, f<BETA>_macro.") from None
-    return float(function(targets, probs))
+
+
+def score(metric: str, targets: np.ndarray, probs: np.ndarray) -> float:
+    return float(metric_entry(metric)[0](targets, probs))

@@ -4,13 +4,16 @@ competition's shape and carries its own normalization and input size.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Member, PipelineError
+from .config import CHOICES, Competition, Member, PipelineError
+from .data import Dataset, channel_stats
+from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,8 +23,6 @@ HEAD_DROPOUT = 0.2               # dropout before a new head's last Linear (mode
 # gray_stem, how 1-channel images meet a 3-channel stem: "repeat" the gray channel, or "sum" the
 # first conv's weights over its input channels
 GRAY_STEMS = ("repeat", "sum")
-NORMALIZATIONS = ("data", "imagenet", "pretrained")  # see _normalization
-LIBRARY_PREFIXES = {"tv/": "torchvision", "torchvision/": "torchvision", "timm/": "timm"}
 OFFLINE_HINTS = {  # where each library looks for pretrained weights before downloading
     "torchvision": "put the file in $TORCH_HOME/hub/checkpoints",
     "timm": "set HF_HOME to a Hugging Face cache that holds them (HF_HUB_OFFLINE=1 fails fast)"}
@@ -104,7 +105,7 @@ class ResNetSmall(nn.Module):
         return self.head(self.features(images)) * self.scale
 
 
-OWN_MODELS = {"cnn": SmallCNN, "resnet_small": ResNetSmall}
+OWN_MODELS = dict(zip(OWN_MODEL_NAMES, (SmallCNN, ResNetSmall)))
 
 
 class Classifier(nn.Module):
@@ -131,30 +132,14 @@ class Classifier(nn.Module):
         return self.net(images)
 
 
-def _split_library(name: str) -> tuple[str | None, str]:
-    """'timm/resnet18' -> ('timm', 'resnet18'); a bare name tries torchvision, then timm."""
-    for prefix, library in LIBRARY_PREFIXES.items():
-        if name.startswith(prefix):
-            return library, name[len(prefix):]
-    return None, name
-
-
 def _library_model(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
     """A torchvision or timm model by name, with the library's own pretrained weights and cache."""
-    import timm
-    import torchvision
-    library, arch = _split_library(name)
-    if library in (None, "torchvision") and arch in torchvision.models.list_models(module=torchvision.models):
-        library = "torchvision"
-    elif library in (None, "timm") and timm.is_model(arch):
-        library = "timm"
-    else:
-        raise PipelineError(
-            f"Unknown model '{name}': not one of {', '.join(OWN_MODELS)}, nor a torchvision or timm "
-            f"classification model (prefix tv/ or timm/ to pick the library).")
+    library, arch = model_library(name)
     try:
         if library == "torchvision":
+            import torchvision
             return torchvision.models.get_model(arch, weights="DEFAULT" if pretrained else None, **kwargs)
+        import timm
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except TypeError as error:  # a keyword the constructor does not take
         raise PipelineError(f"model_args {sorted(kwargs)} do not fit '{name}' ({error}).") from None
@@ -254,8 +239,8 @@ def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, 
     """Mean and std per input channel. "data": the training set's; "imagenet": ImageNet's;
     "pretrained": what the weights were trained with (timm's config; ImageNet for torchvision).
     Gray images get the averages over RGB."""
-    if member.normalize not in NORMALIZATIONS:
-        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(NORMALIZATIONS)}.")
+    if member.normalize not in CHOICES["normalize"]:
+        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(CHOICES['normalize'])}.")
     if member.normalize == "data":
         return data_mean, data_std
     config = getattr(net, "pretrained_cfg", {}) if member.normalize == "pretrained" else {}
@@ -303,3 +288,26 @@ def build_model(member: Member, in_channels: int, num_classes: int, image_size: 
     mean, std = _normalization(member, net, in_channels, data_mean, data_std)
     size = member.image_size if member.image_size and member.image_size != image_size else None
     return Classifier(net, head_name, mean, std, size, net_channels)
+
+
+@dataclass
+class InputShape:
+    """What every member of a run is built for; saved as a dict in config.json and checkpoints."""
+    channels: int                    # 1 = gray, 3 = RGB
+    image_size: int                  # side of the competition's images in pixels
+    num_classes: int
+    mean: list[float]                # per-channel mean of the training images, [0, 1] scale
+    std: list[float]                 # per-channel standard deviation, same scale
+
+
+def input_shape(comp: Competition, dataset: Dataset) -> InputShape:
+    """What every member is built for: channels, size, classes and the training images' statistics."""
+    mean, std = channel_stats(dataset.train_images)
+    return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)
+
+
+def member_model(member: Member, shape: InputShape, device: torch.device, seed: int):
+    """A freshly initialised member network (seeded), on `device` in channels_last layout."""
+    torch.manual_seed(seed)
+    model = build_model(member, shape.channels, shape.num_classes, shape.image_size, shape.mean, shape.std)
+    return model.to(device, memory_format=torch.channels_last)

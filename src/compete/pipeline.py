@@ -1,5 +1,5 @@
-"""The two user-facing jobs: train every member (hold-out or k-fold) into a run folder, and
-predict from a run folder into a validated submission file."""
+"""`train`: every member (hold-out or k-fold) fitted into a run folder, then the ensemble's
+weights, the summary and the analysis."""
 from __future__ import annotations
 
 import time
@@ -10,49 +10,18 @@ import numpy as np
 import torch
 
 from . import distributed
-from .atomic import write_atomically
-from .augment import TTA, check_tta
-from .config import Competition, PipelineError, RunConfig, submissions_dir
-from .data import Dataset, channel_stats, load_test, load_train, stratified_subset, validation_splits
+from .augment import check_tta
+from .config import Competition, PipelineError, RunConfig
+from .data import to_tensor, training_dataset, validation_splits
 from .ensemble import blend, fit_blend
-from .files import DataDir
-from .history import provenance, write_manifest
+from .history import provenance
+from .inference import tta_probs
 from .metrics import score
-from .models import build_model
+from .models import input_shape, member_model
 from .report import analyse_run
-from .runs import find_run, load_checkpoint, new_run_dir, read_json, save_checkpoint, write_json
-from .submission import build_submission, validate_submission, write_submission
-from .train import choose_device, fit, predict_logits
-
-
-def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, H, W, C) uint8 array -> (N, C, H, W) uint8 tensor on `device`; uint8 moves 4x less."""
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
-
-
-def configure_threads(run: RunConfig) -> None:
-    if run.threads:
-        torch.set_num_threads(run.threads)
-
-
-def input_shape(comp: Competition, dataset: Dataset) -> dict:
-    """What every member is built for: channels, size, classes and the training images' statistics."""
-    mean, std = channel_stats(dataset.train_images)
-    return {"channels": comp.channels, "image_size": comp.image_size,
-            "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
-
-
-def member_model(comp: Competition, member, shape: dict, device: torch.device, seed: int):
-    """A freshly initialised member network (seeded), on `device` in channels_last layout."""
-    torch.manual_seed(seed)
-    model = build_model(member, comp.channels, shape["num_classes"], comp.image_size,
-                        shape["mean"], shape["std"])
-    return model.to(device, memory_format=torch.channels_last)
-
-
-def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> Dataset:
-    """The training images a run uses: the competition's, or the run's stratified subset of them."""
-    return stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
+from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
+from .runtime import choose_device, configure_threads
+from .train import fit
 
 
 def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
@@ -77,21 +46,21 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
         member_started = time.perf_counter()
-        oof = np.zeros((len(targets), shape["num_classes"]), dtype=np.float32)
+        oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
             val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, dataset.tables.classes,
                                     images, labels, train_idx, val_idx, device, run_dir)
             if val_probs is not None:
                 oof[val_idx] = val_probs
         if distributed.is_main():
-            np.save(run_dir / f"oof_m{m}.npy", oof)
+            np.save(RunFolder(run_dir).oof_path(m), oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
                      "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
     summary = _summarize(comp, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
     if distributed.is_main():
-        write_json(run_dir / "summary.json", summary)  # written last: marks the run as finished
+        write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
         print(f"Run saved in {run_dir}")
@@ -102,15 +71,15 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
 def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:
     """A new run folder with its config.json, or the interrupted one being resumed."""
     if resume_dir is not None:
-        if read_json(resume_dir / "config.json")["classes"] != classes:
+        if RunFolder(resume_dir).config()["classes"] != classes:
             raise PipelineError(f"The training labels changed since run {resume_dir.name} started: "
                                 f"start a new run instead of --resume.")
         return resume_dir
     if not distributed.is_main():
         return distributed.share(None)
     run_dir = new_run_dir(comp.name, run.preset)
-    write_json(run_dir / "config.json", {"competition": asdict(comp), "run": asdict(run),
-                                         "data": str(data_dir), "shape": shape, "classes": classes,
+    write_json(RunFolder(run_dir).config_path, {"competition": asdict(comp), "run": asdict(run),
+                                         "data": str(data_dir), "shape": asdict(shape), "classes": classes,
                                          "provenance": provenance(comp, data_dir)})
     return distributed.share(run_dir)
 
@@ -131,15 +100,16 @@ def _summarize(comp, oof_all, targets, rows, folds, skipped, started) -> dict:
 def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, train_idx, val_idx,
                 device, run_dir: Path):
     """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
-    final = run_dir / "members" / f"m{m}_f{f}.pt"
+    folder = RunFolder(run_dir)
+    final = folder.member_path(m, f)
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
-    model = member_model(comp, member, shape, device, run.seed + 1000 * m + f)
+    model = member_model(member, shape, device, run.seed + 1000 * m + f)
     if run.compile:
         model.compile()
-    resume = final.with_name(f"resume_{final.name}")  # state after the last complete epoch
+    resume = folder.resume_path(m, f)  # state after the last complete epoch
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
-                 run.seed + f, run_dir / "log.jsonl", label=f"m{m}:{member.model} fold {f + 1}/{folds}",
+                 run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
                  resume_path=resume)
     val_probs = result.val_probs
     if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
@@ -161,45 +131,3 @@ def print_summary(summary: dict) -> None:
         print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
     if summary["ensemble_score"] is not None:
         print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
-
-
-def tta_probs(model, images: torch.Tensor, tta: list[str], device: torch.device, precision: str) -> np.ndarray:
-    """Probabilities averaged over a member's test-time views: validation and test alike."""
-    views = [predict_logits(model, images, device, precision, TTA[name]).softmax(1) for name in tta]
-    return torch.stack(views).mean(0).numpy()
-
-
-def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
-    """Per member: test probabilities averaged over its folds and its TTA transforms."""
-    probs = {}
-    for path in sorted((run_dir / "members").glob("m*_f[0-9]*.pt")):
-        model, member, _ = load_checkpoint(path, device)
-        index = int(path.stem.split("_")[0][1:])
-        probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
-    return [np.mean(probs[m], axis=0) for m in sorted(probs)]
-
-
-def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
-                        device_name: str = "auto") -> Path:
-    run_dir = find_run(comp.name, run_id)
-    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
-    tables, test_images = load_test(comp, DataDir(data_dir))
-    if tables.classes != config["classes"]:
-        missing = sorted(set(config["classes"]) ^ set(tables.classes))
-        raise PipelineError(
-            f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
-            f"Train again.")
-    device = choose_device(device_name)
-    images = to_tensor(test_images, device)
-    started = time.perf_counter()
-    probs = member_probs(run_dir, images, device, config["run"]["precision"])
-    seconds = time.perf_counter() - started
-    final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"])
-    write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
-    frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
-    validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
-    path = write_submission(frame, submissions_dir() / comp.name)
-    write_manifest(path, run_dir, summary)  # which run made this file
-    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "
-          f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
-    return path

@@ -16,11 +16,12 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from .config import Competition, PipelineError
+from .config import Competition, PipelineError, run_from_dict
+from .data import training_dataset
 from .ensemble import blend
 from .metrics import score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
-from .runs import find_run, read_json, write_json
+from .runs import RunFolder, find_run, read_json, write_json
 
 ANALYSIS = "analysis.json"
 REPORT = "report.html"
@@ -36,7 +37,7 @@ REPORT_METRICS = ["accuracy", "f1_macro", "f2_macro", "log_loss", "top3_accuracy
 
 def read_log(run_dir: Path) -> pd.DataFrame:
     """The epoch log; an epoch logged twice (resumed runs) keeps its last record."""
-    path = run_dir / "log.jsonl"
+    path = RunFolder(run_dir).log_path
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.is_file() else []
     frame = pd.DataFrame(records)
@@ -46,8 +47,7 @@ def read_log(run_dir: Path) -> pd.DataFrame:
 def ensemble_oof(run_dir: Path, summary: dict) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's out-of-fold probabilities for every training image, and the indices of
     the validated ones (images never validated keep all-zero rows in the oof files)."""
-    paths = sorted(run_dir.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
-    members = [np.load(p) for p in paths]
+    members = [np.load(p) for p in RunFolder(run_dir).oof_paths()]
     rows = np.flatnonzero(members[0].sum(1) > 0)
     probs = blend(members, summary.get("temperatures", [1.0] * len(members)), summary["weights"])
     # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn's float64 checks want better
@@ -61,7 +61,7 @@ def confusion(targets: np.ndarray, probs: np.ndarray, num_classes: int) -> np.nd
 
 def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
     """Write the plots and analysis.json; images (N, H, W, C) uint8 and targets in training order."""
-    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+    config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
     names = {str(label): name for label, name in config["competition"].get("class_names", {}).items()}
     classes = [f"{label} {names[label]}" if label in names else label for label in config["classes"]]
     analysis = {"metrics": {}, "per_class": [], "validated": 0}
@@ -95,11 +95,9 @@ def report_run(competition: str, run_id: str | None = None) -> Path:
     """Write report.html for a finished run (the latest by default), analysing it first if needed."""
     run_dir = find_run(competition, run_id)
     if not (run_dir / ANALYSIS).is_file():
-        from .data import load_train
-        from .files import DataDir
-        config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
-        comp = Competition(**config["competition"])
-        dataset = load_train(comp, DataDir(Path(config["data"])), skip_bad=summary["skipped_images"] > 0)
+        config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
+        comp, run = Competition(**config["competition"]), run_from_dict(config["run"])
+        dataset = training_dataset(comp, run, Path(config["data"]), skip_bad=summary["skipped_images"] > 0)
         analyse_run(run_dir, dataset.train_images, dataset.train_targets)
     return write_report(run_dir)
 
@@ -148,7 +146,7 @@ figure{margin:1em 0}img{max-width:100%;border:1px solid #eee}figcaption{color:#5
 
 def write_report(run_dir: Path) -> Path:
     """One HTML page with every plot embedded, so it can be mailed or archived on its own."""
-    config, summary = read_json(run_dir / "config.json"), read_json(run_dir / "summary.json")
+    config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
     analysis = read_json(run_dir / ANALYSIS) if (run_dir / ANALYSIS).is_file() else {}
     title = f"{config['competition']['name']} run {run_dir.name}"
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Run</h2>", _table(_overview(run_dir, config, summary), "table facts"),

@@ -1,6 +1,8 @@
-"""Run folders: where a training run keeps its config, checkpoints, logs and scores, and how
-`predict` finds them again. Checkpoints describe themselves, so a run folder alone rebuilds
-every model."""
+"""Run folders: the one owner of their layout (config, summary, log, member checkpoints, resume
+states, out-of-fold probabilities), of finding runs again, and of checkpoints, which describe
+themselves so that a run folder alone rebuilds every model. history.py builds on it: where a
+run came from, the table of runs, and the manifest beside a submission.
+"""
 from __future__ import annotations
 
 import json
@@ -12,7 +14,52 @@ import torch
 
 from .atomic import write_atomically
 from .config import Member, submissions_dir, PipelineError
-from .models import build_model
+from .models import InputShape, build_model
+
+
+class RunFolder:
+    """Where everything of one run lives. A summary.json marks a finished run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.name = self.path.name
+        self.config_path = self.path / "config.json"    # competition, run settings, shape, classes
+        self.summary_path = self.path / "summary.json"  # written last
+        self.log_path = self.path / "log.jsonl"         # one line per epoch of every member and fold
+        self.members_dir = self.path / "members"
+
+    def member_path(self, m: int, f: int) -> Path:
+        """The finished checkpoint of member m on fold f."""
+        return self.members_dir / f"m{m}_f{f}.pt"
+
+    def resume_path(self, m: int, f: int) -> Path:
+        """Training state after the last complete epoch of an unfinished member m, fold f."""
+        return self.members_dir / f"resume_m{m}_f{f}.pt"
+
+    def oof_path(self, m: int) -> Path:
+        """Member m's out-of-fold probabilities (all-zero rows where never validated)."""
+        return self.path / f"oof_m{m}.npy"
+
+    def oof_paths(self) -> list[Path]:
+        return sorted(self.path.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(member index, path) of every finished member checkpoint, member by member."""
+        paths = sorted(self.members_dir.glob("m*_f[0-9]*.pt"))
+        return [(int(path.stem.split("_")[0][1:]), path) for path in paths]
+
+    @property
+    def finished(self) -> bool:
+        return self.summary_path.is_file()
+
+    def config(self) -> dict:
+        return read_json(self.config_path)
+
+    def summary(self) -> dict | None:
+        return read_json(self.summary_path) if self.finished else None
+
+    def epochs_logged(self) -> int:
+        return sum(1 for _ in self.log_path.open()) if self.log_path.is_file() else 0
 
 
 def runs_dir(competition: str) -> Path:
@@ -26,8 +73,14 @@ def new_run_dir(competition: str, preset: str) -> Path:
     while path.exists():
         path = runs_dir(competition) / f"{stamp}-{preset}-{suffix}"
         suffix += 1
-    (path / "members").mkdir(parents=True)
+    RunFolder(path).members_dir.mkdir(parents=True)
     return path
+
+
+def run_folders(competition: str) -> list[RunFolder]:
+    """Every run folder of the competition that has its config.json, finished or not."""
+    root = runs_dir(competition)
+    return [RunFolder(p.parent) for p in sorted(root.glob("*/config.json"))] if root.is_dir() else []
 
 
 def find_run(competition: str, run_id: str | None = None) -> Path:
@@ -35,28 +88,27 @@ def find_run(competition: str, run_id: str | None = None) -> Path:
     root = runs_dir(competition)
     if run_id:
         path = root / run_id if not Path(run_id).is_dir() else Path(run_id)
-        if not (path / "summary.json").is_file():
+        if not RunFolder(path).finished:
             raise PipelineError(f"Run {run_id} not found or not finished in {root}. "
                                 f"List runs with ./run.sh runs {competition}.")
         return path
-    finished = sorted(p.parent for p in root.glob("*/summary.json")) if root.is_dir() else []
+    finished = [folder.path for folder in run_folders(competition) if folder.finished]
     if not finished:
         raise PipelineError(f"No trained run for '{competition}' in {root}: run "
                             f"./run.sh train {competition} first.")
-    return max(finished, key=lambda p: (p / "summary.json").stat().st_mtime)
+    return max(finished, key=lambda p: RunFolder(p).summary_path.stat().st_mtime)
 
 
 def find_unfinished(competition: str, run_id: str | None = None) -> Path:
     """The named run, or the latest run without a summary.json, to continue with --resume."""
     root = runs_dir(competition)
-    candidates = [root / run_id] if run_id else \
-        sorted(p.parent for p in root.glob("*/config.json")) if root.is_dir() else []
-    unfinished = [p for p in candidates if (p / "config.json").is_file() and not (p / "summary.json").is_file()]
+    candidates = [RunFolder(root / run_id)] if run_id else run_folders(competition)
+    unfinished = [c.path for c in candidates if c.config_path.is_file() and not c.finished]
     if not unfinished:
         raise PipelineError(f"No interrupted run of '{competition}' to resume in {root}"
                             f"{' named ' + run_id if run_id else ''}: start one with "
                             f"./run.sh train {competition}.")
-    return max(unfinished, key=lambda p: (p / "config.json").stat().st_mtime)
+    return max(unfinished, key=lambda p: RunFolder(p).config_path.stat().st_mtime)
 
 
 def write_json(path: Path, value) -> None:
@@ -67,17 +119,17 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def save_checkpoint(path: Path, model, member: Member, shape: dict, extra: dict) -> None:
+def save_checkpoint(path: Path, model, member: Member, shape: InputShape, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
-    state = {"member": asdict(member), "shape": shape, "state_dict": model, **extra}
+    state = {"member": asdict(member), "shape": asdict(shape), "state_dict": model, **extra}
     write_atomically(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path, device: torch.device):
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     member = Member(**checkpoint["member"])
-    shape = checkpoint["shape"]
-    model = build_model(member, shape["channels"], shape["num_classes"], shape["image_size"],
-                        shape["mean"], shape["std"], load_weights=False)
+    shape = InputShape(**checkpoint["shape"])  # a dict with these keys, in old runs too
+    model = build_model(member, shape.channels, shape.num_classes, shape.image_size,
+                        shape.mean, shape.std, load_weights=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), member, checkpoint

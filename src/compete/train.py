@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,40 +21,10 @@ from . import distributed
 from .atomic import write_atomically
 from .augment import mix_batch, train_transform
 from .config import Member, PipelineError
-from .metrics import METRICS, score
+from .metrics import metric_entry, score
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
-
-EVAL_BATCH = 1024  # images per inference batch (the logits of all of them stay on the device)
-
-
-def choose_device(name: str, deterministic: bool = False) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("--device cuda was asked for, but no CUDA GPU is visible. Use --device cpu.")
-    if name == "cuda":
-        # batch shapes are fixed: let cuDNN time its kernels, unless runs must repeat bit for bit
-        torch.backends.cudnn.benchmark = not deterministic
-        if deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts
-        torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """bf16 matrix units (AMX or AVX512-BF16) make bf16 autocast pay off on a CPU."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported() and "AVX512" in capability
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context for this device, chosen once: bf16 where it is fast, else none."""
-    if precision == "fp32":
-        return nullcontext
-    if precision == "auto" and device.type == "cpu" and not cpu_has_bf16():
-        return nullcontext
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-
+from .inference import predict_logits
+from .runtime import autocast
 
 @dataclass
 class FitResult:
@@ -98,23 +66,6 @@ def _scheduler(optimizer, member: Member, total_steps: int):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
             (step + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))))
     raise PipelineError(f"Unknown schedule '{member.schedule}': use onecycle or cosine.")
-
-
-@torch.no_grad()
-def predict_logits(model, images: torch.Tensor, device: torch.device, precision: str,
-                   transform=None) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 (N, C, H, W) images, batched."""
-    model.eval()
-    context = autocast(device, precision)
-    outputs = []
-    for start in range(0, len(images), EVAL_BATCH):
-        batch = images[start:start + EVAL_BATCH].to(device, non_blocking=True).float().div_(255)
-        if transform is not None:
-            batch = transform(batch)
-        batch = batch.contiguous(memory_format=torch.channels_last)
-        with context():
-            outputs.append(model(batch).float())
-    return torch.cat(outputs).cpu()  # one copy back at the end: no GPU stall per batch
 
 
 def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member, comp, context,
@@ -253,7 +204,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
     if resume_path is not None and resume_path.is_file():
         progress = _load_resume(resume_path, model, ema, optimizer, scheduler, generator)
         tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
-    higher_is_better = METRICS[comp.metric][1]
+    higher_is_better = metric_entry(comp.metric)[1]
     net, trainable = model, None
     while progress.epoch < member.epochs:
         if member.patience and progress.stale >= member.patience:

@@ -1,0 +1,55 @@
+"""`predict`: a run folder's members, their folds and TTA views, blended into a validated
+submission file."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import write_atomically
+from .config import Competition, PipelineError, submissions_dir
+from .data import load_test, to_tensor
+from .ensemble import blend
+from .files import DataDir
+from .history import write_manifest
+from .inference import tta_probs
+from .runs import RunFolder, find_run, load_checkpoint
+from .runtime import choose_device
+from .submission import build_submission, validate_submission, write_submission
+
+
+def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
+    """Per member: test probabilities averaged over its folds and its TTA transforms."""
+    probs = {}
+    for index, path in RunFolder(run_dir).checkpoints():
+        model, member, _ = load_checkpoint(path, device)
+        probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
+    return [np.mean(probs[m], axis=0) for m in sorted(probs)]
+
+
+def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
+                        device_name: str = "auto") -> Path:
+    run_dir = find_run(comp.name, run_id)
+    config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
+    tables, test_images = load_test(comp, DataDir(data_dir))
+    if tables.classes != config["classes"]:
+        missing = sorted(set(config["classes"]) ^ set(tables.classes))
+        raise PipelineError(
+            f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
+            f"Train again.")
+    device = choose_device(device_name)
+    images = to_tensor(test_images, device)
+    started = time.perf_counter()
+    probs = member_probs(run_dir, images, device, config["run"]["precision"])
+    seconds = time.perf_counter() - started
+    final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"])
+    write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
+    frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
+    validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
+    path = write_submission(frame, submissions_dir() / comp.name)
+    write_manifest(path, run_dir, summary)  # which run made this file
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "
+          f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
+    return path
