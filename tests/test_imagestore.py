@@ -85,8 +85,9 @@ def test_decode_into_writes_every_row_and_lists_the_failures(tmp_path, monkeypat
     monkeypatch.setattr(imagestore, "POOL_MIN_IMAGES", 0)  # use the pool even for a small set
     monkeypatch.setattr(imagestore, "CHUNK_IMAGES", 7)     # several chunks, the last one ragged
     items = [i if i % 10 else None for i in range(1, 40)]
-    bad, formats = decode_into(tmp_path / "x.npy", (len(items), 8, 8, 3), items,
-                               functools.partial(decode_value, 3), workers=workers)
+    with open(tmp_path / "x.npy", "wb") as file:
+        bad, formats = decode_into(file, (len(items), 8, 8, 3), items, functools.partial(decode_value, 3),
+                                   workers=workers)
     images = np.load(tmp_path / "x.npy")
     for row, item in enumerate(items):
         assert (images[row] == (0 if item is None else item * 3 % 256)).all()
@@ -131,7 +132,8 @@ def resident_bytes() -> int:
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs Linux /proc")
 def test_reading_every_row_keeps_resident_memory_flat_where_a_memory_map_grows(tmp_path):
     shape = (256, 256, 256, 3)  # 48 MiB of rows
-    writer = imagestore.create(tmp_path / "big.npy", shape)
+    with open(tmp_path / "big.npy", "wb") as file:
+        writer = imagestore.create(file, shape)
     writer.write(0, np.full((256, 256, 256, 3), 7, np.uint8))
     images = ImageFile(tmp_path / "big.npy")
     out = np.empty((16, *shape[1:]), np.uint8)

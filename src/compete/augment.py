@@ -10,6 +10,7 @@ OpenCV kernels image by image (BENCHMARKS.md, "photo augmentation").
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -125,6 +126,29 @@ class PhotoTransform:
         self.compose.set_random_seed(seed)
         out = [self.compose(image=image)["image"] for image in batch]
         return np.stack([image.reshape(*image.shape[:2], batch.shape[-1]) for image in out])
+
+
+@dataclass
+class PhotoPlan:
+    """Where a member's photo augmentation runs: per image on the loader processes
+    (`per_image`), batched on the device ending at side `size`, or nowhere (both None)."""
+    per_image: PhotoTransform | None = None
+    size: int | None = None
+
+
+def photo_plan(member, size: int, setting: str, device: torch.device, streamed: bool) -> PhotoPlan:
+    """The member's PhotoPlan for training at side `size`. `setting` is RunConfig.photo_augment;
+    loader-side transforms need a streamed source (else they run on the device)."""
+    if not has_photo_augment(member):
+        return PhotoPlan()
+    if streamed and photo_on_loader(setting, device):
+        return PhotoPlan(per_image=PhotoTransform(member, size))
+    return PhotoPlan(size=size)
+
+
+def photo_on_loader(setting: str, device: torch.device) -> bool:
+    """RunConfig.photo_augment resolved: "auto" is the loader on a CPU, the device on a GPU."""
+    return setting == "loader" or (setting == "auto" and device.type == "cpu")
 
 
 def train_transform(images: torch.Tensor, member, hflip: bool, vflip: bool,

@@ -19,16 +19,22 @@ DEVICE_SHARE = 0.5           # at most this share of a GPU's free memory holds r
 
 
 class ResidentImages:
-    """Every image of `rows` as one (N, H, W, C) uint8 tensor on `device`; a batch is a gather
-    there, with no copy per step."""
+    """Every image as one (N, H, W, C) uint8 tensor on the device; a batch is a gather there,
+    with no copy per step."""
     streamed = False
 
-    def __init__(self, images, rows: np.ndarray, device: torch.device):
-        self.device = device
-        self.images = torch.empty((len(rows), *images.shape[1:]), dtype=torch.uint8, device=device)
-        for start in range(0, len(rows), LOAD_CHUNK):  # never the whole set twice in host memory
-            chunk = np.ascontiguousarray(images[rows[start:start + LOAD_CHUNK]])
-            self.images[start:start + len(chunk)] = torch.from_numpy(chunk).to(device)
+    def __init__(self, images: torch.Tensor):
+        self.images, self.device, self.shape = images, images.device, tuple(images.shape)
+
+    @classmethod
+    def load(cls, images, device: torch.device) -> "ResidentImages":
+        """Copy (N, H, W, C) uint8 images (an array or an ImageFile) onto `device`, a chunk at a
+        time: the set is never twice in host memory."""
+        tensor = torch.empty(tuple(images.shape), dtype=torch.uint8, device=device)
+        for start in range(0, len(images), LOAD_CHUNK):
+            chunk = np.ascontiguousarray(images[start:start + LOAD_CHUNK])
+            tensor[start:start + len(chunk)] = torch.from_numpy(chunk).to(device)
+        return cls(tensor)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -46,40 +52,45 @@ class _RowBatches(Dataset):
     store (and transformed one by one, seeded per batch so the result does not depend on which
     process made it)."""
 
-    def __init__(self, images: ImageFile, rows: np.ndarray, per_image):
-        self.images, self.rows, self.per_image = images, rows, per_image
+    def __init__(self, images: ImageFile, per_image):
+        self.images, self.per_image = images, per_image
 
     def __getitem__(self, item):
         positions, seed = item
-        batch = self.images.read(self.rows[positions])
+        batch = self.images.read(positions)
         if self.per_image is not None:
             batch = self.per_image(batch, seed)
         return torch.from_numpy(batch)
 
 
 class StreamedImages:
-    """Images of `rows` read from the store batch by batch: `workers` loader processes read
-    ahead (PREFETCH batches each) while the model computes; on CUDA the batches arrive in pinned
+    """Images read from the store batch by batch: `workers` loader processes read ahead
+    (PREFETCH batches each) while the model computes; on CUDA the batches arrive in pinned
     memory and are copied without blocking. Resident memory holds a few batches, whatever the
     size of the set."""
     streamed = True
 
-    def __init__(self, images: ImageFile, rows: np.ndarray, device: torch.device, workers: int):
-        self.images, self.rows, self.device, self.workers = images, np.asarray(rows), device, workers
+    def __init__(self, images: ImageFile, device: torch.device, workers: int):
+        self.images, self.device, self.workers, self.shape = images, device, workers, tuple(images.shape)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.images)
 
     def batches(self, index_batches: list[torch.Tensor], per_image=None, seeds=None):
         """Images of each index batch, in order; `per_image(batch, seed)` runs on the loader
         processes, with seeds[i] for batch i."""
         seeds = seeds if seeds is not None else [0] * len(index_batches)
         items = [(index.cpu().numpy(), seed) for index, seed in zip(index_batches, seeds)]
-        loader = DataLoader(_RowBatches(self.images, self.rows, per_image), sampler=items, batch_size=None,
+        loader = DataLoader(_RowBatches(self.images, per_image), sampler=items, batch_size=None,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
                             prefetch_factor=PREFETCH if self.workers else None)
         for batch in loader:
             yield batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+
+
+def as_source(images):
+    """A batch source as it is; a (N, C, H, W) uint8 tensor (tests, benchmarks) as a resident one."""
+    return ResidentImages(images.permute(0, 2, 3, 1)) if isinstance(images, torch.Tensor) else images
 
 
 def resident_budget(device: torch.device, gigabytes: float) -> int:
@@ -91,14 +102,12 @@ def resident_budget(device: torch.device, gigabytes: float) -> int:
     return budget
 
 
-def open_images(images, rows: np.ndarray, device: torch.device, budget: int, workers: int,
-                stream: bool = False):
-    """The images of `rows` as a batch source: resident when they fit `budget` bytes and
+def open_images(images, device: torch.device, budget: int, workers: int, stream: bool = False):
+    """(N, H, W, C) uint8 images as a batch source: resident when they fit `budget` bytes and
     `stream` is not asked for (per-image transforms need loader processes), else streamed from
     `images`, which must then be an ImageFile."""
-    size = len(rows) * int(np.prod(images.shape[1:]))
-    if not stream and size <= budget:
-        return ResidentImages(images, rows, device)
+    if not stream and int(np.prod(images.shape)) <= budget:
+        return ResidentImages.load(images, device)
     if not isinstance(images, ImageFile):
         raise TypeError("streaming needs the images in an on-disk store (imagestore.ImageFile)")
-    return StreamedImages(images, rows, device, workers)
+    return StreamedImages(images, device, workers)

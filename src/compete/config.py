@@ -49,6 +49,8 @@ CHOICES = {  # settings that take one of a few names; `model` and `metric` have 
     "normalize": ("data", "imagenet", "pretrained"),  # see models._normalization
     "precision": ("auto", "bf16", "fp32"),           # autocast dtype; auto: bf16 where it is fast
     "device": ("auto", "cpu", "cuda"),
+    "resize": ("squash", "crop", "letterbox"),        # see imagestore.fit_to_size
+    "photo_augment": ("auto", "loader", "device"),    # see RunConfig.photo_augment
 }
 REGISTRIES = {"model": model_library, "metric": metric_entry}  # each raises on an unknown name
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
@@ -65,6 +67,8 @@ class Member:
     normalize: str = "data"          # "data": train-set mean/std; "imagenet"; "pretrained": the
                                      # stats the library says the weights were trained with
     epochs: int = 10                 # upper bound; early stopping may end sooner
+    epoch_steps: int = 0             # >0: an epoch ends after this many batches (quick trials on
+                                     # large data, benchmarks); 0 = every image once
     batch_size: int = 256            # images per optimizer step
     optimizer: str = "adamw"         # adamw | sgd (nesterov)
     lr: float = 3e-3                 # peak learning rate of the schedule
@@ -106,6 +110,9 @@ class Competition:
     image_template: str = "{id}.png"         # file name of an image inside its folder
     channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
     image_size: int = 28                     # side in pixels; other sizes are resized to it
+    resize: str = "squash"                   # how: squash (stretch the whole image), crop (shorter
+                                             # side to image_size, centre square), letterbox (longer
+                                             # side to image_size, black bars)
     metric: str = "accuracy"
     hflip: bool = True                       # horizontal flips keep the class (train and TTA)
     vflip: bool = False
@@ -128,6 +135,13 @@ class RunConfig:
                                      # CPU runs are bit-reproducible either way
     threads: int = 0                 # torch CPU threads; 0 = all cores
     subset: int = 0                  # >0: train on a stratified subset of this many images
+    resident_gb: float = 1.0         # images (uint8) up to this size stay whole on the device; larger
+                                     # sets stream from the disk cache (a GPU: at most half its free
+                                     # memory). Peak memory stays near this, whatever the data's size
+    loader_workers: int = 2          # processes that read (and augment) streamed batches ahead
+    photo_augment: str = "auto"      # where crop_scale/rotate/jitter run: loader (albumentations, per
+                                     # image, batches streamed), device (batched tensor ops); auto:
+                                     # loader on a CPU, device on a GPU (bench/photo_augment.py)
     members: list[Member] = field(default_factory=list)
 
 

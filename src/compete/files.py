@@ -70,6 +70,10 @@ class DataDir:
         self._zips: dict[Path, zipfile.ZipFile] = {}
         self._bad_zips: dict[Path, str] = {}  # zips that could not be opened, and why
 
+    def __getstate__(self):
+        """Pickled for the decoding processes as its folder: each opens the zips itself."""
+        return {**self.__dict__, "_by_suffix": None, "_zips": {}}
+
     def _index(self) -> dict[str, tuple[Path, str]]:
         """Map every path suffix of every zip member ('train/1.png', '1.png') to its member."""
         if self._by_suffix is None:

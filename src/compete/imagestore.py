@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-RESIZE_POLICIES = ("squash", "crop", "letterbox")  # see fit_to_size
+from .config import CHOICES
+
+RESIZE_POLICIES = CHOICES["resize"]  # see fit_to_size
 LETTERBOX_FILL = 0        # pixel value of letterbox bars (black, as the photo sites pad)
 CHUNK_IMAGES = 64         # images per decoding task: one file write each, ~10 MB at 224 px
 POOL_MIN_IMAGES = 512     # fewer images decode in this process: starting a pool costs ~1-2 s
@@ -80,17 +82,25 @@ class ImageFile:
     """A (N, H, W, C) uint8 .npy file read by rows: `images[rows]` reads just those rows.
 
     Quacks like a read-only array where the pipeline reads images (shape, len, int or
-    index-array or slice indexing); pickles as its path, so loader processes open their own."""
+    index-array or slice indexing, np.asarray reads them all); `subset(rows)` is a view of some
+    rows, in a new order. Pickles as its path, so loader processes open their own."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rows: np.ndarray | None = None):
         self.path = Path(path)
         header = np.load(self.path, mmap_mode="r")  # parses the header; no page is read
         if header.dtype != np.uint8 or header.ndim != 4:
             raise ValueError(f"{self.path} holds {header.dtype} {header.shape}, not uint8 images")
-        self.shape, self.offset = header.shape, header.offset
+        self.rows = np.arange(header.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.shape, self.offset = (len(self.rows), *header.shape[1:]), header.offset
         self.row_bytes = int(np.prod(self.shape[1:]))
         self.dtype, self.ndim = np.dtype(np.uint8), 4
         self._fd = None
+
+    def subset(self, positions) -> "ImageFile":
+        return ImageFile(self.path, self.rows[np.asarray(positions, dtype=np.int64)])
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.read(np.arange(len(self))), dtype=dtype)
 
     def __getstate__(self):
         return {**self.__dict__, "_fd": None}
@@ -103,17 +113,19 @@ class ImageFile:
         return self.shape[0]
 
     def __getitem__(self, key):
-        if isinstance(key, (int, np.integer)):
-            return self.read(np.array([key]))[0]
-        return self.read(np.arange(len(self))[key])
+        positions = np.arange(len(self))[key]  # numpy's meaning of ints, slices, negatives, masks
+        return self.read(positions)[0] if np.ndim(positions) == 0 else self.read(positions)
 
-    def read(self, rows, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows `rows` (in that order) into `out` (a fresh array when None)."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
-            raise IndexError(f"rows outside 0..{len(self) - 1} of {self.path}")
+    def read(self, positions, out: np.ndarray | None = None) -> np.ndarray:
+        """Images at `positions` (in that order) into `out` (a fresh array when None)."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) and (positions.min() < 0 or positions.max() >= len(self)):
+            raise IndexError(f"positions outside 0..{len(self) - 1} of {self.path}")
+        rows = self.rows[positions]
         if out is None:
             out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
+        if not len(rows):
+            return out
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
         flat = memoryview(out.reshape(len(rows), -1))
@@ -138,15 +150,16 @@ class RowWriter:
             os.close(fd)
 
 
-def create(path: Path, shape: tuple) -> RowWriter:
-    """A .npy file of `shape` uint8 zeros (sparse: no zeros are written) and its writer."""
-    with open(path, "wb") as file:
-        np.lib.format.write_array_header_1_0(
-            file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                   "shape": tuple(shape)})
-        offset = file.tell()
-        file.truncate(offset + int(np.prod(shape)))
-    return RowWriter(Path(path), offset, int(np.prod(shape[1:])))
+def create(file, shape: tuple) -> RowWriter:
+    """Make the open binary `file` a .npy of `shape` uint8 zeros (sparse: no zeros are
+    written, rows come later) and return its writer."""
+    np.lib.format.write_array_header_1_0(
+        file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+               "shape": tuple(shape)})
+    offset = file.tell()
+    file.truncate(offset + int(np.prod(shape)))
+    file.flush()
+    return RowWriter(Path(file.name), offset, int(np.prod(shape[1:])))
 
 
 def fill_rows(decode, writer: RowWriter, shape: tuple, start: int, items: list):
@@ -181,12 +194,13 @@ def worker_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def decode_into(path: Path, shape: tuple, items: list, decode, desc: str = "decode",
+def decode_into(file, shape: tuple, items: list, decode, desc: str = "decode",
                 workers: int | None = None) -> tuple[dict, dict]:
-    """Write `decode(item)` of every item into a new .npy file at `path`, chunk by chunk, over
-    `workers` processes (all cores by default; one for small sets). `decode` must pickle (a
-    module-level function or a partial of one). Returns ({row: why unreadable}, {format: count})."""
-    writer = create(path, shape)
+    """Make the open binary `file` a .npy holding `decode(item)` of every item, written chunk by
+    chunk by `workers` processes (all cores by default; this one for small sets). `decode` must
+    pickle (a module-level function or a partial of one). Returns ({row: why unreadable},
+    {format: count})."""
+    writer = create(file, shape)
     workers = worker_count() if workers is None else workers
     starts = range(0, len(items), CHUNK_IMAGES)
     bad, formats = {}, Counter()

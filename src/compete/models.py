@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CHOICES, Competition, Member, PipelineError
-from .data import Dataset, channel_stats
+from .data import Dataset
+from .imagestore import channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -296,13 +297,17 @@ class InputShape:
     channels: int                    # 1 = gray, 3 = RGB
     image_size: int                  # side of the competition's images in pixels
     num_classes: int
-    mean: list[float]                # per-channel mean of the training images, [0, 1] scale
-    std: list[float]                 # per-channel standard deviation, same scale
+    mean: list[float] | None         # per-channel mean of the training images, [0, 1] scale;
+                                     # None when no member normalizes with the data's statistics
+    std: list[float] | None          # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: Dataset) -> InputShape:
-    """What every member is built for: channels, size, classes and the training images' statistics."""
-    mean, std = channel_stats(dataset.train_images)
+def input_shape(comp: Competition, dataset: Dataset, members: list[Member] | None = None) -> InputShape:
+    """What every member is built for: channels, size, classes and the training images'
+    statistics, measured only when a member (any, when `members` is None) normalizes with them."""
+    mean, std = None, None
+    if members is None or any(member.normalize == "data" for member in members):
+        mean, std = channel_stats(dataset.train_images)
     return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)
 
 

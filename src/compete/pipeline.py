@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from . import distributed
-from .augment import check_tta
+from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
+from .batches import open_images, resident_budget
 from .config import Competition, PipelineError, RunConfig
-from .data import to_tensor, training_dataset, validation_splits
+from .data import training_dataset, validation_splits
 from .ensemble import blend, fit_blend
 from .history import provenance
 from .inference import tta_probs
@@ -35,12 +36,12 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
     splits = validation_splits(targets, run)
-    shape = input_shape(comp, dataset)
+    shape = input_shape(comp, dataset, run.members)
     run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
               f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
-    images = to_tensor(dataset.train_images, device)
+    images = training_images(dataset.train_images, run, device)
     labels = torch.from_numpy(targets).to(device)
     covered = np.unique(np.concatenate([val for _, val in splits]))
     oof_all, rows = [], []
@@ -66,6 +67,13 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         print(f"Run saved in {run_dir}")
     distributed.teardown()
     return run_dir
+
+
+def training_images(images, run: RunConfig, device: torch.device):
+    """The training images as a batch source: streamed when they exceed the run's memory budget,
+    or when a member's photo augmentation runs per image on the loader processes."""
+    stream = photo_on_loader(run.photo_augment, device) and any(map(has_photo_augment, run.members))
+    return open_images(images, device, resident_budget(device, run.resident_gb), run.loader_workers, stream)
 
 
 def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:
@@ -108,14 +116,14 @@ def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, 
     if run.compile:
         model.compile()
     resume = folder.resume_path(m, f)  # state after the last complete epoch
+    photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, device, images.streamed)
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
                  run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
-                 resume_path=resume)
+                 resume_path=resume, photo=photo)
     val_probs = result.val_probs
     if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
         model.load_state_dict(result.state_dict)
-        val_probs = tta_probs(model, images[torch.as_tensor(val_idx, device=images.device)], member.tta,
-                              device, run.precision)
+        val_probs = tta_probs(model, images, member.tta, device, run.precision, positions=val_idx)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
                         {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from .atomic import write_atomically
-from .config import Competition, PipelineError, submissions_dir
-from .data import load_test, to_tensor
+from .batches import open_images, resident_budget
+from .config import Competition, PipelineError, run_from_dict, submissions_dir
+from .data import load_test
 from .ensemble import blend
 from .files import DataDir
 from .history import write_manifest
@@ -20,8 +21,9 @@ from .runtime import choose_device
 from .submission import build_submission, validate_submission, write_submission
 
 
-def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str):
-    """Per member: test probabilities averaged over its folds and its TTA transforms."""
+def member_probs(run_dir: Path, images, device: torch.device, precision: str):
+    """Per member: test probabilities averaged over its folds and its TTA transforms; `images`
+    a batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
     probs = {}
     for index, path in RunFolder(run_dir).checkpoints():
         model, member, _ = load_checkpoint(path, device)
@@ -40,9 +42,10 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
             f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
             f"Train again.")
     device = choose_device(device_name)
-    images = to_tensor(test_images, device)
+    run = run_from_dict(config["run"])
+    images = open_images(test_images, device, resident_budget(device, run.resident_gb), run.loader_workers)
     started = time.perf_counter()
-    probs = member_probs(run_dir, images, device, config["run"]["precision"])
+    probs = member_probs(run_dir, images, device, run.precision)
     seconds = time.perf_counter() - started
     final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"])
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
