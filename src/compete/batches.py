@@ -81,9 +81,11 @@ class StreamedImages:
         processes, with seeds[i] for batch i."""
         seeds = seeds if seeds is not None else [0] * len(index_batches)
         items = [(index.cpu().numpy(), seed) for index, seed in zip(index_batches, seeds)]
+        # a generator of its own: the loader's worker seeds must not draw from the global one,
+        # which dropout and mixing use (a streamed run then repeats a resident one exactly)
         loader = DataLoader(_RowBatches(self.images, per_image), sampler=items, batch_size=None,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=PREFETCH if self.workers else None)
+                            prefetch_factor=PREFETCH if self.workers else None, generator=torch.Generator())
         for batch in loader:
             yield batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
 
