@@ -19,7 +19,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from compete.augment import train_transform  # noqa: E402
 from compete.config import inputs_dir, load_competition, resolve_run  # noqa: E402
-from compete.data import load_train, to_tensor  # noqa: E402
+from compete.batches import to_tensor  # noqa: E402
+from compete.data import load_train  # noqa: E402
 from compete.files import DataDir  # noqa: E402
 from compete.inference import predict_logits  # noqa: E402
 from compete.models import input_shape, member_model  # noqa: E402

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
@@ -274,8 +273,3 @@ def validation_splits(targets: np.ndarray, run) -> list[tuple[np.ndarray, np.nda
         return kfold_splits(targets, run.folds, run.seed)
     return [holdout_split(targets, run.val_fraction, run.seed)]
 
-
-def to_tensor(images, device: torch.device) -> torch.Tensor:
-    """(N, H, W, C) uint8 images (array or ImageFile: all read) -> (N, C, H, W) uint8 tensor on
-    `device`; uint8 moves 4x less."""
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2))).to(device)

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import to_tensor
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import load_train, to_tensor
+from .data import load_train
 from .files import DataDir
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import input_shape, member_model
