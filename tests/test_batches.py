@@ -90,3 +90,21 @@ def test_streaming_a_four_times_larger_store_needs_no_more_resident_memory(tmp_p
     large = peak_growth_while_streaming(tmp_path / "large.npy", 512)   # 96 MiB of images
     assert large < 40 * 2 ** 20                # a few batches in flight, not the 96 MiB read
     assert large < small + 16 * 2 ** 20        # flat: does not grow with the store
+
+
+def anonymous_memory_probe(batch: np.ndarray, seed: int) -> np.ndarray:
+    """A per-image 'transform' that reports its process's anonymous resident memory, in 8 MiB
+    units (capped at 255), as the value of every pixel."""
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("RssAnon"))
+    return np.full_like(batch, min(255, kib // 8192))
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_loader_processes_do_not_carry_the_training_process_memory(tmp_path):
+    images, _ = store(tmp_path / "x.npy", 4)
+    held = np.ones(768 * 2 ** 20, np.uint8)  # 768 MiB touched here, as activations would be
+    source = StreamedImages(images, CPU, workers=1)
+    reported = next(source.batches(index_batches([0, 1], 2), anonymous_memory_probe, [0]))
+    assert held.sum() == held.size
+    assert int(reported[0, 0, 0, 0]) * 8 < 512  # MiB: a forked copy of this process would hold 768+

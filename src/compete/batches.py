@@ -7,6 +7,9 @@ layout), so whatever follows sees the same values and strides from either.
 """
 from __future__ import annotations
 
+import functools
+import multiprocessing
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -69,6 +72,16 @@ class _RowBatches(Dataset):
         return torch.from_numpy(batch)
 
 
+@functools.cache
+def _loader_context():
+    """Loader processes forked from a small server process that has imported this module, not
+    from the training process: a fork of that one would keep every page of its memory alive
+    (activations freed after the fork included) for as long as the loader lives."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 class StreamedImages:
     """Images read from the store batch by batch: `workers` loader processes read ahead
     (PREFETCH batches each) while the model computes; on CUDA the batches arrive in pinned
@@ -91,7 +104,8 @@ class StreamedImages:
         # which dropout and mixing use (a streamed run then repeats a resident one exactly)
         loader = DataLoader(_RowBatches(self.images, per_image), sampler=items, batch_size=None,
                             num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=PREFETCH if self.workers else None, generator=torch.Generator())
+                            prefetch_factor=PREFETCH if self.workers else None, generator=torch.Generator(),
+                            multiprocessing_context=_loader_context() if self.workers else None)
         for batch in loader:
             yield batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
 
