@@ -6,6 +6,7 @@ import torch
 
 from compete import imagestore
 from compete.batches import ResidentImages, StreamedImages, open_images
+from compete.config import RunConfig
 from compete.imagestore import ImageFile
 
 CPU = torch.device("cpu")
@@ -54,13 +55,17 @@ def test_per_image_transforms_run_on_the_loader_and_do_not_depend_on_the_worker_
 
 
 def test_open_images_keeps_what_fits_the_budget_and_streams_the_rest(tmp_path):
-    images, array = store(tmp_path / "x.npy", 10)
-    assert isinstance(open_images(images, CPU, budget=10 * 108, workers=0), ResidentImages)
-    assert isinstance(open_images(images, CPU, budget=10 * 108 - 1, workers=0), StreamedImages)
-    assert isinstance(open_images(images, CPU, budget=10 ** 9, workers=0, stream=True), StreamedImages)
-    assert isinstance(open_images(array, CPU, budget=10 ** 9, workers=0), ResidentImages)
+    images, array = store(tmp_path / "x.npy", 10)  # 1,080 bytes
+
+    def run(budget_bytes: int) -> RunConfig:
+        return RunConfig(resident_gb=budget_bytes / 2 ** 30)
+    assert isinstance(open_images(images, run(10 * 108), CPU), ResidentImages)
+    streamed = open_images(images, run(10 * 108 - 1), CPU)
+    assert isinstance(streamed, StreamedImages) and streamed.workers == 1  # one loader on a CPU
+    assert isinstance(open_images(images, run(10 ** 9), CPU, stream=True), StreamedImages)
+    assert isinstance(open_images(array, run(10 ** 9), CPU), ResidentImages)
     with pytest.raises(TypeError):
-        open_images(array, CPU, budget=0, workers=0)
+        open_images(array, run(0), CPU)
 
 
 def resident_bytes() -> int:

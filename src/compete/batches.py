@@ -14,11 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import RunConfig
 from .imagestore import ImageFile
 
 LOAD_CHUNK = 256             # images copied onto the device at once when it holds the whole set
 PREFETCH = 2                 # batches each loader process prepares ahead of the model
 DEVICE_SHARE = 0.5           # at most this share of a GPU's free memory holds resident images
+GPU_LOADERS = 4              # loader processes by default on a GPU (one suffices on a CPU, where
+                             # the model is far slower than reading and augmenting its batches)
 
 
 def to_tensor(images, device: torch.device) -> torch.Tensor:
@@ -124,12 +127,13 @@ def resident_budget(device: torch.device, gigabytes: float) -> int:
     return budget
 
 
-def open_images(images, device: torch.device, budget: int, workers: int, stream: bool = False):
-    """(N, H, W, C) uint8 images as a batch source: resident when they fit `budget` bytes and
-    `stream` is not asked for (per-image transforms need loader processes), else streamed from
-    `images`, which must then be an ImageFile."""
-    if not stream and int(np.prod(images.shape)) <= budget:
+def open_images(images, run: RunConfig, device: torch.device, stream: bool = False):
+    """(N, H, W, C) uint8 images as a batch source: resident when they fit the run's budget
+    (resident_gb) and `stream` is not asked for (per-image transforms need loader processes),
+    else streamed from `images`, which must then be an ImageFile, by run.loader_workers
+    processes (0: GPU_LOADERS on a GPU, one on a CPU)."""
+    if not stream and int(np.prod(images.shape)) <= resident_budget(device, run.resident_gb):
         return ResidentImages.load(images, device)
     if not isinstance(images, ImageFile):
         raise TypeError("streaming needs the images in an on-disk store (imagestore.ImageFile)")
-    return StreamedImages(images, device, workers)
+    return StreamedImages(images, device, run.loader_workers or (GPU_LOADERS if device.type == "cuda" else 1))

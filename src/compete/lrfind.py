@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .augment import has_photo_augment
-from .batches import as_source, open_images, resident_budget
+from .batches import as_source, open_images
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
 from .data import load_train
 from .files import DataDir
@@ -117,7 +117,7 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     dataset = load_train(comp, DataDir(data_dir))
     device = choose_device(run.device, run.deterministic)
     shape = input_shape(comp, dataset, [run.members[m] for m in chosen])
-    images = open_images(dataset.train_images, device, resident_budget(device, run.resident_gb), run.loader_workers)
+    images = open_images(dataset.train_images, run, device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)

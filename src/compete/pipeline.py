@@ -11,7 +11,7 @@ import torch
 
 from . import distributed
 from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
-from .batches import open_images, resident_budget
+from .batches import open_images
 from .config import Competition, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
 from .ensemble import blend, fit_blend
@@ -73,7 +73,7 @@ def training_images(images, run: RunConfig, device: torch.device):
     """The training images as a batch source: streamed when they exceed the run's memory budget,
     or when a member's photo augmentation runs per image on the loader processes."""
     stream = photo_on_loader(run.photo_augment, device) and any(map(has_photo_augment, run.members))
-    return open_images(images, device, resident_budget(device, run.resident_gb), run.loader_workers, stream)
+    return open_images(images, run, device, stream)
 
 
 def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:

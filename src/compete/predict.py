@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .atomic import write_atomically
-from .batches import open_images, resident_budget
+from .batches import open_images
 from .config import Competition, PipelineError, run_from_dict, submissions_dir
 from .data import load_test
 from .ensemble import blend
@@ -43,7 +43,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
             f"Train again.")
     device = choose_device(device_name)
     run = run_from_dict(config["run"])
-    images = open_images(test_images, device, resident_budget(device, run.resident_gb), run.loader_workers)
+    images = open_images(test_images, run, device)
     started = time.perf_counter()
     probs = member_probs(run_dir, images, device, run.precision)
     seconds = time.perf_counter() - started
