@@ -1,5 +1,5 @@
 """Batched augmentation on whatever device the images live on, per-image photo augmentation
-for loader processes, and test-time transforms.
+for loader threads, and test-time transforms.
 
 Training batches are augmented as whole tensors (no per-sample Python), so the same code is the
 GPU fast path and a cheap CPU path. The photo transforms (random-resized crop, rotation, colour
@@ -10,6 +10,7 @@ OpenCV kernels image by image (BENCHMARKS.md, "photo augmentation").
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,14 +105,20 @@ def photo_transform(images: torch.Tensor, member, size: int, generator: torch.Ge
 
 
 class PhotoTransform:
-    """The member's photo augmentation per image, with albumentations, for loader processes:
+    """The member's photo augmentation per image, with albumentations, for loader threads:
     (N, H, W, C) uint8 batch and a seed -> (N, size, size, C) uint8. Seeded per batch, so the
-    result does not depend on which process ran it."""
+    result does not depend on which thread ran it; each thread has its own pipeline (their
+    random states must not mix)."""
 
     def __init__(self, member, size: int):
+        import cv2
+        cv2.setNumThreads(1)  # each loader thread is one core's worth of work
+        self.member, self.size, self.local = member, size, threading.local()
+
+    def _compose(self):
         import albumentations as A  # imported by photo runs only: it takes seconds
         import cv2
-        cv2.setNumThreads(1)  # each loader process is one core's worth of work
+        member, size = self.member, self.size
         steps = [A.RandomResizedCrop(size=(size, size), scale=(member.crop_scale, 1), ratio=CROP_RATIO, p=1)
                  if member.crop_scale < 1 else A.Resize(size, size)]
         if member.rotate:
@@ -120,18 +127,21 @@ class PhotoTransform:
             j = member.jitter
             steps.append(A.ColorJitter(brightness=(1 - j, 1 + j), contrast=(1 - j, 1 + j),
                                        saturation=(1 - j, 1 + j), hue=(0, 0), p=1))
-        self.compose = A.Compose(steps, seed=0)
+        return A.Compose(steps, seed=0)
 
     def __call__(self, batch: np.ndarray, seed: int) -> np.ndarray:
-        self.compose.set_random_seed(seed)
-        out = [self.compose(image=image)["image"] for image in batch]
+        if not hasattr(self.local, "compose"):
+            self.local.compose = self._compose()
+        compose = self.local.compose
+        compose.set_random_seed(seed)
+        out = [compose(image=image)["image"] for image in batch]
         return np.stack([image.reshape(*image.shape[:2], batch.shape[-1]) for image in out])
 
 
 @dataclass
 class PhotoPlan:
-    """Where a member's photo augmentation runs: per image on the loader processes
-    (`per_image`), batched on the device ending at side `size`, or nowhere (both None)."""
+    """Where a member's photo augmentation runs: per image on the loader threads (`per_image`),
+    batched on the device ending at side `size`, or nowhere (both None)."""
     per_image: PhotoTransform | None = None
     size: int | None = None
 
@@ -154,7 +164,7 @@ def photo_on_loader(setting: str, device: torch.device) -> bool:
 def train_transform(images: torch.Tensor, member, hflip: bool, vflip: bool,
                     generator: torch.Generator, photo_size: int | None = None) -> torch.Tensor:
     """uint8 (N, C, H, W) -> augmented float images in [0, 1]. With `photo_size`, the member's
-    photo augmentation runs here too (else the loader processes did it), ending at that side."""
+    photo augmentation runs here too (else the loader threads did it), ending at that side."""
     images = images.float().div_(255)
     if photo_size is not None:
         images = photo_transform(images, member, photo_size, generator)

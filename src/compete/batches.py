@@ -1,26 +1,26 @@
 """Where batches of uint8 images come from: the whole set kept on the training device (the fast
 path, when it fits the memory budget), or rows streamed from the on-disk store (imagestore.py)
-by loader processes that work ahead of the model.
+by loader threads that work ahead of the model.
 
 Both give (N, C, H, W) uint8 tensors on the device, in channels-last memory (the store's row
 layout), so whatever follows sees the same values and strides from either.
 """
 from __future__ import annotations
 
-import functools
-import multiprocessing
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .config import RunConfig
 from .imagestore import ImageFile
 
 LOAD_CHUNK = 256             # images copied onto the device at once when it holds the whole set
-PREFETCH = 2                 # batches each loader process prepares ahead of the model
+PREFETCH = 2                 # batches each loader thread prepares ahead of the model
 DEVICE_SHARE = 0.5           # at most this share of a GPU's free memory holds resident images
-GPU_LOADERS = 4              # loader processes by default on a GPU (one suffices on a CPU, where
+GPU_LOADERS = 4              # loader threads by default on a GPU (one suffices on a CPU, where
                              # the model is far slower than reading and augmenting its batches)
 
 
@@ -52,44 +52,19 @@ class ResidentImages:
         return len(self.images)
 
     def batches(self, index_batches: list[torch.Tensor], per_image=None, seeds=None):
-        """Images of each index batch, in order. Per-image transforms run on loader processes,
+        """Images of each index batch, in order. Per-image transforms run on loader threads,
         which a resident set has none of: they must be None here."""
         assert per_image is None, "per-image transforms need a streamed source"
         for index in index_batches:
             yield self.images[index.to(self.device)].permute(0, 3, 1, 2)
 
 
-class _RowBatches(Dataset):
-    """Loader side of a streamed source: item (positions, seed) -> those images, read from the
-    store (and transformed one by one, seeded per batch so the result does not depend on which
-    process made it)."""
-
-    def __init__(self, images: ImageFile, per_image):
-        self.images, self.per_image = images, per_image
-
-    def __getitem__(self, item):
-        positions, seed = item
-        batch = self.images.read(positions)
-        if self.per_image is not None:
-            batch = self.per_image(batch, seed)
-        return torch.from_numpy(batch)
-
-
-@functools.cache
-def _loader_context():
-    """Loader processes forked from a small server process that has imported this module, not
-    from the training process: a fork of that one would keep every page of its memory alive
-    (activations freed after the fork included) for as long as the loader lives."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
-
-
 class StreamedImages:
-    """Images read from the store batch by batch: `workers` loader processes read ahead
-    (PREFETCH batches each) while the model computes; on CUDA the batches arrive in pinned
-    memory and are copied without blocking. Resident memory holds a few batches, whatever the
-    size of the set."""
+    """Images read from the store batch by batch by `workers` background threads that stay
+    PREFETCH batches each ahead of the model (reads and OpenCV release the GIL; threads, not
+    processes, so nothing of the training process's memory is copied). On CUDA the rows land in
+    pinned memory and are copied without blocking. Resident memory holds a few batches,
+    whatever the size of the set."""
     streamed = True
 
     def __init__(self, images: ImageFile, device: torch.device, workers: int):
@@ -98,19 +73,33 @@ class StreamedImages:
     def __len__(self) -> int:
         return len(self.images)
 
+    def _load(self, positions: np.ndarray, per_image, seed: int) -> torch.Tensor:
+        pinned = self.device.type == "cuda"
+        if per_image is not None:
+            batch = torch.from_numpy(per_image(self.images.read(positions), seed))
+            return batch.pin_memory() if pinned else batch
+        batch = torch.empty((len(positions), *self.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
+        self.images.read(positions, out=batch.numpy())
+        return batch
+
     def batches(self, index_batches: list[torch.Tensor], per_image=None, seeds=None):
         """Images of each index batch, in order; `per_image(batch, seed)` runs on the loader
-        processes, with seeds[i] for batch i."""
+        threads, with seeds[i] for batch i (so the result does not depend on which thread ran it)."""
         seeds = seeds if seeds is not None else [0] * len(index_batches)
-        items = [(index.cpu().numpy(), seed) for index, seed in zip(index_batches, seeds)]
-        # a generator of its own: the loader's worker seeds must not draw from the global one,
-        # which dropout and mixing use (a streamed run then repeats a resident one exactly)
-        loader = DataLoader(_RowBatches(self.images, per_image), sampler=items, batch_size=None,
-                            num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=PREFETCH if self.workers else None, generator=torch.Generator(),
-                            multiprocessing_context=_loader_context() if self.workers else None)
-        for batch in loader:
-            yield batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        tasks = iter([(index.cpu().numpy(), per_image, seed) for index, seed in zip(index_batches, seeds)])
+        if not self.workers:
+            yield from (self._to_device(self._load(*task)) for task in tasks)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="loader") as pool:
+            ahead = deque(pool.submit(self._load, *task) for task in islice(tasks, self.workers * PREFETCH))
+            while ahead:
+                batch = ahead.popleft().result()
+                for task in islice(tasks, 1):
+                    ahead.append(pool.submit(self._load, *task))
+                yield self._to_device(batch)
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
 
 
 def as_source(images):
@@ -129,9 +118,9 @@ def resident_budget(device: torch.device, gigabytes: float) -> int:
 
 def open_images(images, run: RunConfig, device: torch.device, stream: bool = False):
     """(N, H, W, C) uint8 images as a batch source: resident when they fit the run's budget
-    (resident_gb) and `stream` is not asked for (per-image transforms need loader processes),
+    (resident_gb) and `stream` is not asked for (per-image transforms need loader threads),
     else streamed from `images`, which must then be an ImageFile, by run.loader_workers
-    processes (0: GPU_LOADERS on a GPU, one on a CPU)."""
+    threads (0: GPU_LOADERS on a GPU, one on a CPU)."""
     if not stream and int(np.prod(images.shape)) <= resident_budget(device, run.resident_gb):
         return ResidentImages.load(images, device)
     if not isinstance(images, ImageFile):

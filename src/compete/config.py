@@ -138,7 +138,7 @@ class RunConfig:
     resident_gb: float = 1.0         # images (uint8) up to this size stay whole on the device; larger
                                      # sets stream from the disk cache (a GPU: at most half its free
                                      # memory). Peak memory stays near this, whatever the data's size
-    loader_workers: int = 0          # processes that read (and augment) streamed batches ahead;
+    loader_workers: int = 0          # threads that read (and augment) streamed batches ahead;
                                      # 0: one on a CPU, four on a GPU
     photo_augment: str = "auto"      # where crop_scale/rotate/jitter run: loader (albumentations, per
                                      # image, batches streamed), device (batched tensor ops); auto:

@@ -83,7 +83,7 @@ class ImageFile:
 
     Quacks like a read-only array where the pipeline reads images (shape, len, int or
     index-array or slice indexing, np.asarray reads them all); `subset(rows)` is a view of some
-    rows, in a new order. Pickles as its path, so loader processes open their own."""
+    rows, in a new order. Safe to read from several threads at once."""
 
     def __init__(self, path: Path, rows: np.ndarray | None = None):
         self.path = Path(path)
@@ -94,7 +94,7 @@ class ImageFile:
         self.shape, self.offset = (len(self.rows), *header.shape[1:]), header.offset
         self.row_bytes = int(np.prod(self.shape[1:]))
         self.dtype, self.ndim = np.dtype(np.uint8), 4
-        self._fd = None
+        self._fd = os.open(self.path, os.O_RDONLY)  # preadv: no shared file position to race on
 
     def subset(self, positions) -> "ImageFile":
         return ImageFile(self.path, self.rows[np.asarray(positions, dtype=np.int64)])
@@ -104,6 +104,10 @@ class ImageFile:
 
     def __getstate__(self):
         return {**self.__dict__, "_fd": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
 
     def __del__(self):
         if getattr(self, "_fd", None) is not None:
@@ -126,8 +130,6 @@ class ImageFile:
             out = np.empty((len(rows), *self.shape[1:]), dtype=np.uint8)
         if not len(rows):
             return out
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY)
         flat = memoryview(out.reshape(len(rows), -1))
         for start, stop in runs(rows):
             _read_all(self._fd, flat[start:stop].cast("B"), self.offset + int(rows[start]) * self.row_bytes,
