@@ -68,7 +68,7 @@ def main() -> None:
     targets = dataset.train_targets[val]
     probs, labels = [], []
     for run_dir, m in specs:
-        model, member, _ = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
+        model, member = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
         views = args.views.split(",") if args.views else member.tta
         precision = RunFolder(run_dir).config()["run"]["precision"]
         probs.append(tta_probs(model, images, views, device, precision))

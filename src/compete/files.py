@@ -20,7 +20,6 @@ import pandas as pd
 
 from .config import PipelineError
 
-# Spellings of "no value" that spreadsheets and pandas write into a label cell.
 DELIMITERS = ";\t|"  # recognised from the header line when it holds no comma
 EXAMPLES = 5         # rows or files named in one message; the rest are counted
 ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CHOICES, Competition, Member, PipelineError
-from .data import Dataset, channel_stats
+from .data import TrainingSet, channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -300,7 +300,7 @@ class InputShape:
     std: list[float]                 # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: Dataset) -> InputShape:
+def input_shape(comp: Competition, dataset: TrainingSet) -> InputShape:
     """What every member is built for: channels, size, classes and the training images' statistics."""
     mean, std = channel_stats(dataset.train_images)
     return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)

@@ -24,7 +24,7 @@ def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, prec
     """Per member: test probabilities averaged over its folds and its TTA transforms."""
     probs = {}
     for index, path in RunFolder(run_dir).checkpoints():
-        model, member, _ = load_checkpoint(path, device)
+        model, member = load_checkpoint(path, device)
         probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
     return [np.mean(probs[m], axis=0) for m in sorted(probs)]
 
