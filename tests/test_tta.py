@@ -75,6 +75,7 @@ def test_check_tta_refuses_unknown_and_empty_lists():
         check_tta([], hflip=True, vflip=True)
 
 
+@pytest.mark.slow
 def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     """The validation score, the ensemble weights and the submission all see the same views."""
     preset = {"val_fraction": 0.25, "members": [{
