@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# Set up .venv from requirements.txt (once, and again when it changes), then run a command:
+# Set up .venv from requirements.txt (once, and again when it changes; requirements-dev.txt too
+# for `test`), then run a command:
 #   ./run.sh train [NAME] [options]    ./run.sh predict [NAME] [options]    ./run.sh test
 #   ./run.sh check [NAME] [--data DIR]   list every problem with the competition's input files
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
-STAMP="$VENV/.requirements.sha1"
-want=$(sha1sum requirements.txt | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  echo "Setting up $VENV from requirements.txt (first run only; torch takes a few minutes)..." >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
-  # (this machine's pip configuration names local package folders that may be absent: not our problem)
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
-    2> >(grep -v '^WARNING: Location .* is ignored' >&2)
-  echo "$want" > "$STAMP"
-fi
+
+# install FILE into $VENV unless the stamp says this content is already there
+install() {
+  local file=$1 stamp="$VENV/.${1%.txt}.sha1" want
+  want=$(sha1sum "$file" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "Setting up $VENV from $file (first run only; torch takes a few minutes)..." >&2
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip 2>/dev/null || true
+    # (this machine's pip configuration names local package folders that may be absent: not our problem)
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$file" \
+      2> >(grep -v '^WARNING: Location .* is ignored' >&2)
+    echo "$want" > "$stamp"
+  fi
+}
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+install requirements.txt
+[ "${1:-}" != test ] || install requirements-dev.txt
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 case "${1:-}" in
   test)

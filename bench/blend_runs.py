@@ -20,9 +20,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
 
-from compete.cli import data_dir  # noqa: E402
 from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
 from compete.ensemble import blend, fit_blend  # noqa: E402
+from compete.files import data_dir  # noqa: E402
 from compete.batches import to_tensor  # noqa: E402
 from compete.data import training_dataset, validation_splits  # noqa: E402
 from compete.inference import tta_probs  # noqa: E402
@@ -69,7 +69,7 @@ def main() -> None:
     targets = dataset.train_targets[val]
     probs, labels = [], []
     for run_dir, m in specs:
-        model, member, _ = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
+        model, member = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
         views = args.views.split(",") if args.views else member.tta
         precision = RunFolder(run_dir).config()["run"]["precision"]
         probs.append(tta_probs(model, images, views, device, precision))

@@ -38,6 +38,11 @@ def cli_process(workspace: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def run_summary(run_dir: Path) -> dict:
+    """A finished run's summary.json."""
+    return json.loads((run_dir / "summary.json").read_text())
+
+
 def member_weights(run_dir: Path) -> dict:
     """Checkpoint file name -> saved state_dict, for every member and fold of a finished run."""
     return {path.name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]

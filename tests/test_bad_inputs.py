@@ -148,10 +148,12 @@ def test_unknown_competition_names_the_yaml_to_write(workspace, capsys):
 def test_predict_without_a_trained_run_says_what_to_do(workspace, capsys):
     tiny = make_competition(workspace)
     assert main(["predict", tiny.name, "--device", "cpu"]) == 2
-    assert f"No trained run for '{tiny.name}'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"No trained run for '{tiny.name}'" in err and f"./run.sh train {tiny.name}" in err
     assert_nothing_half_written(workspace, tiny.name)
 
 
+@pytest.mark.slow
 def test_predict_refuses_changed_test_inputs_and_keeps_the_old_submission(workspace, capsys):
     tiny = make_competition(workspace)
     assert main(["train", tiny.name, "--device", "cpu", "--epochs", "1"]) == 0
@@ -169,6 +171,7 @@ def test_predict_refuses_changed_test_inputs_and_keeps_the_old_submission(worksp
     assert not [p for p in submission.parent.iterdir() if ".tmp" in p.name]
 
 
+@pytest.mark.slow
 def test_skip_bad_images_trains_without_them_and_counts_them(workspace, capsys):
     tiny = make_competition(workspace)
     put_file(tiny, "train/5.png", b"")
@@ -222,6 +225,7 @@ def test_odd_images_still_load(workspace):
     assert (dataset.train_images[1] == 9).all() and abs(int(dataset.train_images[0].mean()) - 90) <= 2
 
 
+@pytest.mark.slow
 def test_a_class_with_a_single_image_trains(workspace, capsys):
     tiny = make_competition(workspace)
     replace_row(tiny, "5,1", "5,lonely")
@@ -236,6 +240,7 @@ def test_a_competition_name_cannot_climb_out_of_the_workspace(workspace, capsys)
     assert "Competition name '../x'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_leading_zero_test_ids_reach_the_submission_unchanged(workspace):
     tiny = make_competition(workspace, n_test=4)
     padded = [f"00{i}" for i in tiny.test_ids]

@@ -3,9 +3,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from compete.cli import main
 
 from conftest import REPO, compete_env, make_competition
+
+pytestmark = pytest.mark.slow  # trains for real
 
 MEMBER = {"model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
           "epochs": 2, "batch_size": 8, "lr": 0.004, "pad_crop": 0, "tta": ["identity"]}

@@ -9,7 +9,7 @@ from PIL import Image
 
 from compete import data as data_module
 from compete.config import load_competition
-from compete.data import decode_png, holdout_split, kfold_splits, load_images, load_train
+from compete.data import decode_image, holdout_split, kfold_splits, load_images, load_train
 from compete.files import DataDir
 from compete.tables import load_tables
 from compete.submission import build_submission, write_submission
@@ -65,13 +65,13 @@ FLAVOURS = {
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_png_flavour_decodes_to_the_declared_channels(flavour, channels):
     image, gray, colour = FLAVOURS[flavour]
-    array = decode_png(png(image), channels, 8)
+    array = decode_image(png(image), channels, 8)
     assert array.shape == (8, 8, channels) and array.dtype == np.uint8
     assert tuple(array[0, 0]) == (gray if channels == 1 else colour)
 
 
 def test_other_sizes_are_resized_to_the_declared_size():
-    assert decode_png(png(Image.new("L", (13, 5), 9)), 1, 8).shape == (8, 8, 1)
+    assert decode_image(png(Image.new("L", (13, 5), 9)), 1, 8).shape == (8, 8, 1)
 
 
 def test_labels_and_leading_zero_ids_round_trip_to_the_submission(workspace):

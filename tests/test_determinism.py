@@ -1,4 +1,5 @@
 """Two seeded CPU runs of train -> predict give identical weights and identical submissions."""
+import pytest
 import torch
 
 from compete.config import load_competition, resolve_run
@@ -6,6 +7,8 @@ from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
 from conftest import make_competition, member_weights
+
+pytestmark = pytest.mark.slow  # trains for real
 
 
 # every source of randomness on: k-fold shuffling, crops, flips, cutout, mixup, CutMix, EMA, TTA

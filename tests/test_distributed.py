@@ -1,8 +1,11 @@
 """`--gpus N` runs data-parallel through torchrun; on CPU the same code path uses gloo."""
-import json
 from pathlib import Path
 
-from conftest import cli_process, make_competition
+import pytest
+
+from conftest import cli_process, make_competition, run_summary
+
+pytestmark = pytest.mark.slow  # trains for real
 
 TOLERANCE = 0.1  # validation accuracy; per-process BatchNorm statistics differ slightly
 PRESET = {"val_fraction": 0.25, "members": [{
@@ -18,7 +21,7 @@ def train(workspace: Path, *extra: str) -> tuple[int, str]:
 
 def summary_of(output: str) -> dict:
     saved = [line for line in output.splitlines() if line.startswith("Run saved in ")]
-    return json.loads((Path(saved[-1][len("Run saved in "):]) / "summary.json").read_text())
+    return run_summary(Path(saved[-1][len("Run saved in "):]))
 
 
 def test_two_gloo_processes_match_one_process(workspace):

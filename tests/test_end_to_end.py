@@ -9,6 +9,8 @@ from compete.cli import main
 
 from conftest import make_competition
 
+pytestmark = pytest.mark.slow  # trains for real
+
 
 @pytest.mark.parametrize("zipped,channels,classes", [
     (False, 1, ("0", "1", "2")),
@@ -23,11 +25,6 @@ def test_train_then_predict_writes_a_valid_submission(workspace, zipped, channel
     assert list(submission.columns) == list(sample.columns)
     assert submission["id"].tolist() == sample["id"].tolist()
     assert set(submission["label"]) <= set(classes)
-
-
-def test_predict_without_a_trained_run_says_what_to_do(tiny, capsys):
-    assert main(["predict", tiny.name, "--device", "cpu"]) == 2
-    assert f"./run.sh train {tiny.name}" in capsys.readouterr().err
 
 
 def test_kfold_ensemble_validates_every_image_out_of_fold(workspace):

@@ -16,7 +16,7 @@ from compete.predict import predict_competition
 
 from conftest import compete_env, make_competition, member_weights, needs_cuda
 
-pytestmark = needs_cuda
+pytestmark = [pytest.mark.slow, needs_cuda]  # trains for real, on a GPU
 
 # every random source on (crops, cutout, mixup, CutMix, EMA, shifted TTA), on both model families
 PRESET = {"val_fraction": 0.25, "members": [

@@ -75,6 +75,7 @@ def test_a_member_that_trains_its_head_first_is_swept_with_the_backbone_frozen(s
     assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
 
 
+@pytest.mark.slow
 def test_suggestion_lies_inside_the_swept_range(setup):
     model, member, comp, images, labels = setup
     sweep = lr_sweep(model, member, comp, images, labels, CPU, "fp32", start_lr=1e-5, end_lr=10.0, steps=60)
@@ -91,6 +92,7 @@ def test_suggest_divides_the_minimum_by_ten():
     assert suggest(lrs, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]) == pytest.approx(1e-6)  # clamped to the start
 
 
+@pytest.mark.slow
 def test_lr_find_command_writes_a_plot_and_prints_the_suggestion(tiny, workspace, capsys):
     assert main(["lr-find", tiny.name, "--device", "cpu", "--member", "0"]) == 0
     assert re.search(r"m0 cnn: suggested lr [0-9.e-]+", capsys.readouterr().out)
@@ -103,6 +105,7 @@ def test_lr_find_rejects_a_member_the_preset_lacks(tiny, capsys):
     assert "members 0 to 0" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_train_with_lr_auto_trains_at_the_suggestion(tiny, workspace, capsys):
     assert main(["train", tiny.name, "--device", "cpu", "--lr", "auto"]) == 0
     suggested = float(re.search(r"suggested lr ([0-9.e+-]+) ", capsys.readouterr().out)[1])

@@ -46,6 +46,7 @@ def last_linear(module: nn.Module) -> nn.Linear:
     return [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
 
 
+@pytest.mark.slow  # builds and trains every library family, convnext and vgg included
 @pytest.mark.parametrize("channels,size", SIZES)
 @pytest.mark.parametrize("model,head,settings", FAMILIES, ids=[f[0] for f in FAMILIES])
 def test_every_family_trains_and_predicts_on_the_competitions_images(model, head, settings, channels, size):

@@ -68,6 +68,7 @@ def run_once(name: str, data_dir, **overrides):
     return run_dir, pd.read_csv(submission, dtype=str)
 
 
+@pytest.mark.slow
 def test_a_photo_competition_trains_and_predicts_on_the_loader_and_on_the_device(workspace):
     data_dir = make_photos(workspace)
     results = {where: run_once("photos", data_dir, photo_augment=where) for where in ("loader", "device")}
@@ -89,6 +90,7 @@ RANDOM_PRESET = {"folds": 2, "members": [{  # crops, flips, cutout, mixing, EMA 
     "ema": 0.9, "tta": ["identity", "hflip", "crop_tl"]}]}
 
 
+@pytest.mark.slow
 def test_a_streamed_run_gives_exactly_what_a_resident_run_gives(workspace):
     tiny = make_competition(workspace, classes=("ant", "bee", "cat"), channels=3, preset=RANDOM_PRESET, hflip=True)
     resident_dir, resident = run_once(tiny.name, tiny.data_dir)
@@ -102,6 +104,7 @@ def test_a_streamed_run_gives_exactly_what_a_resident_run_gives(workspace):
     assert resident.equals(streamed)
 
 
+@pytest.mark.slow
 def test_streamed_training_needs_no_more_than_the_cli(workspace):
     data_dir = make_photos(workspace, n_train=24, n_test=3)
     assert main(["train", "photos", "--device", "cpu", "--epochs", "1", "--set", "resident_gb=0"]) == 0

@@ -205,6 +205,7 @@ SAMPLE_EDIT = st.sampled_from(["keep", "drop", "duplicate", "unknown", "shuffle"
                                "spaces", "extra column", "class columns", "path"])
 
 
+@pytest.mark.slow
 @settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(SAMPLE_EDIT, min_size=1, max_size=3), test_csv=st.booleans(), seed=st.integers(0, 99))
 def test_predict_writes_a_valid_submission_or_nothing(trained, edits, test_csv, seed):

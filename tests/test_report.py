@@ -13,6 +13,8 @@ from compete.report import ANALYSIS, PLOTS, confusion, ensemble_oof
 
 from conftest import make_competition, workspace_at
 
+pytestmark = pytest.mark.slow  # trains for real
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

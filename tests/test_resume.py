@@ -10,6 +10,8 @@ import torch
 
 from conftest import cli_process, make_competition, needs_cuda
 
+pytestmark = pytest.mark.slow  # trains for real
+
 PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.1},
     "epochs": 5, "batch_size": 8, "lr": 0.01, "pad_crop": 1, "ema": 0.9}]}

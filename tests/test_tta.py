@@ -76,6 +76,7 @@ def test_check_tta_refuses_unknown_and_empty_lists():
         check_tta([], hflip=True, vflip=True)
 
 
+@pytest.mark.slow
 def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     """The validation score, the ensemble weights and the submission all see the same views."""
     preset = {"val_fraction": 0.25, "members": [{
@@ -87,7 +88,7 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     run_dir = train_competition(comp, run, tiny.data_dir)
     dataset = load_train(comp, DataDir(tiny.data_dir))
     _, val_idx = holdout_split(dataset.train_targets, 0.25, 0)
-    model, member, _ = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
+    model, member = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
     scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1) for name in member.tta]

@@ -5,25 +5,9 @@ import argparse
 import signal
 import sys
 import threading
-from pathlib import Path
 
-from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
-
-DEFAULT_COMPETITION = "digits"
-
-
-def data_dir(name: str, given: str | None) -> Path:
-    if given:
-        return Path(given).expanduser().resolve()
-    folder = inputs_dir() / name
-    if name == DEFAULT_COMPETITION:
-        from .digits import ensure_digits
-        ensure_digits(folder)
-    if not folder.exists():
-        raise PipelineError(
-            f"No data for '{name}' in {folder}. Put the competition's downloaded files there "
-            f"(zips are fine; a symlink to a read-only folder is fine), or pass --data DIR.")
-    return folder
+from .config import PipelineError, load_competition, parse_sets, resolve_run
+from .files import DEFAULT_COMPETITION, data_dir
 
 
 def learning_rate(text: str):

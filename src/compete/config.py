@@ -5,7 +5,6 @@ dataclasses and is the one place where settings are defined, with their units an
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -293,6 +292,3 @@ def parse_sets(items: list[str]) -> tuple[dict, dict]:
                 f"member settings: {', '.join(sorted(member_keys))}.")
     return run_values, member_values
 
-
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)

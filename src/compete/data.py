@@ -67,7 +67,7 @@ def to_array(image: Image.Image, channels: int, size: int, resize: str = "squash
     return array[:, :, None] if channels == 1 else array
 
 
-def decode_png(raw: bytes, channels: int, size: int) -> np.ndarray:
+def decode_image(raw: bytes, channels: int, size: int) -> np.ndarray:
     """Image file bytes to uint8 (size, size, channels); raises ValueError or OSError if broken."""
     return to_array(open_image(raw), channels, size)
 
@@ -177,15 +177,16 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
 
 
 @dataclass
-class Dataset:
-    """Everything training and prediction need, decoded."""
+class TrainingSet:
+    """The labelled images, decoded, with their class indices and the checked tables (not a
+    torch Dataset: batches are drawn by index from the store, batches.py)."""
     tables: Tables
     train_images: ImageFile        # (N, H, W, C) uint8, in training order, read by rows
     train_targets: np.ndarray      # (N,) int64 class indices into tables.classes
     skipped: int = 0               # unreadable training images dropped
 
 
-def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Dataset:
+def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> TrainingSet:
     """The training set, after checking every input; the test images are decoded too (and
     cached for predict), so a broken test image stops us now rather than after training."""
     tables = load_tables(comp, data)
@@ -202,10 +203,10 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Data
         images, targets = images.subset(keep), targets[keep]
         tables.train_ids = [tables.train_ids[i] for i in keep]
         tables.train_labels = [tables.train_labels[i] for i in keep]
-    return Dataset(tables, images, targets, skipped=len(train.bad))
+    return TrainingSet(tables, images, targets, skipped=len(train.bad))
 
 
-def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> Dataset:
+def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> TrainingSet:
     """The training images a run uses: the competition's, or the run's stratified subset of them."""
     return stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
 
@@ -215,7 +216,7 @@ def load_test(comp: Competition, data: DataDir) -> tuple[Tables, ImageFile]:
     return tables, load_images(comp, data, comp.test_images, tables.test_ids, "test").images
 
 
-def stratified_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet:
     """A smaller training set with the same class proportions, for quick experiments."""
     if not 0 < size < len(dataset.train_targets):
         return dataset
@@ -225,7 +226,7 @@ def stratified_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
     tables = dataset.tables
     tables.train_ids = [tables.train_ids[i] for i in keep]
     tables.train_labels = [tables.train_labels[i] for i in keep]
-    return Dataset(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped)
+    return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped)
 
 
 def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:

@@ -18,12 +18,27 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import PipelineError
+from .config import PipelineError, inputs_dir
 
-# Spellings of "no value" that spreadsheets and pandas write into a label cell.
 DELIMITERS = ";\t|"  # recognised from the header line when it holds no comma
 EXAMPLES = 5         # rows or files named in one message; the rest are counted
 ZIP_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError)
+DEFAULT_COMPETITION = "digits"  # the embedded one, written on first use
+
+
+def data_dir(name: str, given: str | None) -> Path:
+    """A competition's data folder: --data DIR, or inputs/NAME (the digits written there first)."""
+    if given:
+        return Path(given).expanduser().resolve()
+    folder = inputs_dir() / name
+    if name == DEFAULT_COMPETITION:
+        from .digits import ensure_digits
+        ensure_digits(folder)
+    if not folder.exists():
+        raise PipelineError(
+            f"No data for '{name}' in {folder}. Put the competition's downloaded files there "
+            f"(zips are fine; a symlink to a read-only folder is fine), or pass --data DIR.")
+    return folder
 
 
 class Problems:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CHOICES, Competition, Member, PipelineError
-from .data import Dataset
+from .data import TrainingSet
 from .imagestore import channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
 
@@ -302,7 +302,7 @@ class InputShape:
     std: list[float] | None          # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: Dataset, members: list[Member] | None = None) -> InputShape:
+def input_shape(comp: Competition, dataset: TrainingSet, members: list[Member] | None = None) -> InputShape:
     """What every member is built for: channels, size, classes and the training images'
     statistics, measured only when a member (any, when `members` is None) normalizes with them."""
     mean, std = None, None

@@ -26,7 +26,7 @@ def member_probs(run_dir: Path, images, device: torch.device, precision: str):
     a batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
     probs = {}
     for index, path in RunFolder(run_dir).checkpoints():
-        model, member, _ = load_checkpoint(path, device)
+        model, member = load_checkpoint(path, device)
         probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
     return [np.mean(probs[m], axis=0) for m in sorted(probs)]
 

@@ -119,17 +119,18 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def save_checkpoint(path: Path, model, member: Member, shape: InputShape, extra: dict) -> None:
+def save_checkpoint(path: Path, state_dict: dict, member: Member, shape: InputShape, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
-    state = {"member": asdict(member), "shape": asdict(shape), "state_dict": model, **extra}
+    state = {"member": asdict(member), "shape": asdict(shape), "state_dict": state_dict, **extra}
     write_atomically(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path, device: torch.device):
+    """The member's model, rebuilt from its checkpoint alone and in eval mode, and its settings."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     member = Member(**checkpoint["member"])
     shape = InputShape(**checkpoint["shape"])  # a dict with these keys, in old runs too
     model = build_model(member, shape.channels, shape.num_classes, shape.image_size,
                         shape.mean, shape.std, load_weights=False)
     model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), member, checkpoint
+    return model.to(device).eval(), member

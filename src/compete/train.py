@@ -33,8 +33,7 @@ class FitResult:
     state_dict: dict                 # best weights (EMA weights where EMA is on), on the CPU
     val_probs: np.ndarray | None     # (n_val, classes) probabilities of the best weights
     best_epoch: int
-    best_score: float                # validation value of the competition's metric
-    history: list = field(default_factory=list)
+    best_score: float | None         # validation value of the competition's metric; None unvalidated
     seconds: float = 0.0
 
 
@@ -158,12 +157,12 @@ def ema_update(decay: float):
 class Progress:
     """Where a fit stands after a completed epoch: enough to resume it exactly."""
     epoch: int = 0                   # completed epochs
-    best_score: float = -math.inf    # competition metric, sign-adjusted so higher is better
+    best_value: float = -math.inf    # selection value: the metric, sign-adjusted so higher is
+                                     # better; the epoch number when there is no validation
     best_epoch: int = 0
     stale: int = 0                   # epochs since the best
     best_state: dict = field(default_factory=dict)
     best_val_probs: np.ndarray | None = None
-    history: list = field(default_factory=list)
 
 
 def _save_resume(path: Path, progress: Progress, model, ema, optimizer, scheduler, generator) -> None:
@@ -187,7 +186,10 @@ def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Pro
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], generator.device)
-    return state["progress"]
+    progress = state["progress"]
+    if "best_score" in vars(progress):  # resume files written before the rename to best_value
+        progress.best_value = vars(progress).pop("best_score")
+    return progress
 
 
 def fit(model, member: Member, comp, images, targets: torch.Tensor,
@@ -255,12 +257,11 @@ def fit(model, member: Member, comp, images, targets: torch.Tensor,
                           val_acc=(logits.argmax(1) == val_targets).float().mean().item())
             record[f"val_{comp.metric}"] = value = score(comp.metric, val_targets.numpy(), probs)
             value = value if higher_is_better else -value
-        progress.history.append(record)
         progress.epoch = epoch + 1
         if distributed.is_main():
             _log(record, log_path, label)
-        if value > progress.best_score:
-            progress.best_score, progress.best_epoch, progress.stale = value, epoch + 1, 0
+        if value > progress.best_value:
+            progress.best_value, progress.best_epoch, progress.stale = value, epoch + 1, 0
             progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
             progress.best_val_probs = probs
         else:
@@ -268,8 +269,8 @@ def fit(model, member: Member, comp, images, targets: torch.Tensor,
         if resume_path is not None and distributed.is_main():
             _save_resume(resume_path, progress, model, ema, optimizer, scheduler, generator)
     return FitResult(progress.best_state, progress.best_val_probs, progress.best_epoch,
-                     progress.best_score if higher_is_better else -progress.best_score,
-                     progress.history, time.perf_counter() - started)
+                     None if not len(val_idx) else progress.best_value if higher_is_better
+                     else -progress.best_value, time.perf_counter() - started)
 
 
 def _log(record: dict, log_path: Path | None, label: str) -> None:
