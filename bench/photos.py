@@ -143,7 +143,8 @@ def main() -> None:
     started = time.perf_counter()
     name = make_competition(scratch, args.images, args.steps)
     print(f"photos ready in {scratch} ({time.perf_counter() - started:.0f} s)", flush=True)
-    env = {**os.environ, "COMPETE_ROOT": str(scratch), "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "COMPETE_ROOT": str(scratch),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     compete = [sys.executable, "-m", "compete"]
     for cached in (scratch / "inputs" / ".cache" / name).glob("*"):
         cached.unlink()  # time the decoding itself
