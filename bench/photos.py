@@ -3,10 +3,10 @@ aspects, 3 colour-tinted classes), run as a user runs it, each command in its ow
 
 1. `compete check`: decodes every image into the on-disk store; run again on the filled store,
    the difference of the two is the decoding time (decode images/s);
-2. `compete train`: one pretrained-size member (MobileNetV2, random init) at 224 px with the
-   photo augmentation, each epoch capped at --steps batches (`--set epoch_steps`): a 224 px
-   step takes seconds on a CPU, and the figures are per step (train images/s, share of the
-   training time spent waiting for batches) and memory;
+2. `compete train`: one pretrained-size member (MobileNetV2, random init, every layer trained)
+   at 224 px with the photo augmentation, each epoch capped at --steps batches (`--set
+   epoch_steps`): a 224 px step takes a second or more on a CPU, and the figures are per step
+   (train images/s, share of the training time spent waiting for batches) and memory;
 3. `compete predict` on the test images.
 
 Peak memory is sampled every 0.2 s over the whole process tree (the command and its decoding
@@ -15,7 +15,7 @@ loaders once per process), PSS summed (shared pages split between their users: t
 actually taken), and the largest single process's RSS. The photos are written once into
 --scratch (outside the repository) and reused.
 
-    .venv/bin/python bench/photos.py --images 5000 [--steps 20] [--batch 32] [--device cpu] [--scratch DIR]
+    .venv/bin/python bench/photos.py --images 5000 [--steps 20] [--batch 16] [--device cpu] [--scratch DIR]
 """
 from __future__ import annotations
 
@@ -136,8 +136,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--steps", type=int, default=20, help="training batches timed")
-    parser.add_argument("--batch", type=int, default=32, help="images per training batch (MobileNetV2's "
-                        "activations at 224 px take about 90 MiB per image on a CPU)")
+    parser.add_argument("--batch", type=int, default=16, help="images per training batch: MobileNetV2's "
+                        "training activations at 224 px take about 90 MiB per image on a CPU, so 32 "
+                        "peaks near 4.5 GB whatever the data (BENCHMARKS.md)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scratch", default="/tmp/compete-photos")
     args = parser.parse_args()
