@@ -71,7 +71,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
 
 def training_images(images, run: RunConfig, device: torch.device):
     """The training images as a batch source: streamed when they exceed the run's memory budget,
-    or when a member's photo augmentation runs per image on the loader processes."""
+    or when a member's photo augmentation runs per image on the loader threads."""
     stream = photo_on_loader(run.photo_augment, device) and any(map(has_photo_augment, run.members))
     return open_images(images, run, device, stream)
 

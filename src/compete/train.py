@@ -1,7 +1,7 @@
 """Fit one member on one split: the loop, schedule, EMA, early stopping and the epoch log.
 
 Images come from a batch source (batches.py): resident on the training device, where batches
-are gathered by index, or streamed by loader processes; either way each batch is augmented on
+are gathered by index, or streamed by loader threads; either way each batch is augmented on
 the device as one tensor (photo transforms may run on the loader instead, augment.PhotoPlan).
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from tqdm import tqdm
 from . import distributed
 from .atomic import write_atomically
 from .augment import PhotoPlan, has_photo_augment, mix_batch, train_transform
+from .batches import as_source
 from .config import Member, PipelineError
 from .metrics import metric_entry, score
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
-from .batches import as_source
 from .inference import predict_logits
 from .runtime import autocast
 
