@@ -1,15 +1,22 @@
-"""Splits that keep groups whole (a `group_column`, or clusters of near-duplicate images)."""
+"""Splits that keep groups whole (a `group_column`, or clusters of near-duplicate images), and
+statistics that see only the training part: normalization and the learning-rate sweep."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from hypothesis import given, settings, strategies as st
 
 from compete import check as check_module
+from compete import lrfind
 from compete.cli import main
 from compete.config import PipelineError, RunConfig, load_competition, resolve_run
-from compete.data import always_trained, holdout_split, kfold_splits, straddling_groups, validation_splits
-from compete.pipeline import training_dataset
+from compete.data import (always_trained, channel_stats, holdout_split, kfold_splits, straddling_groups,
+                          validation_splits)
+from compete.lrfind import LRSweep, find_lrs
+from compete.pipeline import to_tensor, train_competition, training_dataset
 
 from conftest import TINY_PRESET, make_competition, png_bytes, put_file, read_file, with_pictures
 
@@ -137,3 +144,37 @@ def test_group_settings_are_one_or_the_other(workspace):
     comp = load_competition(tiny.name)
     with pytest.raises(PipelineError, match="set either group_column"):
         training_dataset(comp, resolve_run(comp), tiny.data_dir)
+
+
+def test_normalization_statistics_come_from_the_training_part_only(workspace):
+    tiny = make_competition(workspace, n_train=48, seed=5)
+    comp = load_competition(tiny.name)
+    run = resolve_run(comp)
+    dataset = training_dataset(comp, run, tiny.data_dir)
+    [(train_idx, _)] = validation_splits(dataset.train_targets, run, dataset.groups)
+    expected, everything = channel_stats(dataset.train_images[train_idx]), channel_stats(dataset.train_images)
+    assert expected != everything  # the hold-out would move them
+    run_dir = train_competition(comp, run, tiny.data_dir)
+    shape = json.loads((run_dir / "config.json").read_text())["shape"]
+    checkpoint = torch.load(run_dir / "members" / "m0_f0.pt", weights_only=False)
+    for recorded in (shape, checkpoint["shape"]):
+        assert (recorded["mean"], recorded["std"]) == expected
+
+
+def test_lr_find_sweeps_on_the_training_part_only(workspace, monkeypatch):
+    tiny = make_competition(workspace, n_train=48)
+    comp = load_competition(tiny.name)
+    run = resolve_run(comp)
+    swept = []
+
+    def sweep(model, member, comp, images, labels, *args, **kwargs):
+        swept.append((images, labels))
+        return LRSweep([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], 1e-3)
+
+    monkeypatch.setattr(lrfind, "lr_sweep", sweep)
+    find_lrs(comp, run, tiny.data_dir)
+    dataset = training_dataset(comp, run, tiny.data_dir)
+    [(train_idx, val_idx)] = validation_splits(dataset.train_targets, run)
+    [(images, labels)] = swept
+    assert len(val_idx) and torch.equal(images, to_tensor(dataset.train_images[train_idx], images.device))
+    assert torch.equal(labels, torch.from_numpy(dataset.train_targets[train_idx]))

@@ -35,9 +35,10 @@ def configure_threads(run: RunConfig) -> None:
         torch.set_num_threads(run.threads)
 
 
-def input_shape(comp: Competition, dataset: Dataset) -> dict:
-    """What every member is built for: channels, size, classes and the training images' statistics."""
-    mean, std = channel_stats(dataset.train_images)
+def input_shape(comp: Competition, dataset: Dataset, train_idx) -> dict:
+    """What every member is built for: channels, size, classes and the statistics of the images
+    it trains on (rows `train_idx`: never validation images)."""
+    mean, std = channel_stats(dataset.train_images[train_idx])
     return {"channels": comp.channels, "image_size": comp.image_size,
             "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
 
@@ -66,7 +67,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
     splits = validation_splits(targets, run, dataset.groups)
-    shape = input_shape(comp, dataset)
+    shape = input_shape(comp, dataset, splits[0][0])
     run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
