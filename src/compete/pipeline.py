@@ -37,7 +37,8 @@ def configure_threads(run: RunConfig) -> None:
 
 def input_shape(comp: Competition, dataset: Dataset, train_idx) -> dict:
     """What every member is built for: channels, size, classes and the statistics of the images
-    it trains on (rows `train_idx`: never validation images)."""
+    in rows `train_idx`: the first split's training part, so a hold-out never counts (with k folds,
+    fold 1's training part stands for every fold's)."""
     mean, std = channel_stats(dataset.train_images[train_idx])
     return {"channels": comp.channels, "image_size": comp.image_size,
             "num_classes": len(dataset.tables.classes), "mean": mean, "std": std}
