@@ -32,7 +32,7 @@ from .tables import MISSING_LABELS
 
 THUMBNAIL = 32          # side of the gray thumbnail the DCT is taken of
 FREQUENCIES = 16        # lowest DCT frequencies kept per axis: 16 x 16 = 256 hash bits
-HASH_PIXELS = 1 << 24   # pixels transformed at once (64 MB of float32)
+HASH_PIXELS = 1 << 22   # pixels transformed at once (16 MB of float32; the DCT needs a few times that)
 PAIR_CHUNK = 2_000_000  # candidate pairs verified at once (bounds the index memory)
 BAND_SEED = 0           # fixed shuffle of the bits before banding: every band mixes frequencies
 NEAR_DUPLICATES = "near_duplicates"  # the `groups` setting that clusters near-duplicate images
@@ -85,14 +85,20 @@ def near_pairs(hashes: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.nd
     order = np.random.default_rng(BAND_SEED).permutation(bits.shape[1])
     found = []
     for band in np.array_split(order, max_distance + 1):
-        keys = np.packbits(bits[:, band], axis=1)
-        _, key_ids = np.unique(keys, axis=0, return_inverse=True)
-        for first, second in _same_key_pairs(key_ids.ravel()):
+        for first, second in _same_key_pairs(_band_keys(bits[:, band])):
             close = hamming(hashes, first, second) <= max_distance
             found.append(np.minimum(first, second)[close] * len(hashes) + np.maximum(first, second)[close])
     codes = np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
     first, second = np.divmod(codes, len(hashes))
     return first, second, hamming(hashes, first, second)
+
+
+def _band_keys(bits: np.ndarray) -> np.ndarray:
+    """One number per row for its bits: equal bits, equal number."""
+    packed = np.packbits(bits, axis=1, bitorder="little")
+    if packed.shape[1] <= 8:  # 64 bits or fewer: the bytes read as one integer
+        return np.ascontiguousarray(np.pad(packed, ((0, 0), (0, 8 - packed.shape[1])))).view("<u8").ravel()
+    return np.unique(packed, axis=0, return_inverse=True)[1].ravel()
 
 
 def _same_key_pairs(key_ids: np.ndarray):
