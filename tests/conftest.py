@@ -164,8 +164,8 @@ def picture(rng, channels: int = 1, size: int = 32) -> np.ndarray:
         x, y = rng.integers(-size // 4, size, 2)
         w, h = rng.integers(size // 8, size // 2, 2)
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + w, y + h), fill=colour())
-    noise = rng.integers(-8, 9, (size, size, channels))
-    return np.clip(np.asarray(image, dtype=np.int16).reshape(size, size, channels) + noise, 0, 255).astype(np.uint8)
+    pixels = np.asarray(image, dtype=np.int16).reshape(size, size, channels)
+    return np.clip(pixels + rng.integers(-8, 9, pixels.shape), 0, 255).astype(np.uint8)
 
 
 def with_pictures(tiny: Tiny, seed: int = 0) -> dict[str, np.ndarray]:

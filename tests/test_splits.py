@@ -63,9 +63,11 @@ def test_group_aware_holdout_and_folds_stay_stratified():
     groups = np.arange(1000)
     groups[:300] = np.arange(300) // 3  # class 0 in groups of three, the rest single images
     [(_, val_idx)] = validation_splits(targets, RunConfig(val_fraction=0.1), groups)
-    assert len(val_idx) == pytest.approx(100, abs=6) and np.mean(targets[val_idx] == 0) == pytest.approx(0.6, abs=0.05)
+    assert len(val_idx) == pytest.approx(100, abs=6)
+    assert np.mean(targets[val_idx] == 0) == pytest.approx(0.6, abs=0.05)
     for _, val_idx in validation_splits(targets, RunConfig(folds=5), groups):
-        assert len(val_idx) == pytest.approx(200, abs=6) and np.mean(targets[val_idx] == 0) == pytest.approx(0.6, abs=0.05)
+        assert len(val_idx) == pytest.approx(200, abs=6)
+        assert np.mean(targets[val_idx] == 0) == pytest.approx(0.6, abs=0.05)
 
 
 def add_group_column(tiny, groups: list) -> None:
@@ -119,9 +121,10 @@ def test_check_reports_too_few_groups_a_missing_column_and_a_group_split_apart(w
 def test_near_duplicate_groups_keep_copies_on_one_side(workspace):
     tiny = make_competition(workspace, n_train=40, size=32, groups="near_duplicates")
     pixels = with_pictures(tiny)
-    copies = {"2": "9", "5": "6", "30": "31"}  # original -> copy (a brighter or re-encoded one)
+    copies = {"2": "9", "5": "6", "30": "31"}  # original -> copy (the same pixels, or brighter)
+    brighter = np.clip(pixels["train/5.png"].astype(int) + 15, 0, 255).astype(np.uint8)
     put_file(tiny, "train/9.png", png_bytes(pixels["train/2.png"]))
-    put_file(tiny, "train/6.png", png_bytes(np.clip(pixels["train/5.png"].astype(int) + 15, 0, 255).astype(np.uint8)))
+    put_file(tiny, "train/6.png", png_bytes(brighter))
     put_file(tiny, "train/31.png", read_file(tiny, "train/30.png"))
     comp = load_competition(tiny.name)
     run = resolve_run(comp)

@@ -326,7 +326,8 @@ def straddling_groups(groups: np.ndarray, splits: list[tuple[np.ndarray, np.ndar
                    for g in np.intersect1d(groups[train_idx], groups[val_idx]).tolist()})
 
 
-def validation_splits(targets: np.ndarray, run, groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def validation_splits(targets: np.ndarray, run,
+                      groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out;
     each group of images (if any) on one side of every split."""
     if run.folds > 1:

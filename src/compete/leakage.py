@@ -176,7 +176,7 @@ def pairs_table(found: Duplicates, images: pd.DataFrame) -> pd.DataFrame:
     (`images`: one row per searched image, columns split, id, file, label)."""
     frames = []
     for kind, pairs in (("exact", found.exact), ("near", found.near)):
-        first, second = images.iloc[pairs.first].reset_index(drop=True), images.iloc[pairs.second].reset_index(drop=True)
+        first, second = (images.iloc[rows].reset_index(drop=True) for rows in (pairs.first, pairs.second))
         frame = pd.concat([first.add_prefix("first_"), second.add_prefix("second_")], axis=1)
         frames.append(frame.assign(kind=kind, bits=pairs.distance))
     table = pd.concat(frames, ignore_index=True)
@@ -188,19 +188,19 @@ def report_duplicates(table: pd.DataFrame, max_distance: int, problems: Problems
     called out) and across train and test; `fix` says how to keep copies on one side of a split."""
     within = (table.first_split == "train") & (table.second_split == "train")
     across = (table.first_split == "train") & (table.second_split == "test")
-    exact, bits = table.kind == "exact", f"perceptual hashes at most {max_distance} of 256 bits apart"
-    for mask, what in ((within & exact, "training image(s) have the same pixels as another one"),
-                       (within & ~exact, f"pair(s) of training images are near-duplicates ({bits})")):
+    exact, near = table.kind == "exact", f"({max_distance} of 256 perceptual hash bits apart at most)"
+    in_train = f"A copy on each side of a split inflates the validation score: {fix}"
+    in_test = "A model that remembers them scores higher on the leaderboard than on a hold-out without copies."
+    findings = (
+        (within & exact, "train: {} training image(s) have the same pixels as another one", in_train),
+        (within & ~exact, f"train: {{}} training image(s) are near-duplicates of another one {near}", in_train),
+        (across & exact, "test: {} test image(s) have the same pixels as a training image", in_test),
+        (across & ~exact, f"test: {{}} test image(s) have a near-duplicate training image {near}", in_test))
+    for mask, what, why in findings:
         if mask.any():
-            problems.warn(f"train: {mask.sum()} {what}: {_listed(table[mask])}."
-                          f"{_conflicts(table[mask])} A copy on each side of a split inflates the "
-                          f"validation score: {fix}")
-    for mask, what in ((across & exact, "test image(s) have the same pixels as a training image"),
-                       (across & ~exact, f"test image(s) have a near-duplicate training image ({bits})")):
-        if mask.any():
-            problems.warn(f"test: {table[mask].second_id.nunique()} {what}: {_listed(table[mask])}. "
-                          f"A model that remembers them scores higher on the leaderboard than on a "
-                          f"hold-out without such copies.")
+            pairs = table[mask]
+            conflicts = _conflicts(pairs) if why is in_train else ""
+            problems.warn(f"{what.format(pairs.second_id.nunique())}: {_listed(pairs)}.{conflicts} {why}")
 
 
 def _listed(pairs: pd.DataFrame) -> str:
