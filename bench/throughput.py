@@ -58,7 +58,7 @@ def main() -> None:
     dataset = load_train(comp, DataDir(Path(args.data) if args.data else inputs_dir() / args.name))
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
-    model = member_model(member, input_shape(comp, dataset), device, run.seed).train()
+    model = member_model(member, input_shape(comp, dataset, slice(None)), device, run.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     context = autocast(device, run.precision)
     generator = torch.Generator(device=device).manual_seed(0)

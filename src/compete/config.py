@@ -105,6 +105,12 @@ class Competition:
     vflip: bool = False
     description: str = ""
     class_names: dict = field(default_factory=dict)  # label -> readable name, for plots and reports
+    group_column: str | None = None          # train CSV column naming each image's group (a patient,
+                                             # an object photographed twice): a group never straddles a split
+    groups: str | None = None                # "near_duplicates": the groups are clusters of exact and
+                                             # near-duplicate training images instead
+    near_duplicate_bits: int = 16            # perceptual hashes (256 bits) at most this many bits apart
+                                             # are near-duplicates (check; groups: near_duplicates)
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
 
 

@@ -1,5 +1,5 @@
 """Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding,
-stratified splits and normalization statistics.
+image groups, stratified (group-aware) splits and normalization statistics.
 
 Each image is decoded once: the arrays are cached under inputs/.cache/ keyed by the input files'
 sizes and times, so later epochs and later runs never touch a PNG again. The cache also records
@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from tqdm import tqdm
 
 from .atomic import write_atomically
 from .config import Competition, RunConfig, cache_dir, PipelineError
 from .files import EXAMPLES, DataDir, Problems, examples
+from .leakage import train_groups
 from .tables import Tables, load_tables
 
 CACHE_VERSION = 2  # bump when decoding or the cache layout changes, so old caches are not reused
@@ -182,6 +183,7 @@ class TrainingSet:
     train_images: np.ndarray       # (N, H, W, C) uint8
     train_targets: np.ndarray      # (N,) int64 class indices into tables.classes
     skipped: int = 0               # unreadable training images dropped
+    groups: np.ndarray | None = None  # (N,) group of each image, kept on one side of every split
 
 
 def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> TrainingSet:
@@ -201,7 +203,8 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
         images, targets = images[keep], targets[keep]
         tables.train_ids = [tables.train_ids[i] for i in keep]
         tables.train_labels = [tables.train_labels[i] for i in keep]
-    return TrainingSet(tables, images, targets, skipped=len(train.bad))
+    groups = train_groups(comp, data, tables.train_ids, images)
+    return TrainingSet(tables, images, targets, skipped=len(train.bad), groups=groups)
 
 
 def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> TrainingSet:
@@ -224,7 +227,8 @@ def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet
     tables = dataset.tables
     tables.train_ids = [tables.train_ids[i] for i in keep]
     tables.train_labels = [tables.train_labels[i] for i in keep]
-    return TrainingSet(tables, dataset.train_images[keep], dataset.train_targets[keep], dataset.skipped)
+    groups = None if dataset.groups is None else dataset.groups[keep]
+    return TrainingSet(tables, dataset.train_images[keep], dataset.train_targets[keep], dataset.skipped, groups)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -238,45 +242,105 @@ def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
     return np.flatnonzero((np.bincount(targets) < minimum) & (np.bincount(targets) > 0))
 
 
-def holdout_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def always_trained(targets: np.ndarray, minimum: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Which images train in every split: those of classes with fewer than `minimum` images, and
+    every image of their groups."""
+    rare = np.isin(targets, rare_classes(targets, minimum))
+    return rare if groups is None else np.isin(groups, groups[rare])
+
+
+def holdout_split(targets: np.ndarray, fraction: float, seed: int,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation indices. Classes too small to split (one image) stay in
-    training; fraction 0 trains on everything without validation."""
+    training; fraction 0 trains on everything without validation. With groups, the hold-out is
+    one of round(1 / fraction) stratified group folds (0.1: a tenth, 0.3: a third)."""
     everything = np.arange(len(targets))
     if fraction <= 0:
         return everything, everything[:0]
-    rare = np.isin(targets, rare_classes(targets, 2))
+    rare = always_trained(targets, 2, groups)
     common = np.flatnonzero(~rare)
     try:
-        train_idx, val_idx = train_test_split(
-            common, test_size=fraction, random_state=seed, stratify=targets[common])
+        if groups is None:
+            train_idx, val_idx = train_test_split(
+                common, test_size=fraction, random_state=seed, stratify=targets[common])
+        else:
+            held = group_folds(targets[common], groups[common], max(2, round(1 / fraction)), seed) == 0
+            train_idx, val_idx = common[~held], common[held]
     except ValueError as error:
         raise PipelineError(
             f"Cannot hold out val_fraction={fraction} of {len(common)} images stratified over "
-            f"{len(np.unique(targets[common]))} classes with two or more images ({error}). Change it "
-            f"with --set val_fraction=..., use --folds K, or add images.") from None
+            f"{len(np.unique(targets[common]))} classes with two or more images"
+            f"{_in_groups(groups, common)} ({error}). Change it with --set val_fraction=..., use "
+            f"--folds K, or add images.") from None
     return np.sort(np.concatenate([train_idx, np.flatnonzero(rare)])), np.sort(val_idx)
 
 
-def kfold_splits(targets: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold indices. Classes with fewer images than folds train in every fold."""
-    rare = np.isin(targets, rare_classes(targets, folds))
+def _in_groups(groups: np.ndarray | None, rows: np.ndarray) -> str:
+    return "" if groups is None else f" in {len(np.unique(groups[rows]))} groups"
+
+
+def kfold_splits(targets: np.ndarray, folds: int, seed: int,
+                 groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold indices (each group in one fold). Classes with fewer images than folds
+    train in every fold."""
+    rare = always_trained(targets, folds, groups)
     common = np.flatnonzero(~rare)
     if len(np.unique(targets[common])) == 0:
         raise PipelineError(f"{folds} folds need at least {folds} images in some class; every class "
-                            f"has fewer. Use fewer folds (--folds).")
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = []
-    for train_part, val_part in splitter.split(common, targets[common]):
-        train_idx = np.concatenate([common[train_part], np.flatnonzero(rare)])
-        splits.append((np.sort(train_idx), np.sort(common[val_part])))
-    return splits
+                            f"has fewer{'' if groups is None else ', or shares groups with a class that has'}. "
+                            f"Use fewer folds (--folds).")
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        fold = np.empty(len(common), np.int64)
+        for f, (_, val_part) in enumerate(splitter.split(common, targets[common])):
+            fold[val_part] = f
+    else:
+        try:
+            fold = group_folds(targets[common], groups[common], folds, seed)
+        except ValueError as error:
+            raise PipelineError(f"Cannot make {folds} folds of {len(common)} images"
+                                f"{_in_groups(groups, common)} ({error}). Use fewer folds (--folds).") from None
+    return [(np.sort(np.concatenate([common[fold != f], np.flatnonzero(rare)])), common[fold == f])
+            for f in range(folds)]
 
 
-def validation_splits(targets: np.ndarray, run) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out."""
+def group_folds(targets: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold of each image, every group whole in one fold, folds stratified by class.
+    Groups of one image are dealt by StratifiedKFold, larger groups by StratifiedGroupKFold: its
+    loop over groups would take minutes on tens of thousands of single images."""
+    if len(np.unique(groups)) < folds:
+        raise ValueError(f"{len(np.unique(groups))} groups cannot fill {folds} folds")
+    fold = np.empty(len(targets), np.int64)
+    _, group_of, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    alone = sizes[group_of] == 1
+    for rows, splitter in ((np.flatnonzero(alone), StratifiedKFold),
+                           (np.flatnonzero(~alone), StratifiedGroupKFold)):
+        if len(np.unique(groups[rows])) < folds:  # too few for the splitter: dealt at random
+            units, unit_of = np.unique(groups[rows], return_inverse=True)
+            fold[rows] = np.random.default_rng(seed).permutation(max(len(units), folds))[unit_of] % folds
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "least populated class has only n members": expected in a part
+            split = list(splitter(n_splits=folds, shuffle=True, random_state=seed)
+                         .split(rows, targets[rows], groups[rows]))
+        for f, (_, val_part) in enumerate(split):
+            fold[rows[val_part]] = f
+    return fold
+
+
+def straddling_groups(groups: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """Groups with images on both sides of some split (none, when the splits are right)."""
+    return sorted({g for train_idx, val_idx in splits
+                   for g in np.intersect1d(groups[train_idx], groups[val_idx]).tolist()})
+
+
+def validation_splits(targets: np.ndarray, run,
+                      groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out;
+    each group of images (if any) on one side of every split."""
     if run.folds > 1:
-        return kfold_splits(targets, run.folds, run.seed)
-    return [holdout_split(targets, run.val_fraction, run.seed)]
+        return kfold_splits(targets, run.folds, run.seed, groups)
+    return [holdout_split(targets, run.val_fraction, run.seed, groups)]
 
 
 def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -47,12 +47,16 @@ class Problems:
     def __init__(self, collect: bool = False):
         self.collect = collect       # False: the first problem raises; True: keep them all
         self.found: list[str] = []
+        self.warnings: list[str] = []  # not wrong, but likely to mislead (duplicate images)
         self.notes: list[str] = []
 
     def report(self, message: str) -> None:
         if not self.collect:
             raise PipelineError(message)
         self.found.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     def note(self, message: str) -> None:
         self.notes.append(message)

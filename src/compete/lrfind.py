@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import load_train, to_tensor
-from .files import DataDir
+from .data import to_tensor, training_dataset, validation_splits
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import input_shape, member_model
 from .plots import plot_lr_sweep
@@ -106,17 +105,19 @@ def _train_step(model, optimizer, member, comp, images, labels, generator, conte
 
 def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
              members: list[int] | None = None) -> dict[int, float]:
-    """Sweep each chosen member of the run on all labelled images (only the training loss is
-    watched, so nothing leaks into validation); write submissions/<name>/lr_find-<m>.png."""
+    """Sweep each chosen member of the run on the training part of its first split (the hold-out,
+    or fold 1's validation images, never take part in choosing the rate); write
+    submissions/<name>/lr_find-<m>.png."""
     chosen = members if members is not None else list(range(len(run.members)))
     if any(not 0 <= m < len(run.members) for m in chosen):
         raise PipelineError(f"--member {chosen}: preset '{run.preset}' has members 0 to {len(run.members) - 1}.")
     configure_threads(run)
-    dataset = load_train(comp, DataDir(data_dir))
+    dataset = training_dataset(comp, run, data_dir)
+    train_idx = validation_splits(dataset.train_targets, run, dataset.groups)[0][0]
     device = choose_device(run.device, run.deterministic)
-    shape = input_shape(comp, dataset)
-    images = to_tensor(dataset.train_images, device)
-    labels = torch.from_numpy(dataset.train_targets).to(device)
+    shape = input_shape(comp, dataset, train_idx)
+    images = to_tensor(dataset.train_images[train_idx], device)
+    labels = torch.from_numpy(dataset.train_targets[train_idx]).to(device)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)
     suggestions = {}

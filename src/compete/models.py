@@ -300,9 +300,11 @@ class InputShape:
     std: list[float]                 # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: TrainingSet) -> InputShape:
-    """What every member is built for: channels, size, classes and the training images' statistics."""
-    mean, std = channel_stats(dataset.train_images)
+def input_shape(comp: Competition, dataset: TrainingSet, train_idx) -> InputShape:
+    """What every member is built for: channels, size, classes and the statistics of the images
+    in rows `train_idx`: the first split's training part, so a hold-out never counts (with k folds,
+    fold 1's training part stands for every fold's)."""
+    mean, std = channel_stats(dataset.train_images[train_idx])
     return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)
 
 

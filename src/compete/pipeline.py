@@ -34,8 +34,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     dataset = training_dataset(comp, run, data_dir, skip_bad)
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
-    splits = validation_splits(targets, run)
-    shape = input_shape(comp, dataset)
+    splits = validation_splits(targets, run, dataset.groups)
+    shape = input_shape(comp, dataset, splits[0][0])
     run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
