@@ -95,6 +95,8 @@ class Competition:
     vflip: bool = False
     description: str = ""
     class_names: dict = field(default_factory=dict)  # label -> readable name, for plots and reports
+    kaggle: str | None = None                # kaggle.com slug (the URL's /competitions/SLUG) for
+                                             # download and submit; None: a site without an API
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
 
 
@@ -112,6 +114,8 @@ class RunConfig:
                                      # CPU runs are bit-reproducible either way
     threads: int = 0                 # torch CPU threads; 0 = all cores
     subset: int = 0                  # >0: train on a stratified subset of this many images
+    time_limit: int = 0              # >0: seconds the whole `train` command may take; epochs (then
+                                     # folds, members) are sized to fit it, see budget.py
     members: list[Member] = field(default_factory=list)
 
 
