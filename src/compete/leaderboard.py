@@ -99,8 +99,14 @@ def download(comp: Competition, folder: Path) -> list[Path]:
               f"come by hand: download them from the competition's page into {folder}/ exactly as "
               f"the site hands them out (zips need no unpacking), then run ./run.sh check {comp.name}.")
         return []
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    run_kaggle(["competitions", "download", comp.kaggle, "-p", str(folder)], comp.kaggle)
+    try:
+        run_kaggle(["competitions", "download", comp.kaggle, "-p", str(folder)], comp.kaggle)
+    except PipelineError:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # no empty inputs/NAME that later commands would take for the data
+        raise
     archive = folder / f"{comp.kaggle}.zip"
     files = [archive] + _unpack_inner_zips(archive) if archive.is_file() else sorted(folder.iterdir())
     print(f"Downloaded {comp.kaggle} into {folder}: {', '.join(p.name for p in files)}. "
