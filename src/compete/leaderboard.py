@@ -108,7 +108,7 @@ def download(comp: Competition, folder: Path) -> list[Path]:
             folder.rmdir()  # no empty inputs/NAME that later commands would take for the data
         raise
     archive = folder / f"{comp.kaggle}.zip"
-    files = [archive] + _unpack_inner_zips(archive) if archive.is_file() else sorted(folder.iterdir())
+    files = ([archive] + _unpack_inner_zips(archive)) if archive.is_file() else sorted(folder.iterdir())
     print(f"Downloaded {comp.kaggle} into {folder}: {', '.join(p.name for p in files)}. "
           f"Next: ./run.sh check {comp.name}")
     return files
@@ -251,6 +251,14 @@ def _score(text: str | None) -> float | None:
         return None
 
 
+def _same(upload: dict, row: dict) -> bool:
+    """Whether a listed submission is this upload: by ref where both have one (kaggle 2.x),
+    else by message."""
+    if upload["ref"] and row.get("ref"):
+        return row["ref"] == upload["ref"]
+    return (row.get("description") or "").strip() == upload["message"].strip()
+
+
 def _update_uploads(run_dir: Path, listed: list[dict]) -> tuple[list[dict], int]:
     """Fill in the run's pending uploads from the listing (by ref, else by message; each listed
     row matches one upload, newest first). Returns the uploads just scored and how many wait."""
@@ -258,8 +266,7 @@ def _update_uploads(run_dir: Path, listed: list[dict]) -> tuple[list[dict], int]
     for upload in reversed(uploads):
         if upload["status"] != "pending":
             continue
-        row = next((row for row in unclaimed if (upload["ref"] and row.get("ref") == upload["ref"])
-                    or (row.get("description") or "").strip() == upload["message"].strip()), None)
+        row = next((row for row in unclaimed if _same(upload, row)), None)
         if row is None:
             continue
         unclaimed.remove(row)
