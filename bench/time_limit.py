@@ -4,6 +4,7 @@ outside (process start to exit), beside the limit, the plan and the hold-out sco
 Prints a markdown table for BENCHMARKS.md and appends one JSON line per run to bench/results.jsonl.
 
     .venv/bin/python bench/time_limit.py apparel --data /work/shared/datasets/apparel --limits 120 300 600
+    .venv/bin/python bench/time_limit.py apparel --limits 120 -- --set subset=10000   # extra train options
 """
 from __future__ import annotations
 
@@ -20,15 +21,15 @@ def run_limit(args, limit: int) -> dict:
     data = ["--data", args.data] if args.data else []
     try:
         seconds, out = timed([sys.executable, "-m", "compete", "train", args.name, "--preset", args.preset,
-                              "--device", args.device, "--time-limit", str(limit), *data])
+                              "--device", args.device, "--time-limit", str(limit), *data, *args.extra])
     except SystemExit as failure:  # e.g. a limit refused as too short for one epoch here
         return {"name": args.name, "preset": args.preset, "machine": machine(), "time_limit": limit,
                 "error": str(failure).strip().splitlines()[-1]}
     run_dir = Path(out.strip().splitlines()[-1].split("Run saved in ", 1)[1])
     plan = json.loads((run_dir / "config.json").read_text())["time_plan"]
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"name": args.name, "preset": args.preset, "machine": machine(), "time_limit": limit,
-            "train_wall_s": round(seconds, 1), "share_of_limit": round(seconds / limit, 3),
+    return {"name": args.name, "preset": args.preset, "extra": " ".join(args.extra), "machine": machine(),
+            "time_limit": limit, "train_wall_s": round(seconds, 1), "share_of_limit": round(seconds / limit, 3),
             "planned_s": round(plan["estimate_s"], 1), "elapsed_before_training_s": round(plan["elapsed_s"], 1),
             "epochs": plan["epochs"], "preset_epochs": plan["preset_epochs"], "folds": plan["folds"],
             "members": plan["members"], "score": summary["ensemble_score"], "run": run_dir.name}
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--data")
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest goes to `train`, e.g. --set subset=10000
+    args.extra = [item for item in extra if item != "--"]
     os.environ["PYTHONPATH"] = str(REPO / "src")
     results = []
     for limit in args.limits:
@@ -62,7 +64,7 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
         with open(REPO / "bench" / "results.jsonl", "a") as log:
             log.write(json.dumps(results[-1]) + "\n")
-    print(f"\n{results[0]['machine']}\n\n{table(results)}")
+    print(f"\n{results[0]['machine']}; train options: {' '.join(args.extra) or 'none'}\n\n{table(results)}")
 
 
 if __name__ == "__main__":

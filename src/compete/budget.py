@@ -24,8 +24,8 @@ from .config import Competition, Member, PipelineError, RunConfig
 from .train import EVAL_BATCH, autocast, make_ema, make_optimizer, predict_logits, train_step
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
-END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots
-                       # (apparel: 3.5 s on the 2-core development CPU; tiny data: under 1 s)
+END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots,
+                       # interpreter exit (2-core CPU under load: plots 3.6-4.3 s, exit 1.6-2.4 s)
 WARMUP_CALLS = 2       # probe calls not timed (kernel selection, allocator)
 PROBE_CALLS = 3        # timed calls at least ...
 PROBE_MIN_S = 1.0      # ... and at least this long, so a fast call is averaged over many
@@ -65,16 +65,20 @@ class Plan:
     preset_epochs: list[int]
     train_images_per_s: list[float]  # measured, per member
     eval_images_per_s: list[float]
+    epoch_s: list[float]             # one epoch of each member on the first fold, validation included
     estimate_s: float                # expected wall time of the whole command
 
 
+def epoch_seconds(member: Member, cost: MemberCost, n_train: int, n_val: int) -> float:
+    """One epoch: its training steps, the validation of its weights, the saving of its state."""
+    return (n_train // member.batch_size) * cost.step_s + n_val * cost.image_s + cost.epoch_s
+
+
 def fold_seconds(member: Member, cost: MemberCost, epochs: int, n_train: int, n_val: int) -> float:
-    """One member on one fold: its epochs (each with validation and a saved state), then the
-    scoring of its TTA views on the validation images."""
-    steps = n_train // member.batch_size
+    """One member on one fold: its epochs, then the scoring of its TTA views on the validation
+    images."""
     views = len(member.tta) if member.tta != ["identity"] else 0
-    epoch = steps * cost.step_s + n_val * cost.image_s + cost.epoch_s
-    return epochs * epoch + n_val * views * cost.image_s
+    return epochs * epoch_seconds(member, cost, n_train, n_val) + n_val * views * cost.image_s
 
 
 def run_seconds(members: list[Member], costs: list[MemberCost], epochs: list[int],
@@ -123,11 +127,14 @@ def plan_run(limit_s: float, elapsed_s: float, members: list[Member], costs: lis
     for kept, folds in shapes:
         epochs = size_epochs(members[:kept], costs[:kept], sizes[:folds], available)
         if epochs is not None:
-            spent = run_seconds(members[:kept], costs[:kept], epochs, sizes[:folds])
+            pairs = list(zip(members[:kept], costs))
+            spent = run_seconds(members[:kept], costs, epochs, sizes[:folds])
             return Plan(limit_s, elapsed_s, end_s, margin_s, kept, folds, epochs,
-                        [member.epochs for member in members[:kept]],
-                        [member.batch_size / cost.step_s for member, cost in zip(members[:kept], costs)],
-                        [1 / cost.image_s for cost in costs[:kept]], elapsed_s + spent + end_s)
+                        preset_epochs=[member.epochs for member, _ in pairs],
+                        train_images_per_s=[member.batch_size / cost.step_s for member, cost in pairs],
+                        eval_images_per_s=[1 / cost.image_s for _, cost in pairs],
+                        epoch_s=[epoch_seconds(member, cost, *sizes[0]) for member, cost in pairs],
+                        estimate_s=elapsed_s + spent + end_s)
     shortest = elapsed_s + fold_seconds(members[0], costs[0], 1, *sizes[0]) + end_s + margin_s
     raise PipelineError(
         f"--time-limit {limit_s:.0f} is too short on this machine: {elapsed_s:.0f} s went to start-up, "
@@ -202,8 +209,9 @@ def describe(plan: Plan, members: list[Member], folds: int) -> str:
              f"{plan.end_s:.0f} s for the ensemble and plots)."]
     for m, member in enumerate(members[:plan.members]):
         lines.append(f"  m{m} {member.model}: {plan.epochs[m]} epochs (preset {plan.preset_epochs[m]}) "
-                     f"x {plan.folds} fold(s); measured {plan.train_images_per_s[m]:,.0f} training and "
-                     f"{plan.eval_images_per_s[m]:,.0f} inference images/s")
+                     f"x {plan.folds} fold(s), about {plan.epoch_s[m]:.1f} s an epoch; measured "
+                     f"{plan.train_images_per_s[m]:,.0f} training and {plan.eval_images_per_s[m]:,.0f} "
+                     f"inference images/s")
     if plan.folds < folds:
         lines.append(f"  left out to fit: folds {plan.folds + 1}-{folds} of {folds}")
     if plan.members < len(members):
