@@ -270,3 +270,8 @@ def test_submit_refuses_a_run_that_did_not_make_submission_csv(workspace_with_ru
     assert main(["submit", "tiny", "--run", "20000101-000000-other"]) == 2
     assert "./run.sh predict tiny --run 20000101-000000-other" in capsys.readouterr().err
     assert kaggle.calls() == []
+
+
+def test_scores_with_nothing_waiting_asks_kaggle_nothing(workspace_with_run, kaggle, capsys):
+    assert main(["scores", "tiny"]) == 0
+    assert "No upload of tiny is waiting" in capsys.readouterr().out and kaggle.calls() == []

@@ -71,7 +71,8 @@ def parser() -> argparse.ArgumentParser:
                             "0 turns a preset's limit off")
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
     predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
-    runs = commands.add_parser("runs", help="list runs, newest first: score, members, wall time, commit")
+    runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
+                               "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
     report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
     report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
@@ -161,13 +162,8 @@ def _download(args) -> int:  # the data folder is what this fills: it need not e
 
 
 def _scores(args) -> int:
-    from .leaderboard import read_scores, runs_waiting
-    comp = load_competition(args.name)
-    waiting = runs_waiting(comp)
-    if not comp.kaggle or not waiting:
-        print(f"No upload of {args.name} is waiting for its public score (./run.sh runs {args.name} lists them).")
-        return 0
-    read_scores(comp, waiting)
+    from .leaderboard import read_pending_scores
+    read_pending_scores(load_competition(args.name))
     return 0
 
 
@@ -183,8 +179,8 @@ def _report(args) -> int:
     return 0
 
 
-# runs, report and scores read run folders only; download fills the data folder
 ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit}
+# runs, report and scores read run folders only; download fills the data folder
 NO_DATA = {"runs": _runs, "report": _report, "download": _download, "scores": _scores}
 
 

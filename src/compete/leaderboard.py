@@ -201,10 +201,15 @@ def submit(comp: Competition, data_dir: Path, run_id: str | None = None, message
     return uploads_of(run_dir)[-1]
 
 
-def runs_waiting(comp: Competition) -> list[Path]:
-    """Run folders with an upload whose public score has not been read back yet."""
-    return [run_dir for run_dir in sorted(runs_dir(comp.name).glob("*"))
-            if any(upload["status"] == "pending" for upload in uploads_of(run_dir))]
+def read_pending_scores(comp: Competition) -> int:
+    """`./run.sh scores NAME`: read back the public score of every upload still waiting for one."""
+    waiting = [run_dir for run_dir in sorted(runs_dir(comp.name).glob("*"))
+               if any(upload["status"] == "pending" for upload in uploads_of(run_dir))]
+    if not comp.kaggle or not waiting:
+        print(f"No upload of {comp.name} is waiting for its public score "
+              f"(./run.sh runs {comp.name} lists them).")
+        return 0
+    return read_scores(comp, waiting)
 
 
 def read_scores(comp: Competition, run_dirs: list[Path], wait_s: float = 0) -> int:
