@@ -111,6 +111,8 @@ class Competition:
                                              # near-duplicate training images instead
     near_duplicate_bits: int = 16            # perceptual hashes (256 bits) at most this many bits apart
                                              # are near-duplicates (check; groups: near_duplicates)
+    kaggle: str | None = None                # kaggle.com slug (the URL's /competitions/SLUG) for
+                                             # download and submit; None: a site without an API
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
 
 
@@ -128,6 +130,8 @@ class RunConfig:
                                      # CPU runs are bit-reproducible either way
     threads: int = 0                 # torch CPU threads; 0 = all cores
     subset: int = 0                  # >0: train on a stratified subset of this many images
+    time_limit: int = 0              # >0: seconds the whole `train` command may take; epochs (then
+                                     # folds, members) are sized to fit it, see budget.py
     members: list[Member] = field(default_factory=list)
 
 

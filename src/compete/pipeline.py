@@ -11,6 +11,7 @@ import torch
 
 from . import distributed
 from .augment import check_tta
+from .budget import apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, PipelineError, RunConfig
 from .data import to_tensor, training_dataset, validation_splits
 from .ensemble import blend, fit_blend
@@ -36,12 +37,14 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     targets = dataset.train_targets
     splits = validation_splits(targets, run, dataset.groups)
     shape = input_shape(comp, dataset, splits[0][0])
-    run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
+    images = to_tensor(dataset.train_images, device)
+    labels = torch.from_numpy(targets).to(device)
+    plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir)
+    splits = splits[:plan["folds"]] if plan else splits
+    run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir, plan)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
               f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
-    images = to_tensor(dataset.train_images, device)
-    labels = torch.from_numpy(targets).to(device)
     covered = np.unique(np.concatenate([val for _, val in splits]))
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
@@ -63,12 +66,29 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
+        summary["command_seconds"] = round(process_seconds(), 1)  # start-up and plots included
+        write_json(RunFolder(run_dir).summary_path, summary)
         print(f"Run saved in {run_dir}")
     distributed.teardown()
     return run_dir
 
 
-def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:
+def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Path | None) -> dict | None:
+    """The run's time plan (budget.py): made now by measuring every member, and applied to
+    `run`; or the resumed run's own. None without a time limit."""
+    if resume_dir is not None:
+        return RunFolder(resume_dir).config().get("time_plan")
+    if not run.time_limit:
+        return None
+    plan = distributed.share(plan_time_limit(
+        run, comp, splits, images, labels, device, lambda member: member_model(member, shape, device, run.seed)))
+    if distributed.is_main():
+        print(describe(plan, run.members, len(splits)))
+    apply_plan(plan, run)
+    return asdict(plan)
+
+
+def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None, plan: dict | None) -> Path:
     """A new run folder with its config.json, or the interrupted one being resumed."""
     if resume_dir is not None:
         if RunFolder(resume_dir).config()["classes"] != classes:
@@ -80,7 +100,7 @@ def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) 
     run_dir = new_run_dir(comp.name, run.preset)
     write_json(RunFolder(run_dir).config_path, {"competition": asdict(comp), "run": asdict(run),
                                          "data": str(data_dir), "shape": asdict(shape), "classes": classes,
-                                         "provenance": provenance(comp, data_dir)})
+                                         "provenance": provenance(comp, data_dir), "time_plan": plan})
     return distributed.share(run_dir)
 
 

@@ -136,6 +136,13 @@ def ema_update(decay: float):
     return update
 
 
+def make_ema(model, member: Member) -> AveragedModel | None:
+    """The member's exponential moving average of `model`'s weights, or None when it has none."""
+    if not member.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=ema_update(member.ema), use_buffers=True)
+
+
 @dataclass
 class Progress:
     """Where a fit stands after a completed epoch: enough to resume it exactly."""
@@ -199,8 +206,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
             f"lower it with --batch-size.")
     optimizer = make_optimizer(model, member)
     scheduler = _scheduler(optimizer, member, member.epochs * steps_per_epoch)
-    ema = AveragedModel(model, multi_avg_fn=ema_update(member.ema), use_buffers=True) \
-        if member.ema else None
+    ema = make_ema(model, member)
     context = autocast(device, precision)
     progress = Progress()
     if resume_path is not None and resume_path.is_file():
