@@ -39,6 +39,13 @@ def cache_dir() -> Path:
     return inputs_dir() / ".cache"
 
 
+def weights_dir() -> Path:
+    """Local pretrained-weights files that members name (`weights: FILE`): $COMPETE_WEIGHTS, or
+    weights/ in the workspace (git-ignored)."""
+    given = os.environ.get("COMPETE_WEIGHTS")
+    return Path(given).expanduser().resolve() if given else workspace() / "weights"
+
+
 class PipelineError(Exception):
     """An error the user can fix: the message names the file, the row or id, and the fix."""
 
@@ -185,12 +192,22 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     run = RunConfig(preset=preset, **values)
     run.members = [Member(**{**m, **(member_overrides or {})}) for m in members]
     for member in run.members:
-        if member.weights and not Path(member.weights).is_absolute():
-            member.weights = str((PROJECT_ROOT / member.weights).resolve())  # yaml paths: from the project
+        if member.weights:
+            member.weights = str(weights_path(member.weights, where + " member"))
     for key, value in (overrides or {}).items():
         if value is not None:
             setattr(run, key, value)
     return run
+
+
+def weights_path(name: str, where: str) -> Path:
+    """A member's `weights:` file, inside the weights folder (never outside it)."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise PipelineError(
+            f"{where}: weights: {name} must name a file inside the weights folder {weights_dir()}, "
+            f"e.g. weights: {relative.name}. Put the file there, or point COMPETE_WEIGHTS at its folder.")
+    return weights_dir() / relative
 
 
 def weights_files(competition: Competition) -> list[Path]:
