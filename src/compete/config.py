@@ -50,6 +50,9 @@ class PipelineError(Exception):
     """An error the user can fix: the message names the file, the row or id, and the fix."""
 
 
+LAYOUTS = ("csv", "folders")  # how training images are labelled (Competition.layout)
+
+
 @dataclass
 class Member:
     """One model of an ensemble and how to train it."""
@@ -87,14 +90,19 @@ class Member:
 class Competition:
     """Where a competition's files are and what they mean."""
     name: str
+    layout: str = "csv"                      # csv: train_csv lists ids and labels; folders: no train
+                                             # CSV, train_images/<label>/<image> (see layout.py)
     train_csv: str = "train.csv"             # relative to the data folder; may sit inside a zip
     test_csv: str | None = "test.csv"        # optional: the sample submission's ids suffice
     sample_submission: str = "sample_submission.csv"
-    train_images: str = "train"              # folder, or zip holding <folder>/<id>.png
+    train_images: str = "train"              # folder (or zip of it) holding the images; "" = top
     test_images: str = "test"
     id_column: str = "id"
     label_column: str = "label"
-    image_template: str = "{id}.png"         # file name of an image inside its folder
+    image_template: str = "{id}.png"         # path of an image inside its folder; "{id}" when the
+                                             # ids carry the extension (or a relative path)
+    train_template: str | None = None        # train images' own template; None: image_template
+    test_template: str | None = None         # test images' own template; None: image_template
     channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
     image_size: int = 28                     # side in pixels; other sizes are resized to it
     metric: str = "accuracy"
@@ -173,6 +181,8 @@ def load_competition(name: str) -> Competition:
         raise PipelineError(f"{path}: not valid YAML ({error}).") from None
     values.setdefault("name", name)
     _check_keys(Competition, values, str(path))
+    if values.get("layout", "csv") not in LAYOUTS:
+        raise PipelineError(f"{path}: layout {values['layout']!r} is not one of {', '.join(LAYOUTS)}.")
     return Competition(**values)
 
 
