@@ -78,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
     check = command("check", "run every input check on the competition's files; list all problems")
     check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+    init = commands.add_parser("init", help="write competition/NAME.yaml from the downloaded files")
+    init.add_argument("name", help="competition: its files are in inputs/NAME (or --data DIR)")
+    init.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
+    init.add_argument("--force", action="store_true", help="replace an existing competition/NAME.yaml")
     return top
 
 
@@ -124,6 +128,12 @@ def _check(args, comp, folder) -> int:
     return print_report(comp, folder, check_competition(comp, folder, args.preset))
 
 
+def _init(args) -> int:  # init writes the yaml that the other data commands load
+    from .init import init_competition
+    init_competition(args.name, data_dir(args.name, args.data), args.force)
+    return 0
+
+
 def _runs(args) -> int:  # runs and report read run folders only, never the data
     from .history import print_runs
     print_runs(args.name)
@@ -137,7 +147,7 @@ def _report(args) -> int:
 
 
 ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check}
-ON_RUNS = {"runs": _runs, "report": _report}
+ON_RUNS = {"runs": _runs, "report": _report, "init": _init}  # commands without a loaded yaml
 
 
 def main(argv: list[str] | None = None) -> int:
