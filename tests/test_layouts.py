@@ -197,6 +197,15 @@ def test_init_refuses_to_overwrite_a_yaml_unless_forced(workspace, capsys):
     assert "Confirm" in capsys.readouterr().out and load_competition("comp").image_size == 8
 
 
+def test_init_says_when_the_weights_folder_lacks_the_presets_file(workspace, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COMPETE_WEIGHTS", str(tmp_path / "no-weights"))
+    data = download("class folders", workspace, "comp")
+    assert main(["init", "comp", "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert f"mobilenet_v2_imagenet_fp16.pth from the weights folder {tmp_path / 'no-weights'}" in out
+    assert "--set weights=none" in out
+
+
 def test_files_inside_a_zip_inside_a_zip_are_named_by_both(workspace):
     data = DataDir(download("nested zip", workspace, "comp"))
     assert data.exists("train/5.png") and data.exists("train.csv") and data.exists("sample_submission.csv")

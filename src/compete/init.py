@@ -41,19 +41,19 @@ class Choices:
         self.values[key], self.why[key] = value, why
 
 
-def training_size(images: Images) -> tuple[int, str]:
-    """The side images are squashed to, and why."""
+def training_size(images: Images) -> tuple[int, bool, str]:
+    """(side images are squashed to, whether they are photos, why)."""
     if not images.sizes:
-        return PHOTO_SIDE, "no image could be sampled: the photo size"
+        return PHOTO_SIDE, True, "no image could be sampled: the photo size"
     sizes = set(images.sizes)
     side = statistics.median(min(size) for size in images.sizes)
     if len(sizes) == 1 and len({*next(iter(sizes))}) == 1 and side <= SMALL_SIDE:
-        return int(side), f"every sampled image is {int(side)}x{int(side)}"
+        return int(side), False, f"every sampled image is {int(side)}x{int(side)}"
     if side <= SMALL_SIDE:
-        return int(side), "small images: their median shorter side"
+        return int(side), False, "small images: their median shorter side"
     if side >= PHOTO_SIDE:
-        return PHOTO_SIDE, "photos: the pretrained members' input side"
-    return int(side) // 32 * 32, "photos smaller than 224 px: their median shorter side, to 32 px"
+        return PHOTO_SIDE, True, "photos: the pretrained members' input side"
+    return int(side) // 32 * 32, True, "photos under 224 px: their median shorter side, to 32 px"
 
 
 def batch_for(batch: int, images: int) -> int:
@@ -92,19 +92,20 @@ def small_presets(channels: int, side: int, fit_images: int, hflip: bool, val: f
 
 
 def photo_presets(side: int, fit_images: int, hflip: bool, val: float) -> dict:
-    """The pretrained MobileNetV2 file fine-tuned (head alone first, then everything with lower
-    rates for earlier layers); `ensemble` adds torchvision's pretrained ResNet-18 from its cache.
-    fp32: depthwise convolutions run faster in fp32 than in bf16 on CPUs."""
+    """The pretrained MobileNetV2 file with a new head. `default` trains the head alone on the
+    frozen ImageNet features: on a CPU that costs a forward pass per image, and on a few hundred
+    photos it scored as well as fine-tuning everything (BENCHMARKS.md). `finetune` then trains
+    everything with lower rates for earlier layers; `ensemble` adds torchvision's pretrained
+    ResNet-18 from its cache. fp32: depthwise convolutions run faster in fp32 than bf16 on CPUs."""
     member = {"model": "mobilenet_v2", "weights": PRETRAINED_FILE, "normalize": "imagenet",
-              "epochs": 5, "freeze_epochs": 3, "freeze_bn": True,
+              "epochs": 5, "freeze_epochs": 5, "freeze_bn": True,
               "batch_size": batch_for(32, fit_images), "optimizer": "adamw", "lr": 0.002,
-              "lr_decay": 0.3, "lr_groups": 3, "weight_decay": 0.01, "label_smoothing": 0.1,
-              "pad_crop": side // 14, "tta": tta(hflip)}
-    fast = {**member, "epochs": 3}  # head only: every epoch frozen
+              "weight_decay": 0.01, "label_smoothing": 0.1, "pad_crop": side // 14, "tta": tta(hflip)}
+    finetune = {**member, "epochs": 5, "freeze_epochs": 3, "lr_decay": 0.3, "lr_groups": 3}
     resnet = {key: value for key, value in member.items() if key != "weights"}
     resnet.update(model="tv/resnet18", pretrained=True, freeze_bn=False)
     run = {"val_fraction": val, "precision": "fp32"}
-    return {"default": {**run, "members": [member]}, "fast": {**run, "members": [fast]},
+    return {"default": {**run, "members": [member]}, "finetune": {**run, "members": [finetune]},
             "ensemble": {**run, "members": [member, resnet]}}
 
 
@@ -114,47 +115,22 @@ def target_kind(labels: list[str], sample) -> tuple[str, str]:
     return "single_label", "one class per image"
 
 
-def choose(name: str, found: Survey) -> Choices:
-    """Every yaml setting from the survey, with its reason."""
+def choose(found: Survey) -> Choices:
+    """Every yaml setting from the survey, with its reason, and what to confirm."""
     choices = Choices()
-    classes = sort_classes(found.train_labels)
-    counts = Counter(found.train_labels)
-    if found.layout == "folders":
-        choices.set("layout", "folders", f"{found.train_images}/<label>/<image>: "
-                    f"{len(found.train_ids)} images in {len(classes)} class folders")
-    else:
-        choices.set("train_csv", found.train_csv, f"{len(found.train_ids)} rows")
-    choices.set("test_csv", found.test_csv, "" if found.test_csv else "none: the sample lists the test ids")
-    choices.set("sample_submission", found.sample_csv, f"{len(found.sample)} test ids")
-    choices.set("train_images", found.train_images)
-    choices.set("test_images", found.test_images)
-    choices.set("id_column", found.id_column)
-    choices.set("label_column", found.label_column)
-    _templates(choices, found)
+    _files(choices, found)
     channels = 1 if found.images.gray() else 3
     choices.set("channels", channels, "gray images" if channels == 1 else "colour images")
-    side, why = training_size(found.images)
+    side, photos, why = training_size(found.images)
     choices.set("image_size", side, why)
+    classes = sort_classes(found.train_labels)
     fmt = sample_format(found.sample, found.id_column, found.label_column, classes)
     metric = "log_loss" if fmt == "probabilities" else "accuracy"
-    choices.set("metric", metric, "a guess: use the competition's own metric")
+    choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
     choices.set("hflip", True, "confirm: a mirrored image keeps its class")
     choices.set("vflip", False, "confirm: true only if an upside-down image keeps its class")
-    fit_images = int(len(found.train_ids) * 0.8)
-    val = 0.2 if len(found.train_ids) < SMALL_DATA else 0.1
-    if side <= SMALL_SIDE:
-        choices.set("presets", small_presets(channels, side, fit_images, True, val))
-        recipe = "apparel's CNN" if channels == 1 else "cifar10's ResNet-style net"
-        choices.presets_note = [f"Presets: {recipe} from scratch, in memory: default, and fast "
-                                f"(fewer epochs)."]
-    else:
-        choices.set("presets", photo_presets(side, fit_images, True, val))
-        choices.presets_note = [
-            f"Presets: default fine-tunes the ImageNet MobileNetV2 file {PRETRAINED_FILE} (in the",
-            "weights folder) at the competition's image_size: 3 epochs the new head alone, then 2 of",
-            "everything with lower rates for earlier layers; fast trains the head alone; ensemble adds",
-            "torchvision's pretrained resnet18 (its weights in torchvision's cache). From scratch:",
-            "--set weights=none."]
+    _presets(choices, len(found.train_ids), channels, side, photos)
+    counts = Counter(found.train_labels)
     kind, kind_why = target_kind(found.train_labels, found.sample)
     choices.summary = [
         f"labels      column {found.label_column!r}: {len(classes)} classes "
@@ -164,14 +140,51 @@ def choose(name: str, found: Survey) -> Choices:
         f" in {found.sample_csv}, ids in column {found.id_column!r}"]
     choices.confirm += [f"metric: {metric} is a guess; set the competition's own metric",
                         "hflip: true (mirrored images keep their class) and vflip: false"]
-    if side > SMALL_SIDE and not (weights_dir() / PRETRAINED_FILE).is_file():
+    if photos and not (weights_dir() / PRETRAINED_FILE).is_file():
         choices.confirm.append(
             f"the presets load {PRETRAINED_FILE} from the weights folder {weights_dir()}, which does not "
             f"hold it: put it there (or point COMPETE_WEIGHTS at its folder), or train from scratch "
             f"with --set weights=none")
-    choices.confirm += found.notes + [f"{len(found.images.unreadable)} sampled image(s) did not open: "
-                                      f"{examples(found.images.unreadable)}"] * bool(found.images.unreadable)
+    if found.images.unreadable:
+        choices.confirm.append(f"{len(found.images.unreadable)} sampled image(s) did not open: "
+                               f"{examples(found.images.unreadable)}")
+    choices.confirm += found.notes
     return choices
+
+
+def _files(choices: Choices, found: Survey) -> None:
+    """Which files and columns hold what."""
+    if found.layout == "folders":
+        choices.set("layout", "folders", f"{found.train_images}/<label>/<image>: {len(found.train_ids)} "
+                    f"images in {len(set(found.train_labels))} class folders")
+    else:
+        choices.set("train_csv", found.train_csv, f"{len(found.train_ids)} rows")
+    choices.set("test_csv", found.test_csv, "" if found.test_csv else "none: the sample lists the test ids")
+    choices.set("sample_submission", found.sample_csv, f"{len(found.sample)} test ids")
+    choices.set("train_images", found.train_images)
+    choices.set("test_images", found.test_images)
+    choices.set("id_column", found.id_column)
+    choices.set("label_column", found.label_column)
+    _templates(choices, found)
+
+
+def _presets(choices: Choices, images: int, channels: int, side: int, photos: bool) -> None:
+    fit_images = int(images * 0.8)  # what a hold-out or a fold leaves to train on, at the least
+    val = 0.2 if images < SMALL_DATA else 0.1
+    hflip = choices.values["hflip"]
+    if not photos:
+        choices.set("presets", small_presets(channels, side, fit_images, hflip, val))
+        recipe = "apparel's CNN" if channels == 1 else "cifar10's ResNet-style net"
+        choices.presets_note = [f"Presets: {recipe} from scratch, in memory: default, and fast "
+                                f"(fewer epochs)."]
+        return
+    choices.set("presets", photo_presets(side, fit_images, hflip, val))
+    choices.presets_note = [
+        f"Presets: default trains a new head on the ImageNet MobileNetV2 file {PRETRAINED_FILE}",
+        "(in the weights folder), its backbone frozen, at the competition's image_size; finetune",
+        "then trains everything, earlier layers at lower rates (slower on a CPU); ensemble adds",
+        "torchvision's pretrained resnet18 (its weights in torchvision's cache). From scratch:",
+        "--set weights=none."]
 
 
 def _templates(choices: Choices, found: Survey) -> None:
@@ -215,7 +228,7 @@ def init_competition(name: str, data_dir: Path, force: bool = False) -> Path:
     if target.exists() and not force:
         raise PipelineError(f"{target} exists already: init does not overwrite it. Pass --force to "
                             f"replace it, or edit it by hand.")
-    choices = choose(name, survey(DataDir(data_dir)))
+    choices = choose(survey(DataDir(data_dir)))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml_text(name, data_dir, choices))
     comp = load_competition(name)  # what was written loads, and every preset resolves

@@ -60,10 +60,10 @@ def image_paths(comp: Competition, split: str, folder: str, ids: list[str]) -> l
                             f"write {{id}} where the id goes, e.g. '{{id}}.png'.") from None
 
 
-def class_folders(data: DataDir, folder: str) -> dict[str, list[str]]:
-    """Class folder name -> its image files (paths inside `folder`), for the folders layout."""
+def class_folders(paths: list[str]) -> dict[str, list[str]]:
+    """Class folder name -> its images, from the paths of the files inside a folder."""
     classes: dict[str, list[str]] = {}
-    for path in data.walk(folder):
+    for path in paths:
         label, sep, _ = path.partition("/")
         if sep and is_image_name(path):
             classes.setdefault(label, []).append(path)
@@ -74,13 +74,14 @@ def folder_rows(comp: Competition, data: DataDir, problems: Problems) -> pd.Data
     """The folders layout's training table: one row (id = path inside train_images, label =
     its class folder) per image; None, reported, when there are no class folders."""
     folder = comp.train_images
-    classes = class_folders(data, folder)
+    paths = data.walk(folder)
+    classes = class_folders(paths)
     where = data.describe(folder)
     if not classes:
         problems.report(f"{where}: no class folders holding images (layout: folders expects "
                         f"{folder}/<class>/<image>). Check train_images in competition/{comp.name}.yaml.")
         return None
-    left_out = [path for path in data.walk(folder) if "/" not in path or not is_image_name(path)]
+    left_out = [path for path in paths if "/" not in path or not is_image_name(path)]
     if left_out:
         problems.note(f"{len(left_out)} file(s) in {where} are not images inside a class folder "
                       f"and are left out: {examples(left_out)}.")
@@ -90,7 +91,7 @@ def folder_rows(comp: Competition, data: DataDir, problems: Problems) -> pd.Data
 
 def folders_hint(comp: Competition, data: DataDir) -> str:
     """Advice when the train CSV is missing but train_images looks like one folder per class."""
-    classes = class_folders(data, comp.train_images)
+    classes = class_folders(data.walk(comp.train_images))
     if len(classes) < 2:
         return ""
     return (f"{comp.train_images}/ holds one folder per class ({examples(sorted(classes))}): that is "

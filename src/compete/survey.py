@@ -197,6 +197,42 @@ def image_stats(data: DataDir, paths: list[str]) -> Images:
     return stats
 
 
+@dataclass
+class Training:
+    """Where the training labels and images are."""
+    layout: str
+    csv: str | None
+    ids: list[str]
+    labels: list[str]
+    label_column: str
+    folder: str
+    template: str
+
+
+def _csv_training(data: DataDir, table, index: dict, id_column: str, notes: list[str]) -> Training:
+    train_csv, frame, train_id, label_column = table
+    if train_id != id_column:
+        notes.append(f"{train_csv} names its ids {train_id!r}, the sample {id_column!r}: rename one.")
+    ids, labels = frame[train_id].tolist(), frame[label_column].tolist()
+    folder, template, _ = locate(ids, index, "train")
+    if not template:
+        raise PipelineError(f"No image in {data.root} is named by the ids of {train_csv} (e.g. "
+                            f"{examples(ids[:3])}): download the training images.")
+    return Training("csv", train_csv, ids, labels, label_column, folder, template)
+
+
+def _folder_training(data: DataDir, images: list[str], sample: pd.DataFrame) -> Training:
+    root = _class_folder_root(images)
+    if root is None:
+        raise PipelineError(f"No training labels found in {data.root}: no CSV besides the sample "
+                            f"has an id and a label column, and no folder holds one folder per class.")
+    folders = class_folders([path[len(root) + 1:] for path in images if path.startswith(root + "/")])
+    rows = sorted((path, label) for label, paths in folders.items() for path in paths)
+    others = list(sample.columns[1:])
+    return Training("folders", None, [path for path, _ in rows], [label for _, label in rows],
+                    others[0] if len(others) == 1 else "label", root, "{id}")
+
+
 def survey(data: DataDir) -> Survey:
     """Look at every file of the data folder (and its zips) and describe the competition."""
     files = data.walk()
@@ -204,50 +240,27 @@ def survey(data: DataDir) -> Survey:
     images = [path for path in files if is_image_name(path)]
     sample_csv = _find_sample(data, csvs)
     sample = data.read_csv(sample_csv)
-    id_column = sample.columns[0]
-    notes = []
-    table = _train_table(data, csvs, sample_csv, sample)
+    id_column, test_ids, notes = sample.columns[0], sample[sample.columns[0]].tolist(), []
     index = _tails(images)
-    test_ids = sample[id_column].tolist()
     test_folder, test_template, found = locate(test_ids, index, "test")
     if not test_template:
         raise PipelineError(f"No image in {data.root} is named by the sample's ids (e.g. "
                             f"{examples(test_ids[:3])} in column {id_column!r} of {sample_csv}): "
-                            f"download the test images, or write competition yaml by hand.")
+                            f"download the test images, or write the competition yaml by hand.")
     if found < len(test_ids):
         notes.append(f"only about {found} of {len(test_ids)} test ids have an image in {test_folder}/: "
                      f"`./run.sh check` lists the missing ones.")
-    if table is not None:
-        train_csv, frame, train_id, label_column = table
-        if train_id != id_column:
-            notes.append(f"{train_csv} names its ids {train_id!r}, the sample {id_column!r}: rename one.")
-        train_ids, train_labels = frame[train_id].tolist(), frame[label_column].tolist()
-        train_folder, train_template, _ = locate(train_ids, index, "train")
-        if not train_template:
-            raise PipelineError(f"No image in {data.root} is named by the ids of {train_csv} (e.g. "
-                                f"{examples(train_ids[:3])}): download the training images.")
-        layout, example = "csv", train_template.format(id=train_ids[0])
-    else:
-        root = _class_folder_root(images)
-        if root is None:
-            raise PipelineError(f"No training labels found in {data.root}: no CSV besides the sample "
-                                f"has an id and a label column, and no folder holds one folder per class.")
-        layout, train_csv, train_template = "folders", None, "{id}"
-        folders = class_folders(data, root)
-        rows = sorted((path, label) for label, paths in folders.items() for path in paths)
-        train_ids, train_labels = [p for p, _ in rows], [label for _, label in rows]
-        train_folder, example = root, train_ids[0]
-        others = [c for c in sample.columns if c != id_column]
-        label_column = others[0] if len(others) == 1 else "label"
+    table = _train_table(data, csvs, sample_csv, sample)
+    train = _csv_training(data, table, index, id_column, notes) if table is not None else \
+        _folder_training(data, images, sample)
     test_csv = _test_csv(data, csvs, sample_csv, id_column)
+    train_paths = [f"{train.folder}/{train.template.format(id=i)}".lstrip("/") for i in train.ids]
     return Survey(
         sample_csv=shortest_key(data, sample_csv), sample=sample, id_column=id_column,
-        label_column=label_column, layout=layout,
-        train_csv=train_csv and shortest_key(data, train_csv),
+        label_column=train.label_column, layout=train.layout,
+        train_csv=train.csv and shortest_key(data, train.csv),
         test_csv=test_csv and shortest_key(data, test_csv),
-        train_images=shortest_folder(data, train_folder, example),
+        train_images=shortest_folder(data, train.folder, train.template.format(id=train.ids[0])),
         test_images=shortest_folder(data, test_folder, test_template.format(id=test_ids[0])),
-        train_template=train_template, test_template=test_template,
-        train_ids=train_ids, train_labels=train_labels,
-        images=image_stats(data, [f"{train_folder}/{train_template.format(id=i)}".lstrip("/")
-                                  for i in train_ids]), notes=notes)
+        train_template=train.template, test_template=test_template, train_ids=train.ids,
+        train_labels=train.labels, images=image_stats(data, train_paths), notes=notes)
