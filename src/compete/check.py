@@ -14,8 +14,9 @@ import pandas as pd
 
 from .atomic import write_atomically
 from .config import Competition, PipelineError, resolve_run, submissions_dir
-from .data import (Decoded, always_trained, image_path, load_images, rare_classes, straddling_groups,
+from .data import (Decoded, always_trained, load_images, rare_classes, straddling_groups,
                    validation_splits)
+from .layout import image_paths
 from .files import DataDir, Problems, examples
 from .leakage import NEAR_DUPLICATES, find_duplicates, pairs_table, report_duplicates, train_groups
 from .tables import Tables, load_tables
@@ -53,8 +54,9 @@ def _searched(comp: Competition, tag: str, ids: list[str], labels: list[str], de
     """The readable images of one split and a table naming them (split, id, file, label)."""
     rows = np.setdiff1d(np.arange(len(ids)), list(decoded.bad))
     folder = comp.train_images if tag == "train" else comp.test_images
+    paths = image_paths(comp, tag, folder, ids)
     table = pd.DataFrame({"split": tag, "id": [ids[i] for i in rows],
-                          "file": [image_path(comp, folder, ids[i]) for i in rows],
+                          "file": [paths[i] for i in rows],
                           "label": [labels[i] for i in rows] if labels else ""})
     return decoded.images[rows], table
 

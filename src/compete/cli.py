@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
     check = command("check", "run every input check on the competition's files; list all problems")
     check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+    init = commands.add_parser("init", help="write competition/NAME.yaml from the downloaded files")
+    init.add_argument("name", help="competition: its files are in inputs/NAME (or --data DIR)")
+    init.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
+    init.add_argument("--force", action="store_true", help="replace an existing competition/NAME.yaml")
     download = commands.add_parser("download", help="fetch the competition's files into inputs/NAME "
                                    "with the Kaggle CLI (the yaml's kaggle: SLUG)")
     download.add_argument("name", help="competition (a file competition/NAME.yaml)")
@@ -133,6 +137,12 @@ def _check(args, comp, folder) -> int:
     return print_report(comp, folder, check_competition(comp, folder, args.preset))
 
 
+def _init(args) -> int:  # init writes the yaml that the other data commands load
+    from .init import init_competition
+    init_competition(args.name, data_dir(args.name, args.data), args.force)
+    return 0
+
+
 def _submit(args, comp, folder) -> int:
     from .leaderboard import submit
     submit(comp, folder, args.run, args.message, args.wait)
@@ -165,8 +175,10 @@ def _report(args) -> int:
 
 
 ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit}
-# runs, report and scores read run folders only; download fills the data folder
-NO_DATA = {"runs": _runs, "report": _report, "download": _download, "scores": _scores}
+# runs, report and scores read run folders only; download fills the data folder; init reads it
+# without a yaml
+NO_DATA = {"runs": _runs, "report": _report, "download": _download, "scores": _scores,
+           "init": _init}  # init writes the yaml that the other commands load
 
 
 def main(argv: list[str] | None = None) -> int:

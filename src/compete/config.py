@@ -42,12 +42,22 @@ def cache_dir() -> Path:
     return inputs_dir() / ".cache"
 
 
+def weights_dir() -> Path:
+    """Local pretrained-weights files that members name (`weights: FILE`): $COMPETE_WEIGHTS, or
+    weights/ in the workspace (git-ignored)."""
+    given = os.environ.get("COMPETE_WEIGHTS")
+    return Path(given).expanduser().resolve() if given else workspace() / "weights"
+
+
+
+LAYOUTS = ("csv", "folders")  # how training images are labelled (Competition.layout)
 CHOICES = {  # settings that take one of a few names; `model` and `metric` have registries
     "optimizer": ("adamw", "sgd"),                   # sgd: with Nesterov momentum
     "schedule": ("onecycle", "cosine"),
     "normalize": ("data", "imagenet", "pretrained"),  # see models._normalization
     "precision": ("auto", "bf16", "fp32"),           # autocast dtype; auto: bf16 where it is fast
     "device": ("auto", "cpu", "cuda"),
+    "layout": LAYOUTS,                               # see Competition.layout
 }
 REGISTRIES = {"model": model_library, "metric": metric_entry}  # each raises on an unknown name
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
@@ -90,14 +100,19 @@ class Member:
 class Competition:
     """Where a competition's files are and what they mean."""
     name: str
+    layout: str = "csv"                      # csv: train_csv lists ids and labels; folders: no train
+                                             # CSV, train_images/<label>/<image> (see layout.py)
     train_csv: str = "train.csv"             # relative to the data folder; may sit inside a zip
     test_csv: str | None = "test.csv"        # optional: the sample submission's ids suffice
     sample_submission: str = "sample_submission.csv"
-    train_images: str = "train"              # folder, or zip holding <folder>/<id>.png
+    train_images: str = "train"              # folder (or zip of it) holding the images; "" = top
     test_images: str = "test"
     id_column: str = "id"
     label_column: str = "label"
-    image_template: str = "{id}.png"         # file name of an image inside its folder
+    image_template: str = "{id}.png"         # path of an image inside its folder; "{id}" when the
+                                             # ids carry the extension (or a relative path)
+    train_template: str | None = None        # train images' own template; None: image_template
+    test_template: str | None = None         # test images' own template; None: image_template
     channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
     image_size: int = 28                     # side in pixels; other sizes are resized to it
     metric: str = "accuracy"
@@ -242,12 +257,22 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     run.members = [Member(**_checked(Member, {**m, **(member_overrides or {})}, f"{where} member {i}"))
                    for i, m in enumerate(members)]
     for member in run.members:
-        if member.weights and not Path(member.weights).is_absolute():
-            member.weights = str((PROJECT_ROOT / member.weights).resolve())  # yaml paths: from the project
+        if member.weights:
+            member.weights = str(weights_path(member.weights, where + " member"))
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in _checked(RunConfig, given, "command line").items():
         setattr(run, key, value)
     return run
+
+
+def weights_path(name: str, where: str) -> Path:
+    """A member's `weights:` file, inside the weights folder (never outside it)."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise PipelineError(
+            f"{where}: weights: {name} must name a file inside the weights folder {weights_dir()}, "
+            f"e.g. weights: {relative.name}. Put the file there, or point COMPETE_WEIGHTS at its folder.")
+    return weights_dir() / relative
 
 
 def weights_files(competition: Competition) -> list[Path]:

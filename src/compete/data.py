@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 from tqdm import tqdm
 
@@ -26,12 +26,15 @@ from .atomic import write_atomically
 from .config import Competition, RunConfig, cache_dir, PipelineError
 from .files import EXAMPLES, DataDir, Problems, examples
 from .leakage import train_groups
+from .layout import image_paths
 from .tables import Tables, load_tables
 
-CACHE_VERSION = 2  # bump when decoding or the cache layout changes, so old caches are not reused
+CACHE_VERSION = 3  # bump when decoding or the cache layout changes, so old caches are not reused
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # modes Pillow gives 16-bit gray PNGs
 NOT_FOUND = "not found"
 SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"II*", b"MM\0*")  # PNG, JPEG, GIF, BMP, TIFF
+EXIF_ORIENTATION = 0x0112      # EXIF tag: how the camera was held (1 = upright)
+BACKGROUND = (255, 255, 255)  # what transparent pixels show: the white of a page or a web site
 
 
 def open_image(raw: bytes) -> Image.Image:
@@ -50,15 +53,29 @@ def open_image(raw: bytes) -> Image.Image:
     return image
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """Transparent images (alpha channel, or a palette / colour marked transparent) composited
+    on white, as a viewer shows them; dropping alpha would reveal whatever colour hides there."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)
+    return image
+
+
 def to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
-    """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels); alpha is dropped."""
+    """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels): turned upright
+    as its EXIF orientation says, transparency composited on white."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a phone photo taken sideways
+        image = ImageOps.exif_transpose(image)
     if image.mode in SIXTEEN_BIT:
         # Pillow's own conversion clips 16-bit values at 255; scale the full range instead
         array = np.asarray(image, dtype=np.float64) / 257
         image = Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        image = image.convert("L" if channels == 1 else "RGB")
+        image = on_white(image).convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
@@ -68,14 +85,6 @@ def to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
 def decode_image(raw: bytes, channels: int, size: int) -> np.ndarray:
     """Image file bytes to uint8 (size, size, channels); raises ValueError or OSError if broken."""
     return to_array(open_image(raw), channels, size)
-
-
-def image_path(comp: Competition, folder: str, image_id: str) -> str:
-    try:
-        return f"{folder}/{comp.image_template.format(id=image_id)}"
-    except (KeyError, IndexError, ValueError):
-        raise PipelineError(f"image_template {comp.image_template!r} in competition/{comp.name}.yaml: "
-                            f"write {{id}} where the id goes, e.g. '{{id}}.png'.") from None
 
 
 @dataclass
@@ -136,7 +145,8 @@ def _write_cache(cache, decoded: Decoded) -> None:
 def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
                  tag: str) -> str:
     split, table = ("training", comp.train_csv) if tag == "train" else ("test", comp.sample_submission)
-    remedy = (f"If they cannot be had, remove their rows from {table} or pass --skip-bad-images."
+    listing = f"the files from {comp.train_images}/" if comp.layout == "folders" else f"their rows from {table}"
+    remedy = (f"If they cannot be had, remove {listing} or pass --skip-bad-images."
               if tag == "train" else "Every test image is needed for the submission.")
     if bad[rows[0]] == NOT_FOUND:
         return (f"{len(rows)} {split} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
@@ -160,7 +170,7 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
                             f"{comp.image_size!r}.")
     if not ids:
         return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
-    paths = [image_path(comp, folder, image_id) for image_id in ids]
+    paths = image_paths(comp, tag, folder, ids)
     missing = [i for i, path in enumerate(paths) if not data.exists(path)]
     if missing and not skip_bad:
         problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, tag))
