@@ -15,7 +15,8 @@ from .data import load_images, validation_splits
 from .files import DataDir, Problems, examples
 from .submission import submission_format
 from .tables import Tables, load_tables
-from .targets import Target, check_metric, fit_target
+from .metrics import check_metric
+from .targets import Target, fit_target
 
 
 def check_competition(comp: Competition, data_dir: Path, preset: str = "default") -> Problems:

@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from .metrics import metric
+
 PASSES = 3             # sweeps over all coordinates; later passes rarely move anything
 CANDIDATES = 49        # values tried per coordinate (thresholds 0.02 ... 0.98, or between cuts)
 
@@ -67,3 +69,10 @@ def fit_cuts(lowest: int, highest: int, objective: Callable[[np.ndarray], float]
 def apply_cuts(values: np.ndarray, lowest: int, cuts: list[float]) -> np.ndarray:
     """Grades (int64) of `values` under sorted `cuts`."""
     return lowest + np.searchsorted(np.asarray(cuts), np.asarray(values), side="right").astype(np.int64)
+
+
+def metric_objective(name: str, kind: str, targets: np.ndarray, decide):
+    """The metric of `decide(values)` against `targets`, signed so that higher is better."""
+    entry = metric(name, kind)
+    sign = 1.0 if entry.higher_is_better else -1.0
+    return lambda values: sign * entry.function(targets, decide(values))

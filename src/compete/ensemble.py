@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from .metrics import metric
-from .targets import Target, decided_score
+from .metrics import decided_score, metric
+from .targets import Target
 
 EPS = 1e-7  # probability floor inside the log loss
 TEMPERATURES = (0.05, 20.0)  # search range of the calibration temperature

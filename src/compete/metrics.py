@@ -3,7 +3,8 @@ direction, whether it scores probabilities or decided labels, and the target kin
 
 Predictions come in the kind's form (targets.py turns model outputs into it): probabilities are
 (N, classes) for single_label, (N,) of the positive class for binary, (N, tags) for multi_label;
-labels are class indices, 0/1 (a 0/1 matrix for tags), or numbers for regression.
+labels are class indices, 0/1 (a 0/1 matrix for tags), or numbers for regression. `score` takes
+a target kind and its model outputs, and scores them as the competition would.
 
 Besides the fixed names, `top<K>_accuracy`, `f<BETA>_macro` (every class or tag's F-beta,
 averaged), `f<BETA>_samples` (each image's F-beta over its tags, averaged: Planet's F2) and
@@ -147,3 +148,29 @@ def metric(name: str, kind: str = SINGLE) -> Metric:
         raise PipelineError(f"Metric '{name}' does not score a {kind} target (it scores "
                             f"{' or '.join(entry.kinds)}): fix metric or target in the competition yaml.")
     return entry
+
+
+def check_metric(metric_name: str, target) -> None:
+    """Refuse a metric that cannot score this target (before any training)."""
+    metric(metric_name, target.kind)
+    if metric_name == "quadratic_weighted_kappa" and target.kind == REGRESSION and not target.grades:
+        raise PipelineError("quadratic_weighted_kappa scores whole grades: give the target its "
+                            "grades in the competition yaml, e.g. target: {kind: regression, grades: [0, 4]}.")
+
+
+def score(metric_name: str, target, targets: np.ndarray, outputs: np.ndarray,
+          decisions: dict | None = None) -> float:
+    """The competition's metric of `outputs` (the kind's activated model outputs): on their
+    probabilities, or on the decisions they lead to (default decisions unless given)."""
+    entry = metric(metric_name, target.kind)
+    if entry.on_probabilities:
+        return float(entry.function(targets, target.probabilities(outputs)))
+    decided = target.decide(outputs, target.default_decisions() if decisions is None else decisions)
+    return float(entry.function(targets, decided))
+
+
+def decided_score(metric_name: str, target, targets: np.ndarray,
+                  outputs: np.ndarray) -> tuple[float, dict]:
+    """Decisions fitted on these (out-of-fold) outputs, and the metric under them."""
+    decisions = target.fit_decisions(metric_name, targets, outputs)
+    return score(metric_name, target, targets, outputs, decisions), decisions

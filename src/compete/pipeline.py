@@ -22,7 +22,8 @@ from .models import build_model
 from .report import analyse_run
 from .runs import find_run, load_checkpoint, new_run_dir, read_json, save_checkpoint, write_json
 from .submission import build_submission, submission_format, validate_submission, write_submission
-from .targets import Target, check_metric, decided_score, fit_target, score, target_of_run
+from .metrics import check_metric, decided_score, score
+from .targets import Target, fit_target, target_of_run
 from .train import choose_device, fit, predict_logits
 
 

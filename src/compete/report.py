@@ -18,10 +18,10 @@ from sklearn.metrics import confusion_matrix
 
 from .config import Competition, PipelineError
 from .ensemble import blend
-from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta
+from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta, score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import find_run, read_json, write_json
-from .targets import Target, score, target_of_run
+from .targets import Target, target_of_run
 
 ANALYSIS = "analysis.json"
 REPORT = "report.html"

@@ -13,13 +13,14 @@ keep in proportion. A kind with its fitted classes is saved in the run's config.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from .config import PipelineError, TargetSettings
-from .decisions import apply_cuts, fit_cuts, fit_thresholds
+from .decisions import apply_cuts, fit_cuts, fit_thresholds, metric_objective
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, metric
 from .tables import sort_classes
 
@@ -97,29 +98,39 @@ class Target:
         return ~cells.astype(str).isin(set(self.classes)).to_numpy()
 
 
-def _objective(name: str, kind: str, targets: np.ndarray, decide):
-    """The metric of `decide(values)` against `targets`, signed so that higher is better."""
-    entry = metric(name, kind)
-    sign = 1.0 if entry.higher_is_better else -1.0
-    return lambda values: sign * entry.function(targets, decide(values))
+@dataclass
+class Sigmoid(Target):
+    """Kinds whose every output is a yes/no probability (binary, multi_label)."""
 
+    def activate(self, logits):
+        return logits.sigmoid()
 
-def _sigmoid_logits(probs: np.ndarray, temperature: float) -> np.ndarray:
-    probs = np.clip(probs, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-    return 1 / (1 + np.exp(-np.log(probs / (1 - probs)) / temperature))
+    def calibrate(self, outputs, temperature):
+        if temperature == 1.0:
+            return outputs
+        outputs = np.clip(outputs, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return expit(np.log(outputs / (1 - outputs)) / temperature)
+
+    def default_decisions(self):
+        return {"thresholds": [0.5] * self.outputs}
+
+    def fit_decisions(self, metric_name, targets, outputs):
+        """The probability thresholds (one per output) that maximize a metric on labels."""
+        if metric(metric_name, self.kind).on_probabilities:
+            return {}
+        objective = metric_objective(metric_name, self.kind, targets,
+                                     lambda thresholds: self.decide(outputs, {"thresholds": thresholds}))
+        return {"thresholds": fit_thresholds(self.outputs, objective)}
 
 
 @dataclass
-class Binary(Target):
+class Binary(Sigmoid):
     """classes = [negative, positive]; one output, the positive class's probability."""
     kind = BINARY
 
     @property
     def outputs(self) -> int:
         return 1
-
-    def activate(self, logits):
-        return logits.sigmoid()
 
     def hits(self, logits, targets):
         return ((logits[:, 0] > 0).long() == targets).sum()
@@ -130,21 +141,8 @@ class Binary(Target):
     def observed(self, outputs, targets):
         return np.where(targets == 1, outputs[:, 0], 1 - outputs[:, 0])
 
-    def calibrate(self, outputs, temperature):
-        return outputs if temperature == 1.0 else _sigmoid_logits(outputs, temperature)
-
-    def default_decisions(self):
-        return {"threshold": 0.5}
-
     def decide(self, outputs, decisions):
-        return (outputs[:, 0] >= decisions.get("threshold", 0.5)).astype(np.int64)
-
-    def fit_decisions(self, metric_name, targets, outputs):
-        if metric(metric_name, self.kind).on_probabilities:
-            return {}
-        objective = _objective(metric_name, self.kind, targets,
-                               lambda t: self.decide(outputs, {"threshold": t[0]}))
-        return {"threshold": fit_thresholds(1, objective)[0]}
+        return (outputs[:, 0] >= decisions.get("thresholds", [0.5])[0]).astype(np.int64)
 
     def check_cells(self, cells, as_probability):
         if not as_probability:
@@ -154,13 +152,13 @@ class Binary(Target):
 
 
 @dataclass
-class MultiLabel(Target):
+class MultiLabel(Sigmoid):
     """classes = the tags; one sigmoid output per tag."""
     delimiter: str = " "
     kind = MULTI
 
     def tags_of(self, label: str) -> list[str]:
-        return [tag for tag in label.split(self.delimiter) if tag.strip()]
+        return [tag.strip() for tag in label.split(self.delimiter) if tag.strip()]
 
     def encode(self, labels):
         index = {tag: i for i, tag in enumerate(self.classes)}
@@ -168,9 +166,6 @@ class MultiLabel(Target):
         for row, label in enumerate(labels):
             matrix[row, [index[tag] for tag in self.tags_of(label)]] = 1
         return matrix
-
-    def activate(self, logits):
-        return logits.sigmoid()
 
     def hits(self, logits, targets):
         return ((logits > 0) == (targets > 0.5)).all(1).sum()
@@ -186,12 +181,6 @@ class MultiLabel(Target):
     def observed(self, outputs, targets):
         return np.where(targets > 0, outputs, 1 - outputs).ravel()
 
-    def calibrate(self, outputs, temperature):
-        return outputs if temperature == 1.0 else _sigmoid_logits(outputs, temperature)
-
-    def default_decisions(self):
-        return {"thresholds": [0.5] * len(self.classes)}
-
     def decide(self, outputs, decisions):
         """Tags over their thresholds; every image gets at least its most probable tag (every
         training image has one)."""
@@ -200,13 +189,6 @@ class MultiLabel(Target):
         none = ~chosen.any(1)
         chosen[none, outputs[none].argmax(1)] = True
         return chosen.astype(np.int64)
-
-    def fit_decisions(self, metric_name, targets, outputs):
-        if metric(metric_name, self.kind).on_probabilities:
-            return {}
-        objective = _objective(metric_name, self.kind, targets,
-                               lambda t: self.decide(outputs, {"thresholds": t}))
-        return {"thresholds": fit_thresholds(len(self.classes), objective)}
 
     def label_cells(self, decided):
         tags = np.asarray(self.classes, dtype=object)
@@ -258,10 +240,6 @@ class Regression(Target):
         grades = np.bincount(self.strata(targets), minlength=self.grades[1] - self.grades[0] + 1)
         return {str(self.grades[0] + g): int(n) for g, n in enumerate(grades)}
 
-    def probabilities(self, outputs):
-        return outputs[:, 0]
-
-
     def calibrate(self, outputs, temperature):
         return outputs
 
@@ -271,13 +249,14 @@ class Regression(Target):
     def decide(self, outputs, decisions):
         if not self.grades:
             return outputs[:, 0].astype(np.float64)
-        return apply_cuts(outputs[:, 0], self.grades[0], decisions.get("cuts") or self.default_decisions()["cuts"])
+        cuts = decisions.get("cuts")
+        return apply_cuts(outputs[:, 0], self.grades[0], self.default_decisions()["cuts"] if cuts is None else cuts)
 
     def fit_decisions(self, metric_name, targets, outputs):
         if not self.grades:
             return {}
-        objective = _objective(metric_name, self.kind, targets,
-                               lambda cuts: self.decide(outputs, {"cuts": cuts}))
+        objective = metric_objective(metric_name, self.kind, targets,
+                                     lambda cuts: self.decide(outputs, {"cuts": cuts}))
         return {"cuts": fit_cuts(*self.grades, objective)}
 
     def label_cells(self, decided):
@@ -348,27 +327,42 @@ def fit_target(settings: TargetSettings, labels: list[str]) -> Target:
     return Target(sort_classes(labels))
 
 
-def check_metric(metric_name: str, target: Target) -> None:
-    """Refuse a metric that cannot score this target (before any training)."""
-    metric(metric_name, target.kind)
-    if metric_name == "quadratic_weighted_kappa" and target.kind == REGRESSION and not target.grades:
-        raise PipelineError("quadratic_weighted_kappa scores whole grades: give the target its "
-                            "grades in the competition yaml, e.g. target: {kind: regression, grades: [0, 4]}.")
+DELIMITERS = (" ", ";", "|", ",")  # tried in this order by infer_target
 
 
-def score(metric_name: str, target: Target, targets: np.ndarray, outputs: np.ndarray,
-          decisions: dict | None = None) -> float:
-    """The competition's metric of `outputs` (the kind's activated model outputs): on their
-    probabilities, or on the decisions they lead to (default decisions unless given)."""
-    entry = metric(metric_name, target.kind)
-    if entry.on_probabilities:
-        return float(entry.function(targets, target.probabilities(outputs)))
-    decided = target.decide(outputs, target.default_decisions() if decisions is None else decisions)
-    return float(entry.function(targets, decided))
+def _is_number(text: str) -> bool:
+    try:
+        return np.isfinite(float(text))
+    except ValueError:
+        return False
 
 
-def decided_score(metric_name: str, target: Target, targets: np.ndarray,
-                  outputs: np.ndarray) -> tuple[float, dict]:
-    """Decisions fitted on these (out-of-fold) outputs, and the metric under them."""
-    decisions = target.fit_decisions(metric_name, targets, outputs)
-    return score(metric_name, target, targets, outputs, decisions), decisions
+def _tag_delimiter(labels: set[str]) -> str | None:
+    """The delimiter that splits the labels into tags shared between labels (multi_label)."""
+    for delimiter in DELIMITERS:
+        tags = [set(label.split(delimiter)) - {""} for label in labels]
+        if max(map(len, tags)) < 2:
+            continue
+        shared = sum(1 for tag in set().union(*tags) if sum(tag in t for t in tags) > 1)
+        if shared and len(set().union(*tags)) < len(labels):
+            return delimiter
+    return None
+
+
+def infer_target(train_labels: list[str], sample=None) -> dict:
+    """The `target:` setting the training labels and the sample submission (a DataFrame whose
+    first column is the id) suggest: {"kind": ...} plus the settings it needs. Tags with a
+    delimiter: multi_label; two labels and one column to fill: binary; numbers that are not
+    all whole: regression; otherwise single_label (whole-number grades cannot be told apart from
+    class numbers: set regression with grades by hand for a kappa competition)."""
+    labels = {str(label).strip() for label in train_labels}
+    columns = [] if sample is None else [str(c) for c in sample.columns[1:]]
+    delimiter = _tag_delimiter(labels) if len(labels) > 2 else None
+    if delimiter is not None:
+        return {"kind": MULTI, "delimiter": delimiter}
+    if len(labels) == 2 and len(columns) <= 1:
+        named = [label for label in labels if label in columns]  # e.g. the column "dog" of cat/dog
+        return {"kind": BINARY, **({"positive": named[0]} if named else {})}
+    if all(map(_is_number, labels)) and not all(float(label).is_integer() for label in labels):
+        return {"kind": REGRESSION}
+    return {"kind": SINGLE}

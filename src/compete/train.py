@@ -25,8 +25,8 @@ from .augment import mix_batch, train_transform
 from .config import Member, PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
-from .metrics import metric
-from .targets import Target, score
+from .metrics import metric, score
+from .targets import Target
 
 EVAL_BATCH = 1024  # images per inference batch (the logits of all of them stay on the device)
 
