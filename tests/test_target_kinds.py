@@ -145,3 +145,56 @@ def test_strongly_imbalanced_single_label_is_scored_by_macro_f1(workspace, optio
     assert set(submission["label"]) <= set(names)
     score = sk.f1_score(names[classes[160:]], submission["label"], average="macro")
     assert score > 0.8, "the rare classes were not learned"
+
+
+def test_hard_labels_for_a_log_loss_metric_are_refused_before_training(workspace, capsys):
+    rng = np.random.default_rng(5)
+    classes = rng.integers(0, 3, 60)
+    write_competition(workspace, "hard", [str(c) for c in classes[:48]], [[c] for c in classes],
+                      {"label": "0"}, {"metric": "log_loss"}, n_test=12)
+    assert main(["train", "hard", "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert "metric log_loss scores probabilities of each class" in error and "34.5 nats" in error
+    assert not (workspace / "submissions" / "hard" / "runs").exists() or \
+        not any((workspace / "submissions" / "hard" / "runs").iterdir())
+    assert main(["check", "hard"]) == 1
+    assert "34.5 nats" in capsys.readouterr().out
+
+
+def test_check_reports_the_class_balance_and_every_class_too_small_for_the_folds(workspace, capsys):
+    labels = ["a"] * 30 + ["b"] * 4 + ["c"] * 2
+    write_competition(workspace, "rare", labels, [[0]] * 36 + [[1]] * 4, {"label": "a"}, {}, n_test=4)
+    spec = yaml.safe_load((workspace / "competition" / "rare.yaml").read_text())
+    spec["presets"]["cv"] = {"folds": 5, "members": [TINY_MEMBER]}
+    (workspace / "competition" / "rare.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["check", "rare", "--preset", "cv"]) == 0
+    out = capsys.readouterr().out
+    assert "largest/smallest 15.0x): a 30 (83.3%), b 4 (11.1%), c 2 (5.6%)" in out
+    assert "2 class(es) have fewer than 5 images, too few for 5 folds: never validated, always " \
+           "trained on: b (4), c (2)." in out
+
+
+def test_the_submission_follows_the_sample_and_the_metric():
+    from compete.submission import build_submission, validate_submission
+    from compete.targets import Binary, MultiLabel, Regression
+
+    def filled(sample, target, metric, outputs, decisions=None):
+        frame = build_submission(sample, "id", "label", target.classes, outputs, target, metric, decisions)
+        validate_submission(frame, sample, "id", "label", target.classes, target, metric)
+        return frame
+
+    one_column = pd.DataFrame({"id": ["a", "b"], "label": [0, 0]})
+    binary, probs = Binary(["0", "1"]), np.array([[0.3], [0.8]])
+    assert filled(one_column, binary, "roc_auc", probs)["label"].tolist() == [0.3, 0.8]
+    assert filled(one_column, binary, "accuracy", probs, {"thresholds": [0.25]})["label"].tolist() == ["1", "1"]
+    per_class = pd.DataFrame({"id": ["a", "b"], "0": 0.5, "1": 0.5})
+    assert np.allclose(filled(per_class, binary, "log_loss", probs)[["0", "1"]], [[0.7, 0.3], [0.2, 0.8]])
+    tags, tag_probs = MultiLabel(["x", "y"]), np.array([[0.9, 0.4], [0.2, 0.1]])
+    per_tag = pd.DataFrame({"id": ["a", "b"], "x": 0, "y": 0})
+    assert filled(per_tag, tags, "f2_samples", tag_probs, {"thresholds": [0.5, 0.3]})[["x", "y"]] \
+        .to_numpy().tolist() == [[1, 1], [1, 0]]  # decided tags; the second image gets its likeliest
+    assert filled(per_tag, tags, "roc_auc", tag_probs)["y"].tolist() == [0.4, 0.1]
+    assert filled(one_column, tags, "f2_samples", tag_probs)["label"].tolist() == ["x", "x"]
+    graded = Regression([], 2.0, 1.0, [0, 4])
+    assert filled(one_column, graded, "quadratic_weighted_kappa", np.array([[1.2], [7.0]]),
+                  {"cuts": [0.5, 1.0, 2.5, 3.5]})["label"].tolist() == [2, 4]

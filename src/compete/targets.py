@@ -338,13 +338,13 @@ def _is_number(text: str) -> bool:
 
 
 def _tag_delimiter(labels: set[str]) -> str | None:
-    """The delimiter that splits the labels into tags shared between labels (multi_label)."""
+    """The delimiter that makes some labels several tags, one of which is a whole label
+    elsewhere ("haze road" beside "road"): multi_label. Class names with spaces ("Common
+    wheat", "Ankle boot") do not, as none of their words is a class of its own."""
     for delimiter in DELIMITERS:
         tags = [set(label.split(delimiter)) - {""} for label in labels]
-        if max(map(len, tags)) < 2:
-            continue
-        shared = sum(1 for tag in set().union(*tags) if sum(tag in t for t in tags) > 1)
-        if shared and len(set().union(*tags)) < len(labels):
+        several = set().union(*[t for t in tags if len(t) > 1])
+        if several & set().union(*[t for t in tags if len(t) == 1]):
             return delimiter
     return None
 
@@ -357,7 +357,7 @@ def infer_target(train_labels: list[str], sample=None) -> dict:
     class numbers: set regression with grades by hand for a kappa competition)."""
     labels = {str(label).strip() for label in train_labels}
     columns = [] if sample is None else [str(c) for c in sample.columns[1:]]
-    delimiter = _tag_delimiter(labels) if len(labels) > 2 else None
+    delimiter = _tag_delimiter(labels)
     if delimiter is not None:
         return {"kind": MULTI, "delimiter": delimiter}
     if len(labels) == 2 and len(columns) <= 1:
