@@ -75,6 +75,14 @@ def summary_of(workspace, name: str) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
+def report_metrics(workspace, name: str) -> list[str]:
+    """The metrics the run's HTML report lists, after writing it."""
+    assert main(["report", name]) == 0
+    run_dir = next((workspace / "submissions" / name / "runs").iterdir())
+    page = (run_dir / "report.html").read_text()
+    return [m for m in json.loads((run_dir / "analysis.json").read_text())["metrics"] if f">{m}<" in page]
+
+
 def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
     """"Aerial Cactus"-like: id,has_cactus, P(has_cactus = 1), scored by ROC-AUC."""
     rng = np.random.default_rng(1)
@@ -110,6 +118,7 @@ def test_multi_label_with_space_separated_tags_is_scored_by_sample_f2(workspace)
     assert sk.fbeta_score(truth, guess, beta=2, average="samples") > every_tag + 0.15
     thresholds = summary_of(workspace, "planet")["decisions"]["thresholds"]
     assert len(thresholds) == 4 and all(0 < t < 1 for t in thresholds)  # fitted out of fold
+    assert report_metrics(workspace, "planet")[0] == "f2_samples"
 
 
 def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspace):
@@ -128,6 +137,7 @@ def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspac
     assert sk.cohen_kappa_score(grades[120:], guess, weights="quadratic") > 0.6
     cuts = summary_of(workspace, "aptos")["decisions"]["cuts"]
     assert len(cuts) == 4 and cuts == sorted(cuts)
+    assert report_metrics(workspace, "aptos") == ["quadratic_weighted_kappa", "rmse", "mae"]
 
 
 @pytest.mark.parametrize("options", [[], ["--set", "class_weights=balanced", "--set", "sampler=balanced"]],

@@ -127,6 +127,8 @@ def target_settings(comp: "Competition") -> TargetSettings:
     kinds = ("single_label", "binary", "multi_label", "regression")
     if settings.kind not in kinds:
         raise PipelineError(f"{where}: unknown kind {settings.kind!r}. Use one of {', '.join(kinds)}.")
+    if not settings.delimiter:
+        raise PipelineError(f"{where}: delimiter must be a character or more, e.g. ' ' or ';'.")
     grades = settings.grades
     if grades is not None and not (isinstance(grades, list) and len(grades) == 2 and
                                    all(isinstance(g, int) for g in grades) and grades[0] < grades[1]):

@@ -60,40 +60,58 @@ def _class_weights(target, member: Member, train_targets: np.ndarray) -> np.ndar
     return inverse_frequency(_stratum_counts(target, train_targets), member.class_weights)
 
 
+def _softmax_loss(name: str, member: Member, weights: torch.Tensor | None):
+    """Cross-entropy with label smoothing, focal if asked; per image."""
+    def loss(logits, targets):
+        per_image = F.cross_entropy(logits, targets, label_smoothing=member.label_smoothing, reduction="none")
+        if name == "focal":
+            per_image = per_image * (1 - logits.softmax(1).gather(1, targets[:, None])[:, 0]) ** member.focal_gamma
+        return per_image if weights is None else per_image * weights[targets]
+    return loss
+
+
+def _sigmoid_loss(kind: str, name: str, member: Member, weights: torch.Tensor | None):
+    """BCE per output (smoothed towards 1/2), focal if asked; averaged per image. Weights are
+    per class (binary) or each tag's positives' (multi_label)."""
+    def loss(logits, targets):
+        truth = targets.float().reshape(logits.shape)  # binary: (N,) -> (N, 1)
+        soft = truth * (1 - member.label_smoothing) + member.label_smoothing / 2
+        per_cell = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
+        if name == "focal":
+            p_true = torch.where(truth > 0.5, logits.sigmoid(), 1 - logits.sigmoid())
+            per_cell = per_cell * (1 - p_true) ** member.focal_gamma
+        if weights is not None:
+            per_cell = per_cell * (weights[truth.long()] if kind == BINARY
+                                   else torch.where(truth > 0.5, weights, torch.ones_like(weights)))
+        return per_cell.mean(1)
+    return loss
+
+
+def _number_loss(target, name: str, weights: torch.Tensor | None, edges: torch.Tensor):
+    """MSE or smooth L1 of the standardized number; weights per stratum (grade, number bin)."""
+    def loss(logits, targets):
+        values, wanted = logits[:, 0], target.standardize(targets.float())
+        per_image = F.mse_loss(values, wanted, reduction="none") if name == "mse" else \
+            F.smooth_l1_loss(values, wanted, reduction="none")
+        return per_image if weights is None else per_image * weights[torch.bucketize(targets.float(), edges, right=True)]
+    return loss
+
+
 def criterion(target, member: Member, train_targets: np.ndarray,
               device: torch.device | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The member's training loss for `target`, with class weights from `train_targets`."""
+    """The member's training loss for `target` (mean over the batch), with class weights from
+    `train_targets`."""
     name = loss_name(target.kind, member)
     weights = _class_weights(target, member, train_targets)
     weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
-    smoothing, gamma = member.label_smoothing, member.focal_gamma
-    if target.kind == REGRESSION:  # the number bins of the strata, found on the device
+    if target.kind == SINGLE:
+        per_image = _softmax_loss(name, member, weights)
+    elif target.kind == REGRESSION:  # strata bounds, so that weights are looked up on the device
         edges = torch.as_tensor(target.strata_edges(train_targets), dtype=torch.float32, device=device)
-
-    def per_image(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
-        if target.kind == SINGLE:
-            loss = F.cross_entropy(logits, targets, label_smoothing=smoothing, reduction="none")
-            if name == "focal":
-                loss = loss * (1 - logits.softmax(1).gather(1, targets[:, None])[:, 0]) ** gamma
-            return loss if weights is None else loss * weights[targets]
-        if target.kind == REGRESSION:
-            values, wanted = logits[:, 0], target.standardize(targets.float())
-            loss = F.mse_loss(values, wanted, reduction="none") if name == "mse" else \
-                F.smooth_l1_loss(values, wanted, reduction="none")
-            return loss if weights is None else loss * weights[torch.bucketize(targets.float(), edges, right=True)]
-        truth = targets.float().reshape(logits.shape)  # binary: (N,) -> (N, 1)
-        soft = truth * (1 - smoothing) + smoothing / 2
-        loss = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
-        if name == "focal":
-            p_true = torch.where(truth > 0.5, logits.sigmoid(), 1 - logits.sigmoid())
-            loss = loss * (1 - p_true) ** gamma
-        if weights is not None:
-            loss = loss * (weights[truth.long()[:, 0]][:, None] if target.kind == BINARY
-                           else torch.where(truth > 0.5, weights, torch.ones_like(weights)))
-        return loss.mean(1)
-
-    return lambda logits, targets: per_image(logits, targets).mean()
+        per_image = _number_loss(target, name, weights, edges)
+    else:
+        per_image = _sigmoid_loss(target.kind, name, member, weights)
+    return lambda logits, targets: per_image(logits.float(), targets).mean()
 
 
 def validation_loss(target, logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -18,11 +18,11 @@ from .data import Dataset, channel_stats, load_test, load_train, stratified_subs
 from .ensemble import blend, fit_blend
 from .files import DataDir
 from .history import provenance, write_manifest
+from .metrics import check_metric, decided_score, score
 from .models import build_model
 from .report import analyse_run
 from .runs import find_run, load_checkpoint, new_run_dir, read_json, save_checkpoint, write_json
 from .submission import build_submission, submission_format, validate_submission, write_submission
-from .metrics import check_metric, decided_score, score
 from .targets import Target, fit_target, target_of_run
 from .train import choose_device, fit, predict_logits
 
@@ -177,6 +177,9 @@ def print_summary(summary: dict) -> None:
         print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
     if summary["ensemble_score"] is not None:
         print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
+    if summary["decisions"] and summary["score_default_decisions"] is not None:  # fitted out of fold
+        print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
+              f"fitted: {summary['decisions']}")
 
 
 def tta_probs(model, images: torch.Tensor, tta: list[str], device: torch.device, precision: str,
