@@ -30,7 +30,7 @@ def class_probabilities(draw, hard=False):
     """(targets, probs): 2-6 classes, 1-40 rows, probabilities with exact zeros and ones mixed in."""
     classes, rows = draw(st.integers(2, 6)), draw(st.integers(1, 40))
     targets = draw(arrays(np.int64, rows, elements=st.integers(0, classes - 1)))
-    raw = draw(arrays(np.float64, (rows, classes), elements=st.floats(0, 1)))
+    raw = draw(arrays(np.float64, (rows, classes), elements=st.floats(0, 1, allow_subnormal=False)))
     raw[:, 0] += 1e-3  # no all-zero row
     if hard:
         raw = np.eye(classes)[raw.argmax(1)]
@@ -76,7 +76,7 @@ def test_binary_log_loss_clips_like_kaggle(targets, data):
 @SETTINGS
 def test_tag_log_loss_is_the_column_wise_mean(case, data):
     truth, _ = case
-    probs = data.draw(arrays(np.float64, truth.shape, elements=st.floats(0, 1)))
+    probs = data.draw(arrays(np.float64, truth.shape, elements=st.floats(0, 1, allow_subnormal=False)))
     expected = np.mean([sk.log_loss(truth[:, c], kaggle_clipped(probs[:, c]), labels=[0, 1])
                         for c in range(truth.shape[1])])
     assert value("log_loss", truth, probs) == pytest.approx(expected, rel=1e-9)
@@ -85,7 +85,7 @@ def test_tag_log_loss_is_the_column_wise_mean(case, data):
 @given(arrays(np.int64, st.integers(2, 40), elements=st.integers(0, 1)), st.data())
 @SETTINGS
 def test_binary_auc_is_scikit_learns(targets, data):
-    probs = data.draw(arrays(np.float64, len(targets), elements=st.floats(0, 1)))
+    probs = data.draw(arrays(np.float64, len(targets), elements=st.floats(0, 1, allow_subnormal=False)))
     if len(set(targets)) < 2:
         assert math.isnan(value("roc_auc", targets, probs))  # undefined: one outcome only
     else:
@@ -97,7 +97,7 @@ def test_binary_auc_is_scikit_learns(targets, data):
 @SETTINGS
 def test_tag_auc_averages_the_tags_that_have_both_outcomes(case, data):
     truth, _ = case
-    probs = data.draw(arrays(np.float64, truth.shape, elements=st.floats(0, 1)))
+    probs = data.draw(arrays(np.float64, truth.shape, elements=st.floats(0, 1, allow_subnormal=False)))
     scored = [c for c in range(truth.shape[1]) if 0 < truth[:, c].sum() < len(truth)]
     if not scored:  # every tag never (or always) present
         assert math.isnan(value("roc_auc", truth, probs))
@@ -156,10 +156,10 @@ def test_kappa_of_edge_cases():
     assert value("quadratic_weighted_kappa", grades, grades[::-1]) == pytest.approx(-1.0)
 
 
-@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-100, 100)), st.data())
+@given(arrays(np.float64, st.integers(1, 40), elements=st.floats(-100, 100, allow_subnormal=False)), st.data())
 @SETTINGS
 def test_rmse_and_mae_are_scikit_learns(targets, data):
-    guess = data.draw(arrays(np.float64, len(targets), elements=st.floats(-100, 100)))
+    guess = data.draw(arrays(np.float64, len(targets), elements=st.floats(-100, 100, allow_subnormal=False)))
     assert value("rmse", targets, guess) == pytest.approx(math.sqrt(sk.mean_squared_error(targets, guess)), abs=1e-9)
     assert value("mae", targets, guess) == pytest.approx(sk.mean_absolute_error(targets, guess), abs=1e-9)
 
