@@ -22,7 +22,9 @@ import torch
 
 from .config import Competition, Member, PipelineError, RunConfig
 from .inference import EVAL_BATCH, predict_logits
+from .losses import criterion as make_criterion
 from .runtime import autocast
+from .targets import Target
 from .train import make_ema, make_optimizer, train_step
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
@@ -162,17 +164,19 @@ def _seconds_per_call(call, device: torch.device) -> float:
 
 
 def measure_member(model, member: Member, comp: Competition, images: torch.Tensor,
-                   labels: torch.Tensor, device: torch.device, precision: str) -> MemberCost:
+                   labels: torch.Tensor, device: torch.device, precision: str, target: Target) -> MemberCost:
     """Time `member`'s training step, inference and per-epoch save on a throwaway `model`
     (trained by the probe: do not reuse it). Images are uint8 (N, C, H, W) on `device`."""
     optimizer, ema = make_optimizer(model, member), make_ema(model, member)
     context = autocast(device, precision)
     generator = torch.Generator(device=images.device).manual_seed(0)
+    criterion = make_criterion(target, member, labels.cpu().numpy(), device)
 
     def step():
         index = torch.randint(len(labels), (member.batch_size,), device=images.device, generator=generator)
         model.train()
-        train_step(model, optimizer, images[index], labels[index], member, comp, context, generator)
+        train_step(model, optimizer, images[index], labels[index], member, comp, context, generator,
+                   criterion)
         if ema is not None:
             ema.update_parameters(model)
 
@@ -189,9 +193,10 @@ def measure_member(model, member: Member, comp: Competition, images: torch.Tenso
 
 
 def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images: torch.Tensor,
-                    labels: torch.Tensor, device: torch.device, build_model) -> Plan:
+                    labels: torch.Tensor, device: torch.device, build_model, target: Target) -> Plan:
     """Measure every member (`build_model(member)` gives a fresh network) and plan the run."""
-    costs = [measure_member(build_model(member), member, comp, images, labels, device, run.precision)
+    costs = [measure_member(build_model(member), member, comp, images, labels, device, run.precision,
+                            target)
              for member in run.members]
     sizes = [(len(train_idx), len(val_idx)) for train_idx, val_idx in splits]
     return plan_run(run.time_limit, process_seconds(), run.members, costs, sizes)

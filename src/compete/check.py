@@ -6,6 +6,7 @@ images (leakage.py) are warnings: training works, but a validation score may mis
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -13,13 +14,15 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_atomically
-from .config import Competition, PipelineError, resolve_run, submissions_dir
-from .data import (Decoded, always_trained, load_images, rare_classes, straddling_groups,
-                   validation_splits)
+from .config import Competition, PipelineError, resolve_run, submissions_dir, target_settings
+from .data import Decoded, load_images, straddling_groups, validation_splits
 from .layout import image_paths
 from .files import DataDir, Problems, examples
 from .leakage import NEAR_DUPLICATES, find_duplicates, pairs_table, report_duplicates, train_groups
+from .metrics import check_metric
+from .submission import submission_format
 from .tables import Tables, load_tables
+from .targets import Target, fit_target
 
 
 def check_competition(comp: Competition, data_dir: Path, preset: str = "default") -> Problems:
@@ -46,7 +49,7 @@ def check_competition(comp: Competition, data_dir: Path, preset: str = "default"
     _check_duplicates(comp, tables, decoded["train"], decoded["test"], problems)
     if tables.train_labels:
         groups = _check_groups(comp, data, tables.train_ids, decoded["train"].images, problems)
-        _check_split(comp, tables, groups, preset, problems)
+        _check_target(comp, tables, groups, preset, problems, data.describe(comp.sample_submission))
     return problems
 
 
@@ -104,28 +107,33 @@ def _check_groups(comp: Competition, data: DataDir, ids: list[str], images: np.n
     return groups
 
 
-def _check_split(comp: Competition, tables: Tables, groups: np.ndarray | None, preset: str,
-                 problems: Problems) -> None:
-    """The preset's hold-out or k-fold split must be possible and keep every group whole; tiny
-    classes are noted."""
+def _check_target(comp: Competition, tables: Tables, groups: np.ndarray | None, preset: str,
+                  problems: Problems, sample_where: str) -> None:
+    """The target kind must fit the labels, the metric and the sample; the preset's hold-out or
+    k-fold split must be possible and keep every group whole; the class balance and every class too small for it are noted."""
+    try:
+        target = fit_target(target_settings(comp), tables.train_labels)
+        targets = target.encode(tables.train_labels)
+        check_metric(comp.metric, target)
+    except PipelineError as error:
+        problems.report(str(error))
+        return
+    if tables.sample is not None:
+        found = Problems(collect=True)
+        submission_format(tables.sample, comp.id_column, comp.label_column, target, comp.metric,
+                          found, sample_where)
+        for message in found.found:  # the sample's columns were checked with the tables already
+            if message not in problems.found:
+                problems.report(message)
     try:
         run = resolve_run(comp, preset)
     except PipelineError as error:
         problems.note(f"Split not checked: {error}")
         return
-    classes = tables.classes
-    index = {label: i for i, label in enumerate(classes)}
-    targets = np.array([index[label] for label in tables.train_labels], dtype=np.int64)
-    minimum = run.folds if run.folds > 1 else 2
-    rare = [classes[i] for i in rare_classes(targets, minimum)]
-    if rare:
-        along = 0 if groups is None else always_trained(targets, minimum, groups).sum() - \
-            always_trained(targets, minimum).sum()
-        problems.note(f"{len(rare)} class(es) have fewer than {minimum} images ({examples(rare)}): "
-                      f"they are always trained on and never validated"
-                      f"{f', with {along} other image(s) of their groups' if along else ''}.")
+    for note in split_notes(target, targets, run):
+        problems.note(note)
     try:
-        splits = validation_splits(targets, run, groups)
+        splits = validation_splits(target.strata(targets), run, groups)
     except PipelineError as error:
         problems.report(f"Preset '{preset}': {error}")
         return
@@ -145,6 +153,38 @@ def _check_groups_kept(groups: np.ndarray, ids: list[str], splits, folds: int, p
     kind = f"{folds} folds" if folds > 1 else "hold-out"
     problems.note(f"Preset '{preset}' {kind} with groups: validation part(s) of "
                   f"{min(sizes)}{'' if min(sizes) == max(sizes) else f' to {max(sizes)}'} images.")
+
+
+def class_balance(target: Target, targets: np.ndarray) -> str:
+    """Images per class (tag, grade), largest first, with shares and the imbalance ratio."""
+    counts = target.counts(targets)
+    if not counts:  # ungraded numbers
+        return (f"labels: {len(targets)} numbers from {targets.min():g} to {targets.max():g} "
+                f"(mean {targets.mean():g}, median {np.median(targets):g})")
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    unit = {"multi_label": "images per tag"}.get(target.kind, "images per class")
+    shares = ", ".join(f"{name} {n} ({n / len(targets):.1%})" for name, n in ranked)
+    ratio = ranked[0][1] / max(ranked[-1][1], 1)
+    return f"class balance ({unit}, largest first; largest/smallest {ratio:.1f}x): {shares}"
+
+
+def split_notes(target: Target, targets: np.ndarray, run) -> list[str]:
+    """The class balance, and every class (tag, grade) too small for the run's split: fewer
+    images than folds (never validated), or too few for the hold-out to hold one of them."""
+    notes = [class_balance(target, targets)]
+    if run.folds > 1:
+        minimum, why = run.folds, f"{run.folds} folds: never validated, always trained on"
+    elif run.val_fraction > 0:
+        minimum = max(2, math.ceil(1 / run.val_fraction))
+        why = (f"the val_fraction {run.val_fraction} hold-out: less than one validation image "
+               f"expected (one image: never validated)")
+    else:
+        return notes
+    small = [f"{name} ({n})" for name, n in target.counts(targets).items() if n < minimum]
+    if small:
+        notes.append(f"{len(small)} class(es) have fewer than {minimum} images, too few for {why}: "
+                     f"{', '.join(small)}.")
+    return notes
 
 
 def print_report(comp: Competition, data_dir: Path, problems: Problems) -> int:

@@ -81,6 +81,13 @@ class Member:
     schedule: str = "onecycle"       # onecycle | cosine
     warmup: float = 0.2              # fraction of steps spent warming up (onecycle)
     label_smoothing: float = 0.1     # cross-entropy target smoothing
+    loss: str = "auto"               # auto: the target kind's own (cross_entropy; bce per tag or for
+                                     # binary; mse for regression); or focal, smooth_l1 (targets.py)
+    focal_gamma: float = 2.0         # loss: focal weighs each image's loss by (1 - p_true) ** this
+    class_weights: str = "none"      # none | balanced (each class, or each tag's positives, weighed
+                                     # by inverse frequency, as scikit-learn's) | sqrt (its square root)
+    sampler: str = "uniform"         # uniform: a permutation per epoch | balanced: batches drawn with
+                                     # replacement, every class (tag, grade) equally often
     patience: int = 0                # epochs without val-loss improvement before stopping; 0 = off
     ema: float = 0.0                 # per-step decay of an exponential moving average of weights
                                      # (warmed up: min(ema, (1 + n) / (10 + n)) after n steps)
@@ -115,7 +122,8 @@ class Competition:
     test_template: str | None = None         # test images' own template; None: image_template
     channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
     image_size: int = 28                     # side in pixels; other sizes are resized to it
-    metric: str = "accuracy"
+    metric: str = "accuracy"                 # metrics.py: accuracy, log_loss, roc_auc, f2_samples, ...
+    target: str | dict = "single_label"      # kind name, or {kind: ..., TargetSettings keys}
     hflip: bool = True                       # horizontal flips keep the class (train and TTA)
     vflip: bool = False
     description: str = ""
@@ -129,6 +137,37 @@ class Competition:
     kaggle: str | None = None                # kaggle.com slug (the URL's /competitions/SLUG) for
                                              # download and submit; None: a site without an API
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
+
+
+@dataclass
+class TargetSettings:
+    """What a label cell holds and what the model outputs for it (the `target:` of the yaml);
+    targets.py turns it into a kind."""
+    kind: str = "single_label"       # single_label | binary | multi_label | regression
+    delimiter: str = " "             # multi_label: what separates the tags of a label cell
+    positive: str | None = None      # binary: the label whose probability is submitted; None: the
+                                     # later of the two in sorted order ("1" of 0/1, "dog" of cat/dog)
+    grades: list | None = None       # regression: [lowest, highest] integer grade; predictions are
+                                     # cut into grades at points fitted out of fold; None: numbers
+
+
+def target_settings(comp: "Competition") -> TargetSettings:
+    """The competition's `target:` (a kind name or a mapping), checked."""
+    values = {"kind": comp.target} if isinstance(comp.target, str) else dict(comp.target or {})
+    where = f"competition/{comp.name}.yaml target"
+    _check_keys(TargetSettings, values, where)
+    settings = TargetSettings(**values)
+    kinds = ("single_label", "binary", "multi_label", "regression")
+    if settings.kind not in kinds:
+        raise PipelineError(f"{where}: unknown kind {settings.kind!r}. Use one of {', '.join(kinds)}.")
+    if not settings.delimiter:
+        raise PipelineError(f"{where}: delimiter must be a character or more, e.g. ' ' or ';'.")
+    grades = settings.grades
+    if grades is not None and not (isinstance(grades, list) and len(grades) == 2 and
+                                   all(isinstance(g, int) for g in grades) and grades[0] < grades[1]):
+        raise PipelineError(f"{where}: grades must be [lowest, highest] integers, e.g. [0, 4]; "
+                            f"it says {grades!r}.")
+    return settings
 
 
 @dataclass
@@ -167,6 +206,9 @@ def _coerce(spec, value):
             return None
         raise ValueError
     wanted = TYPES.get(kind.split("[")[0], object)
+    others = [TYPES.get(part.split("[")[0], object) for part in rest if part != "None"]
+    if any(isinstance(value, other) for other in others):  # e.g. `str | dict` given a dict
+        return value
     if isinstance(value, str) and wanted is bool:
         return {"true": True, "false": False}[value.lower()]
     if isinstance(value, str) and wanted in (int, float):
@@ -226,6 +268,7 @@ def load_competition(name: str) -> Competition:
     competition = Competition(**_checked(Competition, values, str(path)))
     competition.presets = {preset: _checked_preset(competition, preset, settings)
                            for preset, settings in competition.presets.items()}
+    target_settings(competition)  # a wrong target stops every command now
     return competition
 
 

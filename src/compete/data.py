@@ -23,11 +23,12 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train
 from tqdm import tqdm
 
 from .atomic import write_atomically
-from .config import Competition, RunConfig, cache_dir, PipelineError
+from .config import Competition, RunConfig, cache_dir, PipelineError, target_settings
 from .files import EXAMPLES, DataDir, Problems, examples
 from .leakage import train_groups
 from .layout import image_paths
 from .tables import Tables, load_tables
+from .targets import Target, fit_target
 
 CACHE_VERSION = 3  # bump when decoding or the cache layout changes, so old caches are not reused
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # modes Pillow gives 16-bit gray PNGs
@@ -191,9 +192,15 @@ class TrainingSet:
     torch Dataset: batches are drawn by index from one array)."""
     tables: Tables
     train_images: np.ndarray       # (N, H, W, C) uint8
-    train_targets: np.ndarray      # (N,) int64 class indices into tables.classes
+    train_targets: np.ndarray      # encoded by `target`: (N,) class indices, (N, tags) 0/1, (N,) numbers
     skipped: int = 0               # unreadable training images dropped
     groups: np.ndarray | None = None  # (N,) group of each image, kept on one side of every split
+    target: Target | None = None   # the target kind, fitted to the training labels
+
+    @property
+    def strata(self) -> np.ndarray:
+        """One group per image (class, rarest tag, grade) for stratified splits."""
+        return self.target.strata(self.train_targets)
 
 
 def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> TrainingSet:
@@ -202,8 +209,8 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
     tables = load_tables(comp, data)
     train = load_images(comp, data, comp.train_images, tables.train_ids, "train", skip_bad)
     load_images(comp, data, comp.test_images, tables.test_ids, "test")
-    index = {label: i for i, label in enumerate(tables.classes)}
-    targets = np.array([index[label] for label in tables.train_labels], dtype=np.int64)
+    target = fit_target(target_settings(comp), tables.train_labels)
+    targets = target.encode(tables.train_labels)
     images = train.images
     if train.bad:
         skipped = sorted(train.bad)
@@ -214,7 +221,7 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
         tables.train_ids = [tables.train_ids[i] for i in keep]
         tables.train_labels = [tables.train_labels[i] for i in keep]
     groups = train_groups(comp, data, tables.train_ids, images)
-    return TrainingSet(tables, images, targets, skipped=len(train.bad), groups=groups)
+    return TrainingSet(tables, images, targets, skipped=len(train.bad), groups=groups, target=target)
 
 
 def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> TrainingSet:
@@ -228,17 +235,18 @@ def load_test(comp: Competition, data: DataDir) -> tuple[Tables, np.ndarray]:
 
 
 def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet:
-    """A smaller training set with the same class proportions, for quick experiments."""
+    """A smaller training set with the same class (stratum) proportions, for quick experiments."""
     if not 0 < size < len(dataset.train_targets):
         return dataset
     keep, _ = train_test_split(np.arange(len(dataset.train_targets)), train_size=size,
-                               random_state=seed, stratify=dataset.train_targets)
+                               random_state=seed, stratify=dataset.strata)
     keep = np.sort(keep)
     tables = dataset.tables
     tables.train_ids = [tables.train_ids[i] for i in keep]
     tables.train_labels = [tables.train_labels[i] for i in keep]
     groups = None if dataset.groups is None else dataset.groups[keep]
-    return TrainingSet(tables, dataset.train_images[keep], dataset.train_targets[keep], dataset.skipped, groups)
+    return TrainingSet(tables, dataset.train_images[keep], dataset.train_targets[keep], dataset.skipped,
+                       groups, dataset.target)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:

@@ -7,6 +7,7 @@ import torch
 
 from .augment import TTA
 from .runtime import autocast
+from .targets import Target
 
 EVAL_BATCH = 1024  # images per inference batch (the logits of all of them stay on the device)
 
@@ -28,7 +29,10 @@ def predict_logits(model, images: torch.Tensor, device: torch.device, precision:
     return torch.cat(outputs).cpu()  # one copy back at the end: no GPU stall per batch
 
 
-def tta_probs(model, images: torch.Tensor, tta: list[str], device: torch.device, precision: str) -> np.ndarray:
-    """Probabilities averaged over a member's test-time views: validation and test alike."""
-    views = [predict_logits(model, images, device, precision, TTA[name]).softmax(1) for name in tta]
+def tta_probs(model, images: torch.Tensor, tta: list[str], device: torch.device, precision: str,
+              target: Target | None = None) -> np.ndarray:
+    """Outputs (probabilities; numbers for regression) averaged over a member's test-time views:
+    validation and test alike. `target` None: a single_label run."""
+    activate = (target or Target([])).activate
+    views = [activate(predict_logits(model, images, device, precision, TTA[name])) for name in tta]
     return torch.stack(views).mean(0).numpy()

@@ -23,7 +23,9 @@ from .data import to_tensor, training_dataset, validation_splits
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import input_shape, member_model
 from .plots import plot_lr_sweep
+from .losses import criterion as make_criterion
 from .runtime import autocast, choose_device, configure_threads
+from .targets import Target
 from .train import make_optimizer, train_step
 
 START_LR = 1e-6        # first learning rate of the sweep
@@ -51,10 +53,12 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
 
 def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, labels: torch.Tensor,
              device: torch.device, precision: str = "auto", optimizer=None, seed: int = 0,
-             start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS) -> LRSweep:
+             start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
+             target: Target | None = None) -> LRSweep:
     """Sweep the learning rate over `steps` mini-batches of uint8 (N, C, H, W) `images` drawn with
     replacement. `optimizer` defaults to the member's own (with its discriminative ratios: every
-    group is scaled by the same factor). Model and optimizer states are restored afterwards."""
+    group is scaled by the same factor). The loss is the member's for `target` (default:
+    single_label). Model and optimizer states are restored afterwards."""
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = model.training
@@ -64,6 +68,7 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
     growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
     generator = torch.Generator(device=images.device).manual_seed(seed)
     context = autocast(device, precision)
+    criterion = make_criterion(target or Target([]), member, labels.cpu().numpy(), labels.device)
     lrs, losses, smoothed, average = [], [], [], 0.0
     try:
         model.train()
@@ -75,7 +80,7 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
             lr = start_lr * growth ** step
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / base_lrs[-1]
-            loss = _train_step(model, optimizer, member, comp, images, labels, generator, context)
+            loss = _train_step(model, optimizer, member, comp, images, labels, generator, context, criterion)
             if not math.isfinite(loss):
                 break
             average = SMOOTHING * average + (1 - SMOOTHING) * loss
@@ -97,9 +102,10 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
     return LRSweep(lrs, losses, smoothed, suggest(lrs, smoothed))
 
 
-def _train_step(model, optimizer, member, comp, images, labels, generator, context) -> float:
+def _train_step(model, optimizer, member, comp, images, labels, generator, context, criterion) -> float:
     index = torch.randint(len(labels), (member.batch_size,), device=images.device, generator=generator)
-    _, loss = train_step(model, optimizer, images[index], labels[index], member, comp, context, generator)
+    _, loss = train_step(model, optimizer, images[index], labels[index], member, comp, context, generator,
+                         criterion)
     return loss.item()
 
 
@@ -124,7 +130,8 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     for m in chosen:
         member = run.members[m]
         model = member_model(member, shape, device, run.seed + 1000 * m)
-        sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed)
+        sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed,
+                         target=dataset.target)
         path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
                              out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")
         low = sweep.lrs[int(np.argmin(sweep.smoothed))]

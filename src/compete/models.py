@@ -318,17 +318,17 @@ class InputShape:
     """What every member of a run is built for; saved as a dict in config.json and checkpoints."""
     channels: int                    # 1 = gray, 3 = RGB
     image_size: int                  # side of the competition's images in pixels
-    num_classes: int
+    num_classes: int                 # model outputs: the target kind's classes, tags or one
     mean: list[float]                # per-channel mean of the training images, [0, 1] scale
     std: list[float]                 # per-channel standard deviation, same scale
 
 
 def input_shape(comp: Competition, dataset: TrainingSet, train_idx) -> InputShape:
-    """What every member is built for: channels, size, classes and the statistics of the images
+    """What every member is built for: channels, size, outputs and the statistics of the images
     in rows `train_idx`: the first split's training part, so a hold-out never counts (with k folds,
     fold 1's training part stands for every fold's)."""
     mean, std = channel_stats(dataset.train_images[train_idx])
-    return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)
+    return InputShape(comp.channels, comp.image_size, dataset.target.outputs, mean, std)
 
 
 def member_model(member: Member, shape: InputShape, device: torch.device, seed: int):

@@ -11,17 +11,20 @@ import torch
 
 from . import distributed
 from .augment import check_tta
+from .check import split_notes
 from .budget import apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, PipelineError, RunConfig
 from .data import to_tensor, training_dataset, validation_splits
 from .ensemble import blend, fit_blend
 from .history import provenance
 from .inference import tta_probs
-from .metrics import score
+from .metrics import check_metric, decided_score, score
 from .models import input_shape, member_model
 from .report import analyse_run
 from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
 from .runtime import choose_device, configure_threads
+from .submission import submission_format
+from .targets import Target
 from .train import fit
 
 
@@ -33,25 +36,30 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
     dataset = training_dataset(comp, run, data_dir, skip_bad)
+    target = dataset.target
+    check_metric(comp.metric, target)
+    submission_format(dataset.tables.sample, comp.id_column, comp.label_column, target, comp.metric)
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
-    splits = validation_splits(targets, run, dataset.groups)
+    splits = validation_splits(dataset.strata, run, dataset.groups)
     shape = input_shape(comp, dataset, splits[0][0])
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(targets).to(device)
-    plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir)
+    plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir, target)
     splits = splits[:plan["folds"]] if plan else splits
-    run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir, plan)
+    run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
-              f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
+              f"{target.kind} target, {target.outputs} output(s), device {device}, run {run_dir.name}")
+        for note in split_notes(target, targets, run):
+            print(f"note: {note}")
     covered = np.unique(np.concatenate([val for _, val in splits]))
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
         member_started = time.perf_counter()
         oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
-            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, dataset.tables.classes,
+            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, target,
                                     images, labels, train_idx, val_idx, device, run_dir)
             if val_probs is not None:
                 oof[val_idx] = val_probs
@@ -59,9 +67,10 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
             np.save(RunFolder(run_dir).oof_path(m), oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
-                     "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
+                     "score": decided_score(comp.metric, target, targets[covered], oof[covered])[0]
+                     if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
-    summary = _summarize(comp, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
+    summary = _summarize(comp, target, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
     if distributed.is_main():
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
@@ -73,7 +82,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     return run_dir
 
 
-def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Path | None) -> dict | None:
+def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Path | None,
+               target: Target) -> dict | None:
     """The run's time plan (budget.py): made now by measuring every member, and applied to
     `run`; or the resumed run's own. None without a time limit."""
     if resume_dir is not None:
@@ -81,17 +91,18 @@ def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Pat
     if not run.time_limit:
         return None
     plan = distributed.share(plan_time_limit(
-        run, comp, splits, images, labels, device, lambda member: member_model(member, shape, device, run.seed)))
+        run, comp, splits, images, labels, device, lambda member: member_model(member, shape, device, run.seed), target))
     if distributed.is_main():
         print(describe(plan, run.members, len(splits)))
     apply_plan(plan, run)
     return asdict(plan)
 
 
-def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None, plan: dict | None) -> Path:
+def _open_run_dir(comp, run, data_dir, shape, target: Target, resume_dir: Path | None,
+                  plan: dict | None) -> Path:
     """A new run folder with its config.json, or the interrupted one being resumed."""
     if resume_dir is not None:
-        if RunFolder(resume_dir).config()["classes"] != classes:
+        if RunFolder(resume_dir).config()["classes"] != target.classes:
             raise PipelineError(f"The training labels changed since run {resume_dir.name} started: "
                                 f"start a new run instead of --resume.")
         return resume_dir
@@ -99,25 +110,32 @@ def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None, 
         return distributed.share(None)
     run_dir = new_run_dir(comp.name, run.preset)
     write_json(RunFolder(run_dir).config_path, {"competition": asdict(comp), "run": asdict(run),
-                                         "data": str(data_dir), "shape": asdict(shape), "classes": classes,
+                                         "data": str(data_dir), "shape": asdict(shape), "classes": target.classes,
+                                         "target": target.to_dict(),
                                          "provenance": provenance(comp, data_dir), "time_plan": plan})
     return distributed.share(run_dir)
 
 
-def _summarize(comp, oof_all, targets, rows, folds, skipped, started) -> dict:
-    """Members' scores, the calibrated ensemble's weights and score, timing."""
+def _summarize(comp, target: Target, oof_all, targets, rows, folds, skipped, started) -> dict:
+    """Members' scores, the calibrated ensemble's weights, the decisions fitted on its
+    out-of-fold outputs (thresholds, cut-points) and its score under them, timing."""
+    decisions, undecided = target.default_decisions(), None
     if len(targets):
-        temperatures, weights = fit_blend(oof_all, targets)
-        ensemble_score = score(comp.metric, targets, blend(oof_all, temperatures, weights))
+        temperatures, weights = fit_blend(oof_all, targets, target, comp.metric)
+        blended = blend(oof_all, temperatures, weights, target)
+        ensemble_score, decisions = decided_score(comp.metric, target, targets, blended)
+        undecided = score(comp.metric, target, targets, blended)
     else:  # no validation data: equal weights, no scores
         temperatures, weights, ensemble_score = [1.0] * len(oof_all), np.full(len(oof_all), 1 / len(oof_all)), None
-    return {"metric": comp.metric, "members": rows, "weights": np.asarray(weights).tolist(),
-            "temperatures": temperatures, "ensemble_score": ensemble_score, "folds": folds,
+    return {"metric": comp.metric, "target": target.kind, "members": rows,
+            "weights": np.asarray(weights).tolist(), "temperatures": temperatures,
+            "decisions": decisions, "ensemble_score": ensemble_score,
+            "score_default_decisions": undecided, "folds": folds,
             "validated": int(len(targets)), "skipped_images": skipped,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, train_idx, val_idx,
+def _train_fold(comp, run, member, m, f, folds, shape, target: Target, images, labels, train_idx, val_idx,
                 device, run_dir: Path):
     """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
     folder = RunFolder(run_dir)
@@ -130,15 +148,15 @@ def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, 
     resume = folder.resume_path(m, f)  # state after the last complete epoch
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
                  run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
-                 resume_path=resume)
+                 resume_path=resume, target=target)
     val_probs = result.val_probs
     if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
         model.load_state_dict(result.state_dict)
         val_probs = tta_probs(model, images[torch.as_tensor(val_idx, device=images.device)], member.tta,
-                              device, run.precision)
+                              device, run.precision, target)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
-                        {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,
+                        {"epoch": result.best_epoch, "score": result.best_score, "classes": target.classes,
                          "fold": f, "val_probs": val_probs, "seconds": result.seconds})
         resume.unlink(missing_ok=True)
     return val_probs
@@ -151,3 +169,7 @@ def print_summary(summary: dict) -> None:
         print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
     if summary["ensemble_score"] is not None:
         print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
+    if summary["decisions"] and summary["score_default_decisions"] is not None:  # fitted out of fold
+        print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
+              f"fitted: {summary['decisions']}")
+
