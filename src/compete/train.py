@@ -271,7 +271,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
         progress.epoch = epoch + 1
         if distributed.is_main():
             _log(record, log_path, label)
-        if value > progress.best_value or not progress.best_state:  # a metric undefined throughout: the first
+        if value > progress.best_value or not progress.best_state:  # an undefined (NaN) metric keeps one
             progress.best_value, progress.best_epoch, progress.stale = value, epoch + 1, 0
             progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
             progress.best_val_probs = probs
