@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
 from compete.ensemble import blend, fit_blend  # noqa: E402
 from compete.files import data_dir  # noqa: E402
-from compete.data import to_tensor, training_dataset, validation_splits  # noqa: E402
+from compete.batches import to_tensor  # noqa: E402
+from compete.data import training_dataset, validation_splits  # noqa: E402
 from compete.inference import tta_probs  # noqa: E402
 from compete.runs import RunFolder, find_run, load_checkpoint  # noqa: E402
 from compete.runtime import choose_device  # noqa: E402

@@ -21,7 +21,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from compete.augment import train_transform  # noqa: E402
 from compete.config import inputs_dir, load_competition, resolve_run  # noqa: E402
-from compete.data import load_train, to_tensor  # noqa: E402
+from compete.batches import to_tensor  # noqa: E402
+from compete.data import load_train  # noqa: E402
 from compete.files import DataDir  # noqa: E402
 from compete.inference import predict_logits  # noqa: E402
 from compete.models import input_shape, member_model  # noqa: E402
@@ -60,7 +61,7 @@ def main() -> None:
     dataset = load_train(comp, DataDir(Path(args.data) if args.data else inputs_dir() / args.name))
     images = to_tensor(dataset.train_images, device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
-    model = member_model(member, input_shape(comp, dataset, slice(None)), device, run.seed).train()
+    model = member_model(member, input_shape(comp, dataset), device, run.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     context = autocast(device, run.precision)
     generator = torch.Generator(device=device).manual_seed(0)

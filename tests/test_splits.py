@@ -16,7 +16,7 @@ from compete.config import PipelineError, RunConfig, load_competition, resolve_r
 from compete.data import (always_trained, channel_stats, holdout_split, kfold_splits, straddling_groups,
                           validation_splits)
 from compete.lrfind import LRSweep, find_lrs
-from compete.pipeline import to_tensor, train_competition, training_dataset
+from compete.pipeline import train_competition, training_dataset
 
 from conftest import TINY_PRESET, make_competition, png_bytes, put_file, read_file, with_pictures
 
@@ -179,5 +179,5 @@ def test_lr_find_sweeps_on_the_training_part_only(workspace, monkeypatch):
     dataset = training_dataset(comp, run, tiny.data_dir)
     [(train_idx, val_idx)] = validation_splits(dataset.train_targets, run)
     [(images, labels)] = swept
-    assert len(val_idx) and torch.equal(images, to_tensor(dataset.train_images[train_idx], images.device))
+    assert len(val_idx) and torch.equal(images.images.cpu(), torch.from_numpy(np.asarray(dataset.train_images[train_idx])))
     assert torch.equal(labels, torch.from_numpy(dataset.train_targets[train_idx]))

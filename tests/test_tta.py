@@ -6,7 +6,8 @@ import torch
 
 from compete.augment import TTA, check_tta
 from compete.config import Member, PipelineError, load_competition, resolve_run
-from compete.data import holdout_split, load_train, to_tensor
+from compete.batches import to_tensor
+from compete.data import holdout_split, load_train
 from compete.files import DataDir
 from compete.models import InputShape, build_model
 from compete.pipeline import train_competition

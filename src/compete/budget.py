@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .augment import has_photo_augment
+from .batches import as_source
 from .config import Competition, Member, PipelineError, RunConfig
 from .inference import EVAL_BATCH, predict_logits
 from .losses import criterion as make_criterion
@@ -163,20 +165,24 @@ def _seconds_per_call(call, device: torch.device) -> float:
     return (clock() - started) / calls
 
 
-def measure_member(model, member: Member, comp: Competition, images: torch.Tensor,
+def measure_member(model, member: Member, comp: Competition, images,
                    labels: torch.Tensor, device: torch.device, precision: str, target: Target) -> MemberCost:
-    """Time `member`'s training step, inference and per-epoch save on a throwaway `model`
-    (trained by the probe: do not reuse it). Images are uint8 (N, C, H, W) on `device`."""
+    """Time `member`'s training step (its batch read included), inference and per-epoch save on a
+    throwaway `model` (trained by the probe: do not reuse it). `images`: a batch source
+    (batches.py), or uint8 (N, C, H, W) on `device`."""
     optimizer, ema = make_optimizer(model, member), make_ema(model, member)
     context = autocast(device, precision)
-    generator = torch.Generator(device=images.device).manual_seed(0)
+    source = as_source(images)
+    generator = torch.Generator(device=device).manual_seed(0)
     criterion = make_criterion(target, member, labels.cpu().numpy(), device)
+    photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
 
     def step():
-        index = torch.randint(len(labels), (member.batch_size,), device=images.device, generator=generator)
+        index = torch.randint(len(labels), (member.batch_size,), device=device, generator=generator)
+        batch = next(source.batches([index]))
         model.train()
-        train_step(model, optimizer, images[index], labels[index], member, comp, context, generator,
-                   criterion)
+        train_step(model, optimizer, batch, labels[index], member, comp, context, generator,
+                   criterion, photo_size)
         if ema is not None:
             ema.update_parameters(model)
 
@@ -185,14 +191,15 @@ def measure_member(model, member: Member, comp: Competition, images: torch.Tenso
                  "ema": ema.state_dict() if ema is not None else None}
         torch.save(state, io.BytesIO())
 
-    sample = images[:EVAL_BATCH]
+    sample = torch.arange(min(len(source), EVAL_BATCH))
     return MemberCost(step_s=_seconds_per_call(step, device),
-                      image_s=_seconds_per_call(lambda: predict_logits(model, sample, device, precision),
+                      image_s=_seconds_per_call(lambda: predict_logits(model, source, device, precision,
+                                                                       positions=sample),
                                                 device) / len(sample),
                       epoch_s=_seconds_per_call(save, device))
 
 
-def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images: torch.Tensor,
+def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images,
                     labels: torch.Tensor, device: torch.device, build_model, target: Target) -> Plan:
     """Measure every member (`build_model(member)` gives a fresh network) and plan the run."""
     costs = [measure_member(build_model(member), member, comp, images, labels, device, run.precision,

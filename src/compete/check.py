@@ -42,7 +42,7 @@ def check_competition(comp: Competition, data_dir: Path, preset: str = "default"
                              ("test", comp.test_images, tables.test_ids)):
         decoded[tag] = load_images(comp, data, folder, ids, tag, problems=problems)
         if decoded[tag].formats:
-            shape = f"{comp.image_size}x{comp.image_size}, {comp.channels} channel(s)"
+            shape = f"{comp.image_size}x{comp.image_size} ({comp.resize}), {comp.channels} channel(s)"
             problems.note(f"{tag} images ({len(ids) - len(decoded[tag].bad)} read): "
                           f"{examples([f'{k} x{n}' for k, n in decoded[tag].formats.items()])}; "
                           f"all become {shape}.")

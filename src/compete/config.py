@@ -58,6 +58,8 @@ CHOICES = {  # settings that take one of a few names; `model` and `metric` have 
     "precision": ("auto", "bf16", "fp32"),           # autocast dtype; auto: bf16 where it is fast
     "device": ("auto", "cpu", "cuda"),
     "layout": LAYOUTS,                               # see Competition.layout
+    "resize": ("squash", "crop", "letterbox"),        # see imagestore.fit_to_size
+    "photo_augment": ("auto", "loader", "device"),    # see RunConfig.photo_augment
 }
 REGISTRIES = {"model": model_library, "metric": metric_entry}  # each raises on an unknown name
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
@@ -74,6 +76,8 @@ class Member:
     normalize: str = "data"          # "data": train-set mean/std; "imagenet"; "pretrained": the
                                      # stats the library says the weights were trained with
     epochs: int = 10                 # upper bound; early stopping may end sooner
+    epoch_steps: int = 0             # >0: an epoch ends after this many batches (quick trials on
+                                     # large data, benchmarks); 0 = every image once
     batch_size: int = 256            # images per optimizer step
     optimizer: str = "adamw"         # adamw | sgd (nesterov)
     lr: float = 3e-3                 # peak learning rate of the schedule
@@ -95,6 +99,11 @@ class Member:
     cutmix: float = 0.0              # Beta(a, a) CutMix strength; 0 = off (both on: one per batch)
     pad_crop: int = 2                # random-crop padding in pixels; 0 = off
     cutout: int = 0                  # side of a random erased square in pixels; 0 = off
+    crop_scale: float = 1.0          # random-resized crop: smallest share of the image's area kept
+                                     # (aspect 3/4..4/3), scaled to the member's size; 1 = off
+    rotate: float = 0.0              # random rotation by up to this many degrees either way; 0 = off
+    jitter: float = 0.0              # colour jitter: brightness, contrast and saturation factors
+                                     # drawn from [1 - jitter, 1 + jitter]; 0 = off
     freeze_epochs: int = 0           # epochs training only the new head (pretrained members)
     lr_decay: float = 1.0            # discriminative lr: each earlier layer group gets lr * this
     lr_groups: int = 3               # number of backbone layer groups for discriminative lr
@@ -122,6 +131,9 @@ class Competition:
     test_template: str | None = None         # test images' own template; None: image_template
     channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
     image_size: int = 28                     # side in pixels; other sizes are resized to it
+    resize: str = "squash"                   # how: squash (stretch the whole image), crop (shorter
+                                             # side to image_size, centre square), letterbox (longer
+                                             # side to image_size, black bars)
     metric: str = "accuracy"                 # metrics.py: accuracy, log_loss, roc_auc, f2_samples, ...
     target: str | dict = "single_label"      # kind name, or {kind: ..., TargetSettings keys}
     hflip: bool = True                       # horizontal flips keep the class (train and TTA)
@@ -186,6 +198,14 @@ class RunConfig:
     subset: int = 0                  # >0: train on a stratified subset of this many images
     time_limit: int = 0              # >0: seconds the whole `train` command may take; epochs (then
                                      # folds, members) are sized to fit it, see budget.py
+    resident_gb: float = 1.0         # images (uint8) up to this size stay whole on the device; larger
+                                     # sets stream from the disk cache (a GPU: at most half its free
+                                     # memory). Peak memory stays near this, whatever the data's size
+    loader_workers: int = 0          # threads that read (and augment) streamed batches ahead;
+                                     # 0: one on a CPU, four on a GPU
+    photo_augment: str = "auto"      # where crop_scale/rotate/jitter run: loader (albumentations, per
+                                     # image, batches streamed), device (batched tensor ops); auto:
+                                     # loader on a CPU, device on a GPU (bench/photo_augment.py)
     members: list[Member] = field(default_factory=list)
 
 

@@ -1,32 +1,31 @@
 """Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding,
 image groups, stratified (group-aware) splits and normalization statistics.
 
-Each image is decoded once: the arrays are cached under inputs/.cache/ keyed by the input files'
-sizes and times, so later epochs and later runs never touch a PNG again. The cache also records
+Each image is decoded once, in parallel, into an on-disk store under inputs/.cache/
+(imagestore.py) keyed by the input files' sizes and times, so later epochs and later runs never
+touch an image file again; the store is read by rows, never loaded whole. The cache also records
 which images could not be read and why, so a broken image is explained without decoding again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
-import sys
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
-from tqdm import tqdm
 
 from .atomic import write_atomically
 from .config import Competition, RunConfig, cache_dir, PipelineError, target_settings
 from .files import EXAMPLES, DataDir, Problems, examples
-from .leakage import train_groups
+from .imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size  # noqa: F401 (channel_stats: re-exported)
 from .layout import image_paths
+from .leakage import train_groups
 from .tables import Tables, load_tables
 from .targets import Target, fit_target
 
@@ -38,12 +37,17 @@ EXIF_ORIENTATION = 0x0112      # EXIF tag: how the camera was held (1 = upright)
 BACKGROUND = (255, 255, 255)  # what transparent pixels show: the white of a page or a web site
 
 
-def open_image(raw: bytes) -> Image.Image:
-    """Decode any image Pillow knows (the content decides, not the file name); raises if broken."""
+def open_image(raw: bytes, draft_to: tuple[str, int] | None = None) -> Image.Image:
+    """Decode any image Pillow knows (the content decides, not the file name); raises if broken.
+    With `draft_to` (mode, side), a JPEG may decode at a reduced scale (imagestore.draft); the
+    file's own format, mode and size stay in image.info["file"]."""
     if not raw:
         raise ValueError("empty file (0 bytes)")
     try:
         image = Image.open(io.BytesIO(raw))
+        image.info["file"] = f"{image.format} {image.mode} {image.width}x{image.height}"
+        if draft_to is not None:
+            draft(image, *draft_to)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "palette images with transparency", once per image
             image.load()
@@ -65,9 +69,10 @@ def on_white(image: Image.Image) -> Image.Image:
     return image
 
 
-def to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
-    """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels): turned upright
-    as its EXIF orientation says, transparency composited on white."""
+def to_array(image: Image.Image, channels: int, size: int, resize: str = "squash") -> np.ndarray:
+    """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels), resized by
+    the `resize` policy (imagestore.fit_to_size): turned upright as its EXIF orientation says,
+    transparency composited on white."""
     if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a phone photo taken sideways
         image = ImageOps.exif_transpose(image)
     if image.mode in SIXTEEN_BIT:
@@ -77,9 +82,7 @@ def to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         image = on_white(image).convert("L" if channels == 1 else "RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.asarray(fit_to_size(image, size, resize), dtype=np.uint8)
     return array[:, :, None] if channels == 1 else array
 
 
@@ -90,34 +93,45 @@ def decode_image(raw: bytes, channels: int, size: int) -> np.ndarray:
 
 @dataclass
 class Decoded:
-    """One split's images, decoded in id order."""
-    images: np.ndarray                 # (N, H, W, C) uint8; zeros where unreadable
+    """One split's images, decoded in id order into their on-disk store."""
+    images: ImageFile                  # (N, H, W, C) uint8, read by rows; zeros where unreadable
     bad: dict[int, str] = field(default_factory=dict)        # row -> why it is unreadable
     formats: dict[str, int] = field(default_factory=dict)    # "PNG L 28x28" -> image count
 
 
-def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set[int]) -> Decoded:
+def decode_file(data: DataDir, channels: int, size: int, resize: str, path: str | None):
+    """One image file -> (uint8 (size, size, channels), its format); None: a missing file. Runs
+    in the decoding processes (module level, so that it pickles)."""
+    if path is None:
+        raise FileNotFoundError(NOT_FOUND)
+    image = open_image(data.read_bytes(path), ("L" if channels == 1 else "RGB", size))
+    return to_array(image, channels, size, resize), image.info["file"]
+
+
+def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set[int], cache: Path) -> None:
+    """Decode every image into the store `cache`. Its meta (unreadable rows, formats) lands
+    first, the .npy last: the .npy appearing marks a complete entry."""
     shape = (len(paths), comp.image_size, comp.image_size, comp.channels)
-    decoded = Decoded(np.zeros(shape, dtype=np.uint8))
-    formats = Counter()
-    for i, path in enumerate(tqdm(paths, desc=f"decode {paths[0].split('/')[0]}", unit="img",
-                                  leave=False, mininterval=1.0)):
-        if i in missing:
-            decoded.bad[i] = NOT_FOUND
-            continue
-        try:
-            image = open_image(data.read_bytes(path))
-            formats[f"{image.format} {image.mode} {image.width}x{image.height}"] += 1
-            decoded.images[i] = to_array(image, comp.channels, comp.image_size)
-        except Exception as error:  # noqa: BLE001 - a hostile file can make Pillow raise anything
-            cause = error.__cause__ or error  # a zip's own complaint, not read_bytes' whole message
-            decoded.bad[i] = str(cause).rstrip(".") or type(cause).__name__
-    decoded.formats = dict(formats.most_common())
-    return decoded
+    items = [None if i in missing else path for i, path in enumerate(paths)]
+    decode = functools.partial(decode_file, data, comp.channels, comp.image_size, comp.resize)
+    meta = {}
+
+    def fill(file):
+        meta["bad"], meta["formats"] = decode_into(file, shape, items, decode, f"decode {paths[0].split('/')[0]}")
+
+    def write_meta(_partial):
+        write_atomically(cache.with_suffix(".json"), lambda file: file.write(json.dumps(meta).encode()))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(cache, fill, check=write_meta)
+    except OSError as error:
+        raise PipelineError(f"Cannot write the decoded images to {cache.parent} ({error}): they need "
+                            f"{np.prod(shape) / 2 ** 30:.2f} GiB there. Free some space, or make "
+                            f"the folder writable.") from None
 
 
 def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], tag: str):
-    key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, ids, data.fingerprint(paths)])
+    key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, comp.resize, ids, data.fingerprint(paths)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache_dir() / comp.name / f"{tag}-{digest}.npy"
 
@@ -125,22 +139,10 @@ def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[st
 def _read_cache(cache) -> Decoded | None:
     try:
         meta = json.loads(cache.with_suffix(".json").read_text())
-        images = np.load(cache)
+        images = ImageFile(cache)
     except (OSError, ValueError):  # absent, or left unreadable by a full disk
         return None
     return Decoded(images, {int(i): why for i, why in meta["bad"].items()}, meta["formats"])
-
-
-def _write_cache(cache, decoded: Decoded) -> None:
-    """Meta first, arrays last: the .npy appearing marks a complete entry."""
-    meta = json.dumps({"bad": decoded.bad, "formats": decoded.formats}).encode()
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(cache.with_suffix(".json"), lambda file: file.write(meta))
-        write_atomically(cache, lambda file: np.save(file, decoded.images))
-    except OSError as error:
-        print(f"warning: cannot cache decoded images in {cache.parent} ({error}); "
-              f"they will be decoded again next time.", file=sys.stderr)
 
 
 def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
@@ -178,8 +180,8 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
     cache = _cache_file(comp, data, paths, ids, tag)
     decoded = _read_cache(cache)
     if decoded is None:
-        decoded = _decode_all(comp, data, paths, set(missing))
-        _write_cache(cache, decoded)
+        _decode_all(comp, data, paths, set(missing), cache)
+        decoded = _read_cache(cache)
     unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
     if unreadable and not skip_bad:
         problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, tag))
@@ -189,9 +191,9 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
 @dataclass
 class TrainingSet:
     """The labelled images, decoded, with their class indices and the checked tables (not a
-    torch Dataset: batches are drawn by index from one array)."""
+    torch Dataset: batches are drawn by index from the store, batches.py)."""
     tables: Tables
-    train_images: np.ndarray       # (N, H, W, C) uint8
+    train_images: ImageFile        # (N, H, W, C) uint8, in training order, read by rows
     train_targets: np.ndarray      # encoded by `target`: (N,) class indices, (N, tags) 0/1, (N,) numbers
     skipped: int = 0               # unreadable training images dropped
     groups: np.ndarray | None = None  # (N,) group of each image, kept on one side of every split
@@ -217,7 +219,7 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
         print(f"Skipping {len(skipped)} unreadable training image(s) (--skip-bad-images): "
               f"{examples([f'{tables.train_ids[i]!r} ({train.bad[i]})' for i in skipped])}")
         keep = np.setdiff1d(np.arange(len(targets)), skipped)
-        images, targets = images[keep], targets[keep]
+        images, targets = images.subset(keep), targets[keep]
         tables.train_ids = [tables.train_ids[i] for i in keep]
         tables.train_labels = [tables.train_labels[i] for i in keep]
     groups = train_groups(comp, data, tables.train_ids, images)
@@ -229,7 +231,7 @@ def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad
     return stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
 
 
-def load_test(comp: Competition, data: DataDir) -> tuple[Tables, np.ndarray]:
+def load_test(comp: Competition, data: DataDir) -> tuple[Tables, ImageFile]:
     tables = load_tables(comp, data)
     return tables, load_images(comp, data, comp.test_images, tables.test_ids, "test").images
 
@@ -245,14 +247,8 @@ def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet
     tables.train_ids = [tables.train_ids[i] for i in keep]
     tables.train_labels = [tables.train_labels[i] for i in keep]
     groups = None if dataset.groups is None else dataset.groups[keep]
-    return TrainingSet(tables, dataset.train_images[keep], dataset.train_targets[keep], dataset.skipped,
+    return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped,
                        groups, dataset.target)
-
-
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, on the [0, 1] scale."""
-    flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return flat.mean(axis=0).tolist(), np.maximum(flat.std(axis=0), 1e-3).tolist()
 
 
 def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
@@ -360,7 +356,3 @@ def validation_splits(targets: np.ndarray, run,
         return kfold_splits(targets, run.folds, run.seed, groups)
     return [holdout_split(targets, run.val_fraction, run.seed, groups)]
 
-
-def to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, H, W, C) uint8 array -> (N, C, H, W) uint8 tensor on `device`; uint8 moves 4x less."""
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)

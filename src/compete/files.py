@@ -117,6 +117,10 @@ class DataDir:
         self._zips: dict[Path, zipfile.ZipFile] = {}
         self._bad_zips: dict[str, str] = {}  # zips that could not be opened, and why
 
+    def __getstate__(self):
+        """Pickled for the decoding processes as its folder: each opens the zips itself."""
+        return {**self.__dict__, "_by_suffix": None, "_members": [], "_zips": {}}
+
     def _index(self) -> dict[str, tuple[Archive, str]]:
         """Map every key of every zip member (see zip_keys) to its member; shorter names win."""
         if self._by_suffix is None:

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .augment import has_photo_augment
+from .batches import as_source, open_images
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import to_tensor, training_dataset, validation_splits
+from .data import training_dataset, validation_splits
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import input_shape, member_model
 from .plots import plot_lr_sweep
@@ -51,14 +53,15 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
     return float(min(max(lrs[best] / MIN_LR_DIVISOR, lrs[0]), lrs[-1]))
 
 
-def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, labels: torch.Tensor,
+def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Tensor,
              device: torch.device, precision: str = "auto", optimizer=None, seed: int = 0,
              start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
              target: Target | None = None) -> LRSweep:
-    """Sweep the learning rate over `steps` mini-batches of uint8 (N, C, H, W) `images` drawn with
-    replacement. `optimizer` defaults to the member's own (with its discriminative ratios: every
-    group is scaled by the same factor). The loss is the member's for `target` (default:
-    single_label). Model and optimizer states are restored afterwards."""
+    """Sweep the learning rate over `steps` mini-batches drawn with replacement from `images` (a
+    batch source, or a uint8 (N, C, H, W) tensor on `device`). `optimizer` defaults to the
+    member's own (with its discriminative ratios: every group is scaled by the same factor). The
+    loss is the member's for `target` (default: single_label). Model and optimizer states are
+    restored afterwards."""
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = model.training
@@ -66,9 +69,12 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
     optimizer = optimizer or make_optimizer(model, member)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
-    generator = torch.Generator(device=images.device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     context = autocast(device, precision)
     criterion = make_criterion(target or Target([]), member, labels.cpu().numpy(), labels.device)
+    index_batches = list(torch.randint(len(labels), (steps, member.batch_size), device=device, generator=generator))
+    batches = as_source(images).batches(index_batches)
+    photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
     lrs, losses, smoothed, average = [], [], [], 0.0
     try:
         model.train()
@@ -80,7 +86,9 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
             lr = start_lr * growth ** step
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / base_lrs[-1]
-            loss = _train_step(model, optimizer, member, comp, images, labels, generator, context, criterion)
+            _, loss = train_step(model, optimizer, next(batches), labels[index_batches[step]], member, comp,
+                                 context, generator, criterion, photo_size)
+            loss = loss.item()
             if not math.isfinite(loss):
                 break
             average = SMOOTHING * average + (1 - SMOOTHING) * loss
@@ -102,13 +110,6 @@ def lr_sweep(model, member: Member, comp: Competition, images: torch.Tensor, lab
     return LRSweep(lrs, losses, smoothed, suggest(lrs, smoothed))
 
 
-def _train_step(model, optimizer, member, comp, images, labels, generator, context, criterion) -> float:
-    index = torch.randint(len(labels), (member.batch_size,), device=images.device, generator=generator)
-    _, loss = train_step(model, optimizer, images[index], labels[index], member, comp, context, generator,
-                         criterion)
-    return loss.item()
-
-
 def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
              members: list[int] | None = None) -> dict[int, float]:
     """Sweep each chosen member of the run on the training part of its first split (the hold-out,
@@ -121,8 +122,8 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     dataset = training_dataset(comp, run, data_dir)
     train_idx = validation_splits(dataset.train_targets, run, dataset.groups)[0][0]
     device = choose_device(run.device, run.deterministic)
-    shape = input_shape(comp, dataset, train_idx)
-    images = to_tensor(dataset.train_images[train_idx], device)
+    shape = input_shape(comp, dataset, train_idx, [run.members[m] for m in chosen])
+    images = open_images(dataset.train_images.subset(train_idx), run, device)
     labels = torch.from_numpy(dataset.train_targets[train_idx]).to(device)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)

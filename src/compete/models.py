@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CHOICES, Competition, Member, PipelineError, weights_dir
-from .data import TrainingSet, channel_stats
+from .data import TrainingSet
+from .imagestore import channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -319,15 +320,20 @@ class InputShape:
     channels: int                    # 1 = gray, 3 = RGB
     image_size: int                  # side of the competition's images in pixels
     num_classes: int                 # model outputs: the target kind's classes, tags or one
-    mean: list[float]                # per-channel mean of the training images, [0, 1] scale
-    std: list[float]                 # per-channel standard deviation, same scale
+    mean: list[float] | None         # per-channel mean of the training images, [0, 1] scale;
+                                     # None when no member normalizes with the data's statistics
+    std: list[float] | None          # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: TrainingSet, train_idx) -> InputShape:
+def input_shape(comp: Competition, dataset: TrainingSet, train_idx=None,
+                members: list[Member] | None = None) -> InputShape:
     """What every member is built for: channels, size, outputs and the statistics of the images
-    in rows `train_idx`: the first split's training part, so a hold-out never counts (with k folds,
-    fold 1's training part stands for every fold's)."""
-    mean, std = channel_stats(dataset.train_images[train_idx])
+    in rows `train_idx` (all when None): the first split's training part, so a hold-out never
+    counts (with k folds, fold 1's training part stands for every fold's). The statistics are
+    measured only when a member (any, when `members` is None) normalizes with them."""
+    mean, std = None, None
+    if members is None or any(member.normalize == "data" for member in members):
+        mean, std = channel_stats(dataset.train_images, train_idx)
     return InputShape(comp.channels, comp.image_size, dataset.target.outputs, mean, std)
 
 

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from . import distributed
-from .augment import check_tta
+from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
+from .batches import open_images
 from .check import split_notes
 from .budget import apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, PipelineError, RunConfig
-from .data import to_tensor, training_dataset, validation_splits
+from .data import training_dataset, validation_splits
 from .ensemble import blend, fit_blend
 from .history import provenance
 from .inference import tta_probs
@@ -42,8 +43,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
     splits = validation_splits(dataset.strata, run, dataset.groups)
-    shape = input_shape(comp, dataset, splits[0][0])
-    images = to_tensor(dataset.train_images, device)
+    shape = input_shape(comp, dataset, splits[0][0], run.members)
+    images = training_images(dataset.train_images, run, device)
     labels = torch.from_numpy(targets).to(device)
     plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir, target)
     splits = splits[:plan["folds"]] if plan else splits
@@ -98,6 +99,13 @@ def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Pat
     return asdict(plan)
 
 
+def training_images(images, run: RunConfig, device: torch.device):
+    """The training images as a batch source: streamed when they exceed the run's memory budget,
+    or when a member's photo augmentation runs per image on the loader processes."""
+    stream = photo_on_loader(run.photo_augment, device) and any(map(has_photo_augment, run.members))
+    return open_images(images, run, device, stream)
+
+
 def _open_run_dir(comp, run, data_dir, shape, target: Target, resume_dir: Path | None,
                   plan: dict | None) -> Path:
     """A new run folder with its config.json, or the interrupted one being resumed."""
@@ -146,14 +154,14 @@ def _train_fold(comp, run, member, m, f, folds, shape, target: Target, images, l
     if run.compile:
         model.compile()
     resume = folder.resume_path(m, f)  # state after the last complete epoch
+    photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, device, images.streamed)
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
                  run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
-                 resume_path=resume, target=target)
+                 resume_path=resume, target=target, photo=photo)
     val_probs = result.val_probs
     if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
         model.load_state_dict(result.state_dict)
-        val_probs = tta_probs(model, images[torch.as_tensor(val_idx, device=images.device)], member.tta,
-                              device, run.precision, target)
+        val_probs = tta_probs(model, images, member.tta, device, run.precision, target, positions=val_idx)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
                         {"epoch": result.best_epoch, "score": result.best_score, "classes": target.classes,

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from .atomic import write_atomically
-from .config import Competition, PipelineError, submissions_dir, target_settings
-from .data import load_test, to_tensor
+from .batches import open_images
+from .config import Competition, PipelineError, run_from_dict, submissions_dir, target_settings
+from .data import load_test
 from .ensemble import blend
 from .files import DataDir
 from .history import write_manifest
@@ -21,9 +22,10 @@ from .submission import build_submission, validate_submission, write_submission
 from .targets import Target, fit_target, target_of_run
 
 
-def member_probs(run_dir: Path, images: torch.Tensor, device: torch.device, precision: str,
+def member_probs(run_dir: Path, images, device: torch.device, precision: str,
                  target: Target | None = None):
-    """Per member: test outputs averaged over its folds and its TTA transforms."""
+    """Per member: test outputs averaged over its folds and its TTA transforms; `images` a
+    batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
     probs = {}
     for index, path in RunFolder(run_dir).checkpoints():
         model, member = load_checkpoint(path, device)
@@ -44,9 +46,10 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
             f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
             f"Train again.")
     device = choose_device(device_name)
-    images = to_tensor(test_images, device)
+    run = run_from_dict(config["run"])
+    images = open_images(test_images, run, device)
     started = time.perf_counter()
-    probs = member_probs(run_dir, images, device, config["run"]["precision"], target)
+    probs = member_probs(run_dir, images, device, run.precision, target)
     seconds = time.perf_counter() - started
     final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"], target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))

@@ -1,7 +1,8 @@
 """Fit one member on one split: the loop, schedule, EMA, early stopping and the epoch log.
 
-Images arrive as one uint8 tensor already on the training device; batches are drawn by index
-and augmented there, so no DataLoader or per-sample Python sits in the hot loop.
+Images come from a batch source (batches.py): resident on the training device, where batches
+are gathered by index, or streamed by loader processes; either way each batch is augmented on
+the device as one tensor (photo transforms may run on the loader instead, augment.PhotoPlan).
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from tqdm import tqdm
 
 from . import distributed
 from .atomic import write_atomically
-from .augment import mix_batch, train_transform
+from .augment import PhotoPlan, has_photo_augment, mix_batch, train_transform
 from .config import Member, PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
+from .batches import as_source
 from .inference import predict_logits
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
@@ -77,26 +79,42 @@ def epoch_order(count: int, draw: torch.Tensor | None, generator: torch.Generato
     return torch.multinomial(draw, count, replacement=True, generator=generator)
 
 
-def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member, comp, context,
-                 generator, progress: str, objective):
-    """One pass over the data. `net` is `model`, or its DistributedDataParallel wrapper: every
-    process draws the same order and takes its own slice of each global batch."""
+def epoch_steps(member: Member, images: int) -> int:
+    """Batches per epoch: the ragged last batch is dropped (stable BatchNorm), and at most
+    member.epoch_steps when set."""
+    steps = images // member.batch_size
+    return min(steps, member.epoch_steps) if member.epoch_steps else steps
+
+
+def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, train_idx, member, comp,
+                 context, generator, photo: PhotoPlan, progress: str, objective):
+    """One pass over images[train_idx]. `net` is `model`, or its DistributedDataParallel wrapper:
+    every process draws the same order (a permutation, or the balanced sampler's draws) and takes
+    its own slice of each global batch. Returns the loss, the accuracy and the seconds spent
+    waiting for batches."""
     model.train()
     if member.freeze_bn:
         freeze_batchnorm(model.net)
-    order = epoch_order(len(targets), objective.draw, generator)
-    steps = len(order) // member.batch_size  # drop the ragged last batch: stable BatchNorm
+    order = train_idx[epoch_order(len(train_idx), objective.draw, generator)]
+    steps = epoch_steps(member, len(order))
     shard = slice(distributed.rank(), None, distributed.world_size())
+    index_batches = [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
+    seeds = None if photo.per_image is None else \
+        torch.randint(0, 2 ** 31 - 1, (steps,), device=generator.device, generator=generator).tolist()
+    batches = images.batches(index_batches, photo.per_image, seeds)
     # running sums stay on the device: reading them every step would stall a GPU
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=generator.device)
+    correct = torch.zeros((), device=generator.device, dtype=torch.long)
+    waited = 0.0
     bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0,
                disable=not distributed.is_main())
     for step in bar:
-        index = order[step * member.batch_size:(step + 1) * member.batch_size][shard]
-        labels = targets[index]
-        logits, loss = train_step(net, optimizer, images[index], labels, member, comp, context, generator,
-                                  objective.criterion)
+        asked = time.perf_counter()
+        batch = next(batches)
+        waited += time.perf_counter() - asked
+        labels = targets[index_batches[step]]
+        logits, loss = train_step(net, optimizer, batch, labels, member, comp, context, generator,
+                                  objective.criterion, photo.size)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
@@ -108,14 +126,15 @@ def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, member,
     distributed.sum_all(loss_sum)
     distributed.sum_all(correct)
     seen = max(steps * member.batch_size, 1)
-    return loss_sum.item() / seen, correct.item() / seen
+    return loss_sum.item() / seen, correct.item() / seen, waited
 
 
 def train_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, member: Member, comp,
-               context, generator: torch.Generator, criterion):
+               context, generator: torch.Generator, criterion, photo_size: int | None = None):
     """One optimizer step on a batch of uint8 images: augment (and mix), forward, loss (the
-    target kind's `criterion`), backward, step."""
-    batch = train_transform(images, member, comp.hflip, comp.vflip, generator)
+    target kind's `criterion`), backward, step. With `photo_size`, the photo augmentation runs
+    here, ending at that side."""
+    batch = train_transform(images, member, comp.hflip, comp.vflip, generator, photo_size)
     partner, keep = None, None
     if member.mixup or member.cutmix:
         batch, partner, keep = mix_batch(batch, member.mixup, member.cutmix, generator)
@@ -208,11 +227,15 @@ def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Pro
     return progress
 
 
-def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor,
+def fit(model, member: Member, comp, images, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device, precision: str,
         seed: int, log_path: Path | None = None, label: str = "",
-        resume_path: Path | None = None, target: Target | None = None) -> FitResult:
+        resume_path: Path | None = None, target: Target | None = None,
+        photo: PhotoPlan | None = None) -> FitResult:
     """Train `model` on images[train_idx]; keep the weights with the best validation metric.
+    `images`: a batch source (batches.py), or a uint8 (N, C, H, W) tensor on `device`;
+    `targets` on `device`; `photo` says where the photo augmentation runs (on the device when
+    None).
 
     With `resume_path`, the state after every epoch is saved there, and a fit that finds the
     file continues from it, ending exactly where an uninterrupted fit would. `target` is the
@@ -220,10 +243,12 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
     """
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
-    generator = torch.Generator(device=images.device).manual_seed(seed)
-    train_images, train_targets = images[torch.as_tensor(train_idx)], targets[torch.as_tensor(train_idx)]
-    val_images, val_targets = images[torch.as_tensor(val_idx)], targets[torch.as_tensor(val_idx)].cpu()
-    steps_per_epoch = len(train_idx) // member.batch_size
+    images = as_source(images)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    photo = photo or PhotoPlan(size=(member.image_size or comp.image_size) if has_photo_augment(member) else None)
+    train_positions = torch.as_tensor(train_idx, device=device)
+    val_targets = targets[torch.as_tensor(val_idx, device=targets.device)].cpu()
+    steps_per_epoch = epoch_steps(member, len(train_idx))
     if member.batch_size % distributed.world_size():
         raise PipelineError(f"batch_size {member.batch_size} does not split evenly over "
                             f"{distributed.world_size()} processes: pick a multiple.")
@@ -232,7 +257,7 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
             f"batch_size {member.batch_size} is larger than the {len(train_idx)} training images: "
             f"lower it with --batch-size.")
     target = target or Target([])
-    objective = objective_for(target, member, train_targets.cpu().numpy(), images.device)
+    objective = objective_for(target, member, targets[train_positions].cpu().numpy(), device)
     optimizer = make_optimizer(model, member)
     scheduler = _scheduler(optimizer, member, member.epochs * steps_per_epoch)
     ema = make_ema(model, member)
@@ -253,16 +278,18 @@ def fit(model, member: Member, comp, images: torch.Tensor, targets: torch.Tensor
             set_backbone_trainable(model, trainable)
             net = distributed.wrap(model, device)
         epoch_started = time.perf_counter()
-        train_loss, train_acc = _train_epoch(
-            model, net, ema, optimizer, scheduler, train_images, train_targets, member, comp, context,
-            generator, f"{label} epoch {epoch + 1}/{member.epochs}", objective)
+        train_loss, train_acc, waited = _train_epoch(
+            model, net, ema, optimizer, scheduler, images, targets, train_positions, member, comp, context,
+            generator, photo, f"{label} epoch {epoch + 1}/{member.epochs}", objective)
+        train_seconds = time.perf_counter() - epoch_started
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
-                  "train_images_per_s": steps_per_epoch * member.batch_size / (time.perf_counter() - epoch_started)}
+                  "train_images_per_s": steps_per_epoch * member.batch_size / train_seconds,
+                  "data_wait": waited / train_seconds}  # share of the training time spent waiting for batches
         probs, value = None, float(epoch)  # without validation the last epoch is the best
         if len(val_idx):
-            logits = predict_logits(scored, val_images, device, precision)
+            logits = predict_logits(scored, images, device, precision, positions=val_idx)
             probs = target.activate(logits).numpy()
             record.update(val_loss=validation_loss(target, logits, val_targets),
                           val_acc=target.hits(logits, val_targets).item() / len(val_idx))
