@@ -15,7 +15,7 @@ loaders once per process), PSS summed (shared pages split between their users: t
 actually taken), and the largest single process's RSS. The photos are written once into
 --scratch (outside the repository) and reused.
 
-    .venv/bin/python bench/photos.py --images 5000 [--steps 20] [--device cpu] [--scratch DIR]
+    .venv/bin/python bench/photos.py --images 5000 [--steps 20] [--batch 32] [--device cpu] [--scratch DIR]
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def write_chunk(folder: str, start: int, stop: int) -> None:
         write_photo(Path(folder) / f"{i:06d}.jpg", i, TINTS[i % 3])
 
 
-def make_competition(scratch: Path, count: int, steps: int) -> str:
+def make_competition(scratch: Path, count: int, steps: int, batch: int) -> str:
     """inputs/photosN/ and competition/photosN.yaml in `scratch`, photos written once."""
     name = f"photos{count}"
     data = scratch / "inputs" / name
@@ -75,7 +75,7 @@ def make_competition(scratch: Path, count: int, steps: int) -> str:
     (data / "test.csv").write_text("id\n" + "".join(f"{i}\n" for i in test_ids))
     (data / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},class0\n" for i in test_ids))
     member = {"model": "tv/mobilenet_v2", "normalize": "imagenet", "epochs": 1, "epoch_steps": steps,
-              "batch_size": 32, "optimizer": "sgd", "lr": 0.02, "pad_crop": 0,
+              "batch_size": batch, "optimizer": "sgd", "lr": 0.02, "pad_crop": 0,
               "crop_scale": 0.35, "rotate": 10, "jitter": 0.2}
     spec = {"channels": 3, "image_size": 224, "resize": "crop", "image_template": "{id}.jpg",
             "presets": {"bench": {"val_fraction": 0.02, "precision": "fp32", "members": [member]}}}
@@ -135,13 +135,15 @@ def run_measured(command: list[str], env: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--steps", type=int, default=20, help="training batches (of 32) timed")
+    parser.add_argument("--steps", type=int, default=20, help="training batches timed")
+    parser.add_argument("--batch", type=int, default=32, help="images per training batch (MobileNetV2's "
+                        "activations at 224 px take about 90 MiB per image on a CPU)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scratch", default="/tmp/compete-photos")
     args = parser.parse_args()
     scratch = Path(args.scratch)
     started = time.perf_counter()
-    name = make_competition(scratch, args.images, args.steps)
+    name = make_competition(scratch, args.images, args.steps, args.batch)
     print(f"photos ready in {scratch} ({time.perf_counter() - started:.0f} s)", flush=True)
     env = {**os.environ, "COMPETE_ROOT": str(scratch),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
@@ -156,7 +158,7 @@ def main() -> None:
     record = epoch_log(run_dir)[0]
     result = {
         "bench": "photos", "images": args.images, "test_images": TEST_IMAGES, "machine": machine(),
-        "device": args.device, "train_steps": args.steps, "batch": 32, "size": 224,
+        "device": args.device, "train_steps": args.steps, "batch": args.batch, "size": 224,
         "decode_images_per_s": round((args.images + TEST_IMAGES) / decode_s),
         "train_images_per_s": round(record["train_images_per_s"], 1), "data_wait": round(record["data_wait"], 3),
         "inference_images_per_s": float(predict["output"].split("inference ")[1].split()[0]),
@@ -164,7 +166,8 @@ def main() -> None:
            for key in ("wall_s", "peak_rss_tree_mib", "peak_pss_tree_mib", "peak_rss_process_mib")},
     }
     print(json.dumps(result, indent=2))
-    print(f"Training capped at {args.steps} steps of 32 images (epoch_steps): per-step rates, not a full epoch.")
+    print(f"Training capped at {args.steps} steps of {args.batch} images (epoch_steps): per-step rates, "
+          f"not a full epoch.")
     with open(REPO / "bench" / "results.jsonl", "a") as results:
         results.write(json.dumps(result) + "\n")
 
