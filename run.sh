@@ -3,6 +3,7 @@
 # for `test`), then run a command:
 #   ./run.sh train [NAME] [options]    ./run.sh predict [NAME] [options]    ./run.sh test
 #   ./run.sh check [NAME] [--data DIR]   list every problem with the competition's input files
+#   ./run.sh download NAME    ./run.sh submit NAME    ./run.sh scores NAME   (the Kaggle CLI)
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -25,6 +26,15 @@ install() {
 install requirements.txt
 [ "${1:-}" != test ] || install requirements-dev.txt
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$PWD/$VENV/bin:$PATH"  # the kaggle tool, once installed
+case "${1:-}" in
+  download|submit|scores)
+    if ! command -v kaggle >/dev/null; then
+      echo "Installing the Kaggle CLI into $VENV from requirements-kaggle.txt (first use only)..." >&2
+      "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-kaggle.txt \
+        2> >(grep -v '^WARNING: Location .* is ignored' >&2) || true  # compete explains if it is missing
+    fi ;;
+esac
 case "${1:-}" in
   test)
     shift

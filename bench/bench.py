@@ -19,6 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+SHARED_WEIGHTS = REPO.parent / "shared" / "weights"  # presets' weights files, unless $COMPETE_WEIGHTS
 
 
 def machine() -> str:
@@ -56,6 +57,7 @@ def main() -> None:
     data = ["--data", args.data] if args.data else []
     common = [sys.executable, "-m", "compete"]
     os.environ["PYTHONPATH"] = str(REPO / "src")
+    os.environ.setdefault("COMPETE_WEIGHTS", str(SHARED_WEIGHTS))
     train_seconds, out = timed(common + ["train", args.name, "--preset", args.preset,
                                          "--device", args.device, *data, *args.extra])
     run_dir = Path(out.strip().splitlines()[-1].split("Run saved in ", 1)[1])

@@ -63,7 +63,7 @@ def main() -> None:
     specs = [member_spec(comp.name, spec) for spec in args.members]
     run = shared_split([run_dir for run_dir, _ in specs])
     dataset = training_dataset(comp, run, data_dir(comp.name, args.data))
-    [(_, val)] = validation_splits(dataset.train_targets, run)
+    [(_, val)] = validation_splits(dataset.train_targets, run, dataset.groups)
     device = choose_device(args.device)
     images = to_tensor(dataset.train_images[val], device)
     targets = dataset.train_targets[val]

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 data=$1; name=$2; deadline=${3:-300}   # seconds for the whole script: two calls fit 15 minutes
 out=${OUT:-/tmp/gpu-$name}; mkdir -p "$out"
 log=$out/gpu-$name.log
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 COMPETE_ROOT=$PWD
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 COMPETE_ROOT=$PWD COMPETE_WEIGHTS=$PWD/weights
 device=${DEVICE:-cuda}  # DEVICE=cpu tries the script itself on a machine without a GPU
 
 step() {  # step SECONDS COMMAND...: run it with a time limit, log it, go on whatever happens
@@ -31,7 +31,7 @@ step() {  # step SECONDS COMMAND...: run it with a time limit, log it, go on wha
   echo "== exit ${PIPESTATUS[0]}" | tee -a "$log"
 }
 
-# ../shared does not travel: unpack the weights gpu_prepare.sh packed where the yaml expects them
+# ../shared does not travel: unpack the weights gpu_prepare.sh packed into the weights folder
 python3 - "$name" <<'PY' 2>&1 | tee -a "$log"
 import gzip, shutil, sys
 from pathlib import Path

@@ -2,11 +2,13 @@
 # Put what the device calls need into .data/ (git-ignored), each call within its 64 MiB limit:
 #   bash bench/gpu_prepare.sh apparel cifar10
 # copies each competition's files to .data/NAME and gzips the pretrained weights its presets name
-# into .data/weights (../shared does not travel; gpu.sh unpacks them where the yaml expects them),
-# then prints each call's carry list.
+# into .data/weights (../shared does not travel; gpu.sh unpacks them into the weights folder there),
+# then prints each call's carry list. The presets' weights files are read from $COMPETE_WEIGHTS,
+# else ../shared/weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared}
+export COMPETE_WEIGHTS=${COMPETE_WEIGHTS:-$shared/weights}
 tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
 mkdir -p .data/weights
 for name in "$@"; do

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))  # presets' weights files
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402

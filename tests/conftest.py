@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parents[1]
+# pretrained weights files named by presets: the shared folder beside the checkout (also in CI)
+os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))
 TINY_PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
     "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
@@ -170,3 +172,30 @@ def assert_nothing_half_written(workspace, name):
 @pytest.fixture
 def tiny(workspace) -> Tiny:
     return make_competition(workspace)
+
+
+def picture(rng, channels: int = 1, size: int = 32) -> np.ndarray:
+    """A random picture (size, size, channels) uint8: overlapping shapes on a noisy background,
+    with edges like a photo's objects; two of them are never alike."""
+    colour = lambda: tuple(int(c) for c in rng.integers(0, 256, channels))  # noqa: E731
+    image = Image.new("L" if channels == 1 else "RGB", (size, size), colour())
+    draw = ImageDraw.Draw(image)
+    for _ in range(8):
+        x, y = rng.integers(-size // 4, size, 2)
+        w, h = rng.integers(size // 8, size // 2, 2)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + w, y + h), fill=colour())
+    pixels = np.asarray(image, dtype=np.int16).reshape(size, size, channels)
+    return np.clip(pixels + rng.integers(-8, 9, pixels.shape), 0, 255).astype(np.uint8)
+
+
+def with_pictures(tiny: Tiny, seed: int = 0) -> dict[str, np.ndarray]:
+    """Replace every image of a (folder) tiny competition with a distinct picture; returns
+    'train/<id>.png' -> pixels."""
+    rng = np.random.default_rng(seed)
+    spec = yaml.safe_load((tiny.data_dir.parents[1] / "competition" / f"{tiny.name}.yaml").read_text())
+    pixels = {}
+    for split, ids in (("train", tiny.train["id"]), ("test", tiny.test_ids)):
+        for image_id in ids:
+            pixels[f"{split}/{image_id}.png"] = picture(rng, spec["channels"], spec["image_size"])
+            put_file(tiny, f"{split}/{image_id}.png", png_bytes(pixels[f"{split}/{image_id}.png"]))
+    return pixels

@@ -1,5 +1,7 @@
 """Batch sources: the resident and streamed paths give the same batches, per-image transforms
 run on the loader threads reproducibly, and streaming keeps resident memory flat."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,10 @@ from compete.batches import ResidentImages, StreamedImages, open_images
 from compete.augment import PhotoTransform
 from compete.config import Member, RunConfig
 from compete.imagestore import ImageFile
+
+needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
+                                          reason="albumentations (requirements.txt) is not installed")
+
 
 CPU = torch.device("cpu")
 
@@ -100,6 +106,7 @@ def test_streaming_a_four_times_larger_store_needs_no_more_resident_memory(tmp_p
 
 
 
+@needs_albumentations
 def test_albumentations_on_several_loader_threads_repeats_one_thread(tmp_path):
     images, _ = store(tmp_path / "x.npy", 24, side=16)
     transform = PhotoTransform(Member(crop_scale=0.3, rotate=20, jitter=0.3), 12)

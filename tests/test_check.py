@@ -34,7 +34,7 @@ def test_check_reports_every_problem_not_just_the_first(workspace, capsys, zippe
     out = capsys.readouterr().out
     problems = re.findall(r"^  \d+\. (.*)$", out, flags=re.MULTILINE)
     expected = [
-        ("train.csv line(s) 9", "'../8'", "not a plain file name"),
+        ("train.csv line(s) 9", "'../8'", "does not name a file inside the image folder"),
         ("train.csv", "id '3' appears on lines 4, 50"),
         ("train.csv line(s) 8", "id '7'", "missing label"),
         ("sample_submission.csv does not match", "'49'", "'999'"),

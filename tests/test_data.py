@@ -49,12 +49,21 @@ def palette_image() -> Image.Image:
     return image
 
 
+def transparent_palette_image() -> Image.Image:
+    image = palette_image()
+    image.info["transparency"] = 1  # palette entry 1 (the orange) is see-through
+    return image
+
+
 LUMA = 118  # 0.299 * 200 + 0.587 * 100
 GRAY16 = np.full((8, 8), 40000, dtype=np.uint16)
 FLAVOURS = {
     "gray": (Image.new("L", (8, 8), 77), (77,), (77, 77, 77)),
     "rgb": (Image.new("RGB", (8, 8), (200, 100, 0)), (LUMA,), (200, 100, 0)),
-    "rgba": (Image.new("RGBA", (8, 8), (200, 100, 0, 0)), (LUMA,), (200, 100, 0)),  # alpha dropped
+    "rgba": (Image.new("RGBA", (8, 8), (200, 100, 0, 255)), (LUMA,), (200, 100, 0)),
+    "rgba transparent": (Image.new("RGBA", (8, 8), (200, 100, 0, 0)), (255,), (255, 255, 255)),
+    "gray+alpha transparent": (Image.new("LA", (8, 8), (77, 0)), (255,), (255, 255, 255)),
+    "palette transparent": (transparent_palette_image(), (255,), (255, 255, 255)),
     "palette": (palette_image(), (LUMA,), (200, 100, 0)),
     "16-bit": (Image.fromarray(GRAY16), (156,), (156, 156, 156)),  # 40000 / 257
     "bilevel": (Image.new("1", (8, 8), 1), (255,), (255, 255, 255)),
@@ -68,6 +77,33 @@ def test_every_png_flavour_decodes_to_the_declared_channels(flavour, channels):
     array = decode_image(png(image), channels, 8)
     assert array.shape == (8, 8, channels) and array.dtype == np.uint8
     assert tuple(array[0, 0]) == (gray if channels == 1 else colour)
+
+
+def test_half_transparent_pixels_blend_with_white_not_with_the_hidden_colour():
+    array = decode_image(png(Image.new("RGBA", (8, 8), (0, 0, 200, 128))), 3, 8)
+    assert np.abs(array[0, 0].astype(int) - [127, 127, 227]).max() <= 1  # 50% blue over white
+
+
+def jpeg_with_orientation(image: Image.Image, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95, exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("orientation,turned", [(1, "as stored"), (3, "upside down"), (6, "rotated"),
+                                                (8, "rotated back")])
+def test_exif_orientation_turns_photos_upright(orientation, turned):
+    """A photo stored 16 wide x 8 high, bright on its left half; the camera's EXIF tag says how
+    to turn it. Upright, the bright half is where a viewer shows it."""
+    stored = np.zeros((8, 16, 3), dtype=np.uint8)
+    stored[:, :8] = 250
+    array = decode_image(jpeg_with_orientation(Image.fromarray(stored), orientation), 1, 16)[:, :, 0]
+    bright = array > 128
+    expected = {1: (slice(None), slice(0, 8)), 3: (slice(None), slice(8, 16)),  # squashed to 16x16
+                6: (slice(0, 8), slice(None)), 8: (slice(8, 16), slice(None))}[orientation]
+    assert bright[expected].mean() > 0.9 and bright.mean() == pytest.approx(0.5, abs=0.1), turned
 
 
 def test_other_sizes_are_resized_to_the_declared_size():

@@ -145,7 +145,7 @@ def test_a_wrapped_dataparallel_checkpoint_loads(tmp_path):
 
 
 def test_a_missing_weights_file_names_the_file(tmp_path):
-    with pytest.raises(PipelineError, match=f"{tmp_path / 'nope.pth'} not found"):
+    with pytest.raises(PipelineError, match=f"nope.pth not found in {tmp_path}: put it there"):
         build("mobilenet_v2", weights=str(tmp_path / "nope.pth"))
 
 
@@ -178,10 +178,43 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-@pytest.mark.parametrize("model,hint", [("resnet18", "TORCH_HOME"), ("convnext_atto", "HF_HOME")])
-def test_pretrained_weights_that_cannot_be_fetched_are_an_error(offline, model, hint):
-    with pytest.raises(PipelineError, match=f"Cannot load the pretrained weights of '{model}'.*{hint}.*weights: PATH"):
+@pytest.mark.parametrize("model,where", [
+    ("resnet18", "resnet18-f37072fd.pth in {tmp}/torch/hub/checkpoints"),
+    ("timm/convnext_atto", "model.safetensors (or pytorch_model.bin) in "
+                           "{tmp}/hf/models--timm--convnext_atto.d2_in1k/snapshots")])
+def test_pretrained_weights_that_cannot_be_fetched_name_the_file_and_folder(offline, tmp_path, model, where):
+    with pytest.raises(PipelineError) as error:
         build(model, pretrained=True)
+    message = str(error.value)
+    assert f"Cannot load the pretrained weights of '{model}'" in message
+    assert where.format(tmp=tmp_path) in message and "weights: FILE" in message
+
+
+def test_torchvision_pretrained_weights_load_from_its_cache_offline(offline, tmp_path):
+    source = torchvision.models.mobilenet_v2()  # stands in for the real download
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(source.state_dict(), cache / "mobilenet_v2-7ebf99e0.pth")
+    loaded = build("tv/mobilenet_v2", pretrained=True)
+    assert torch.equal(loaded.net.features[0][0].weight, source.features[0][0].weight)
+
+
+@pytest.mark.parametrize("hub_offline", [True, False], ids=["HF_HUB_OFFLINE", "no-network"])
+def test_timm_pretrained_weights_load_from_the_hugging_face_cache_offline(offline, tmp_path, monkeypatch,
+                                                                         hub_offline):
+    import safetensors.torch
+    import timm
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", hub_offline)
+    source = timm.create_model("convnext_atto")
+    repo = tmp_path / "hf" / "models--timm--convnext_atto.d2_in1k"
+    revision = "0" * 40
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    safetensors.torch.save_file({k: v.contiguous() for k, v in source.state_dict().items()},
+                                repo / "snapshots" / revision / "model.safetensors")
+    loaded = build("timm/convnext_atto", pretrained=True)
+    assert torch.equal(loaded.net.stem[0].weight, source.stem[0].weight)
 
 
 def test_a_weights_file_stands_in_for_the_download(offline, tmp_path):

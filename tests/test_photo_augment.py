@@ -1,11 +1,17 @@
 """Photo augmentation, batched (device) and per image (albumentations, loader side), and the
 multi-crop test-time views."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
 
 from compete.augment import TTA, PhotoTransform, colour_jitter, crop_and_rotate, photo_transform, train_transform
 from compete.config import Member
+
+needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
+                                          reason="albumentations (requirements.txt) is not installed")
+
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -58,6 +64,7 @@ def test_train_transform_resizes_photos_to_the_member_side_on_the_device():
     assert photo_transform(images.float() / 255, Member(), 40, gen()).shape == (8, 3, 40, 40)
 
 
+@needs_albumentations
 @pytest.mark.parametrize("channels", [1, 3])
 def test_albumentations_transform_gives_member_sized_uint8_and_repeats_with_its_seed(channels):
     member = Member(crop_scale=0.3, rotate=15, jitter=0.3)
@@ -68,6 +75,7 @@ def test_albumentations_transform_gives_member_sized_uint8_and_repeats_with_its_
     assert np.array_equal(first, again) and not np.array_equal(first, other)
 
 
+@needs_albumentations
 def test_albumentations_crops_zoom_like_the_batched_ones():
     batch = (ramp(64, 48, 3).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
     out = PhotoTransform(Member(crop_scale=0.25), 24)(batch, 0).astype(np.float32) / 255

@@ -1,11 +1,13 @@
 """Photo competitions: JPEGs of mixed sizes decoded in parallel to the training size by the
 competition's resize policy, trained with photo augmentation, and the streamed path giving what
 the resident one gives."""
+import importlib.util
 import io
 import json
 
 import numpy as np
 import pandas as pd
+
 import pytest
 import torch
 import yaml
@@ -20,6 +22,10 @@ from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
 from conftest import make_competition, member_weights
+
+needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
+                                          reason="albumentations (requirements.txt) is not installed")
+
 
 TINTS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 
@@ -68,6 +74,7 @@ def run_once(name: str, data_dir, **overrides):
     return run_dir, pd.read_csv(submission, dtype=str)
 
 
+@needs_albumentations
 @pytest.mark.slow
 def test_a_photo_competition_trains_and_predicts_on_the_loader_and_on_the_device(workspace):
     data_dir = make_photos(workspace)
@@ -105,6 +112,7 @@ def test_a_streamed_run_gives_exactly_what_a_resident_run_gives(workspace):
 
 
 @pytest.mark.slow
+@needs_albumentations
 def test_streamed_training_needs_no_more_than_the_cli(workspace):
     data_dir = make_photos(workspace, n_train=24, n_test=3)
     assert main(["train", "photos", "--device", "cpu", "--epochs", "1", "--set", "resident_gb=0"]) == 0

@@ -52,8 +52,8 @@ def test_confusion_matrix_counts_every_validated_image(trained):
 
 def test_confusion_rows_are_true_classes():
     targets = np.array([0, 0, 1, 2, 2, 2])
-    probs = np.eye(3)[[0, 1, 1, 2, 0, 2]]
-    matrix = confusion(targets, probs, 3)
+    predicted = np.array([0, 1, 1, 2, 0, 2])
+    matrix = confusion(targets, predicted, 3)
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 

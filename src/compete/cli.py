@@ -5,8 +5,9 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
-from .config import PipelineError, load_competition, parse_sets, resolve_run
+from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
 from .files import DEFAULT_COMPETITION, data_dir
 
 
@@ -50,9 +51,13 @@ def parser() -> argparse.ArgumentParser:
                        help="data-parallel over N processes via torchrun (one per GPU; gloo on CPU)")
     train.add_argument("--skip-bad-images", action="store_true",
                        help="drop unreadable training images (counted in the log) instead of stopping")
+    train.add_argument("--time-limit", type=int, metavar="SECONDS",
+                       help="size epochs (then folds, members) so the whole command ends within SECONDS; "
+                            "0 turns a preset's limit off")
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
     predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
-    runs = commands.add_parser("runs", help="list runs, newest first: score, members, wall time, commit")
+    runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
+                               "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
     report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
     report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
@@ -62,6 +67,25 @@ def parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
     check = command("check", "run every input check on the competition's files; list all problems")
     check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+    init = commands.add_parser("init", help="write competition/NAME.yaml from the downloaded files")
+    init.add_argument("name", help="competition: its files are in inputs/NAME (or --data DIR)")
+    init.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
+    init.add_argument("--force", action="store_true", help="replace an existing competition/NAME.yaml")
+    download = commands.add_parser("download", help="fetch the competition's files into inputs/NAME "
+                                   "with the Kaggle CLI (the yaml's kaggle: SLUG)")
+    download.add_argument("name", help="competition (a file competition/NAME.yaml)")
+    download.add_argument("--data", help="download into DIR instead of inputs/NAME")
+    submit = commands.add_parser("submit", help="check submission.csv against the sample, upload it to "
+                                 "Kaggle, record its public score in the run's history")
+    submit.add_argument("name", help="competition (a file competition/NAME.yaml)")
+    submit.add_argument("--data", help="the competition's files (for the sample) in DIR instead of inputs/NAME")
+    submit.add_argument("--run", help="the run whose submission.csv this must be (default: whichever made it)")
+    submit.add_argument("-m", "--message", help="leaderboard description (default: run, preset, members, "
+                                                "local score, commit)")
+    submit.add_argument("--wait", type=float, default=60, metavar="SECONDS",
+                        help="how long to wait for Kaggle to score it (default 60)")
+    scores = commands.add_parser("scores", help="read the public scores of earlier uploads back from Kaggle")
+    scores.add_argument("name", help="competition (a file competition/NAME.yaml)")
     return top
 
 
@@ -75,7 +99,12 @@ def _train(args, comp, folder) -> int:
     member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                           ("lr", args.lr)) if v not in (None, "auto")})
     run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
-                                       ("device", args.device)) if v is not None})
+                                       ("device", args.device), ("time_limit", args.time_limit))
+                     if v is not None})
+    if "epochs" in member_sets and run_sets.get("time_limit"):
+        raise PipelineError("--epochs and --time-limit both size the run: give one of them.")
+    if "epochs" in member_sets:
+        run_sets["time_limit"] = 0  # explicit epochs win over a preset's time limit
     if args.resume:
         from .config import run_from_dict
         from .runs import RunFolder, find_unfinished
@@ -108,7 +137,32 @@ def _check(args, comp, folder) -> int:
     return print_report(comp, folder, check_competition(comp, folder, args.preset))
 
 
-def _runs(args) -> int:  # runs and report read run folders only, never the data
+def _init(args) -> int:  # init writes the yaml that the other data commands load
+    from .init import init_competition
+    init_competition(args.name, data_dir(args.name, args.data), args.force)
+    return 0
+
+
+def _submit(args, comp, folder) -> int:
+    from .leaderboard import submit
+    submit(comp, folder, args.run, args.message, args.wait)
+    return 0
+
+
+def _download(args) -> int:  # the data folder is what this fills: it need not exist yet
+    from .leaderboard import download
+    comp = load_competition(args.name)
+    download(comp, Path(args.data).expanduser().resolve() if args.data else inputs_dir() / args.name)
+    return 0
+
+
+def _scores(args) -> int:
+    from .leaderboard import read_pending_scores
+    read_pending_scores(load_competition(args.name))
+    return 0
+
+
+def _runs(args) -> int:
     from .history import print_runs
     print_runs(args.name)
     return 0
@@ -120,8 +174,11 @@ def _report(args) -> int:
     return 0
 
 
-ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check}
-ON_RUNS = {"runs": _runs, "report": _report}
+ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit}
+# runs, report and scores read run folders only; download fills the data folder; init reads it
+# without a yaml
+NO_DATA = {"runs": _runs, "report": _report, "download": _download, "scores": _scores,
+           "init": _init}  # init writes the yaml that the other commands load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        if args.command in ON_RUNS:
-            return ON_RUNS[args.command](args)
+        if args.command in NO_DATA:
+            return NO_DATA[args.command](args)
         comp = load_competition(args.name)
         return ON_DATA[args.command](args, comp, data_dir(args.name, args.data))
     except PipelineError as error:

@@ -42,12 +42,22 @@ def cache_dir() -> Path:
     return inputs_dir() / ".cache"
 
 
+def weights_dir() -> Path:
+    """Local pretrained-weights files that members name (`weights: FILE`): $COMPETE_WEIGHTS, or
+    weights/ in the workspace (git-ignored)."""
+    given = os.environ.get("COMPETE_WEIGHTS")
+    return Path(given).expanduser().resolve() if given else workspace() / "weights"
+
+
+
+LAYOUTS = ("csv", "folders")  # how training images are labelled (Competition.layout)
 CHOICES = {  # settings that take one of a few names; `model` and `metric` have registries
     "optimizer": ("adamw", "sgd"),                   # sgd: with Nesterov momentum
     "schedule": ("onecycle", "cosine"),
     "normalize": ("data", "imagenet", "pretrained"),  # see models._normalization
     "precision": ("auto", "bf16", "fp32"),           # autocast dtype; auto: bf16 where it is fast
     "device": ("auto", "cpu", "cuda"),
+    "layout": LAYOUTS,                               # see Competition.layout
     "resize": ("squash", "crop", "letterbox"),        # see imagestore.fit_to_size
     "photo_augment": ("auto", "loader", "device"),    # see RunConfig.photo_augment
 }
@@ -75,6 +85,13 @@ class Member:
     schedule: str = "onecycle"       # onecycle | cosine
     warmup: float = 0.2              # fraction of steps spent warming up (onecycle)
     label_smoothing: float = 0.1     # cross-entropy target smoothing
+    loss: str = "auto"               # auto: the target kind's own (cross_entropy; bce per tag or for
+                                     # binary; mse for regression); or focal, smooth_l1 (targets.py)
+    focal_gamma: float = 2.0         # loss: focal weighs each image's loss by (1 - p_true) ** this
+    class_weights: str = "none"      # none | balanced (each class, or each tag's positives, weighed
+                                     # by inverse frequency, as scikit-learn's) | sqrt (its square root)
+    sampler: str = "uniform"         # uniform: a permutation per epoch | balanced: batches drawn with
+                                     # replacement, every class (tag, grade) equally often
     patience: int = 0                # epochs without val-loss improvement before stopping; 0 = off
     ema: float = 0.0                 # per-step decay of an exponential moving average of weights
                                      # (warmed up: min(ema, (1 + n) / (10 + n)) after n steps)
@@ -99,25 +116,70 @@ class Member:
 class Competition:
     """Where a competition's files are and what they mean."""
     name: str
+    layout: str = "csv"                      # csv: train_csv lists ids and labels; folders: no train
+                                             # CSV, train_images/<label>/<image> (see layout.py)
     train_csv: str = "train.csv"             # relative to the data folder; may sit inside a zip
     test_csv: str | None = "test.csv"        # optional: the sample submission's ids suffice
     sample_submission: str = "sample_submission.csv"
-    train_images: str = "train"              # folder, or zip holding <folder>/<id>.png
+    train_images: str = "train"              # folder (or zip of it) holding the images; "" = top
     test_images: str = "test"
     id_column: str = "id"
     label_column: str = "label"
-    image_template: str = "{id}.png"         # file name of an image inside its folder
+    image_template: str = "{id}.png"         # path of an image inside its folder; "{id}" when the
+                                             # ids carry the extension (or a relative path)
+    train_template: str | None = None        # train images' own template; None: image_template
+    test_template: str | None = None         # test images' own template; None: image_template
     channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
     image_size: int = 28                     # side in pixels; other sizes are resized to it
     resize: str = "squash"                   # how: squash (stretch the whole image), crop (shorter
                                              # side to image_size, centre square), letterbox (longer
                                              # side to image_size, black bars)
-    metric: str = "accuracy"
+    metric: str = "accuracy"                 # metrics.py: accuracy, log_loss, roc_auc, f2_samples, ...
+    target: str | dict = "single_label"      # kind name, or {kind: ..., TargetSettings keys}
     hflip: bool = True                       # horizontal flips keep the class (train and TTA)
     vflip: bool = False
     description: str = ""
     class_names: dict = field(default_factory=dict)  # label -> readable name, for plots and reports
+    group_column: str | None = None          # train CSV column naming each image's group (a patient,
+                                             # an object photographed twice): a group never straddles a split
+    groups: str | None = None                # "near_duplicates": the groups are clusters of exact and
+                                             # near-duplicate training images instead
+    near_duplicate_bits: int = 16            # perceptual hashes (256 bits) at most this many bits apart
+                                             # are near-duplicates (check; groups: near_duplicates)
+    kaggle: str | None = None                # kaggle.com slug (the URL's /competitions/SLUG) for
+                                             # download and submit; None: a site without an API
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
+
+
+@dataclass
+class TargetSettings:
+    """What a label cell holds and what the model outputs for it (the `target:` of the yaml);
+    targets.py turns it into a kind."""
+    kind: str = "single_label"       # single_label | binary | multi_label | regression
+    delimiter: str = " "             # multi_label: what separates the tags of a label cell
+    positive: str | None = None      # binary: the label whose probability is submitted; None: the
+                                     # later of the two in sorted order ("1" of 0/1, "dog" of cat/dog)
+    grades: list | None = None       # regression: [lowest, highest] integer grade; predictions are
+                                     # cut into grades at points fitted out of fold; None: numbers
+
+
+def target_settings(comp: "Competition") -> TargetSettings:
+    """The competition's `target:` (a kind name or a mapping), checked."""
+    values = {"kind": comp.target} if isinstance(comp.target, str) else dict(comp.target or {})
+    where = f"competition/{comp.name}.yaml target"
+    _check_keys(TargetSettings, values, where)
+    settings = TargetSettings(**values)
+    kinds = ("single_label", "binary", "multi_label", "regression")
+    if settings.kind not in kinds:
+        raise PipelineError(f"{where}: unknown kind {settings.kind!r}. Use one of {', '.join(kinds)}.")
+    if not settings.delimiter:
+        raise PipelineError(f"{where}: delimiter must be a character or more, e.g. ' ' or ';'.")
+    grades = settings.grades
+    if grades is not None and not (isinstance(grades, list) and len(grades) == 2 and
+                                   all(isinstance(g, int) for g in grades) and grades[0] < grades[1]):
+        raise PipelineError(f"{where}: grades must be [lowest, highest] integers, e.g. [0, 4]; "
+                            f"it says {grades!r}.")
+    return settings
 
 
 @dataclass
@@ -134,6 +196,8 @@ class RunConfig:
                                      # CPU runs are bit-reproducible either way
     threads: int = 0                 # torch CPU threads; 0 = all cores
     subset: int = 0                  # >0: train on a stratified subset of this many images
+    time_limit: int = 0              # >0: seconds the whole `train` command may take; epochs (then
+                                     # folds, members) are sized to fit it, see budget.py
     resident_gb: float = 1.0         # images (uint8) up to this size stay whole on the device; larger
                                      # sets stream from the disk cache (a GPU: at most half its free
                                      # memory). Peak memory stays near this, whatever the data's size
@@ -162,6 +226,9 @@ def _coerce(spec, value):
             return None
         raise ValueError
     wanted = TYPES.get(kind.split("[")[0], object)
+    others = [TYPES.get(part.split("[")[0], object) for part in rest if part != "None"]
+    if any(isinstance(value, other) for other in others):  # e.g. `str | dict` given a dict
+        return value
     if isinstance(value, str) and wanted is bool:
         return {"true": True, "false": False}[value.lower()]
     if isinstance(value, str) and wanted in (int, float):
@@ -221,6 +288,7 @@ def load_competition(name: str) -> Competition:
     competition = Competition(**_checked(Competition, values, str(path)))
     competition.presets = {preset: _checked_preset(competition, preset, settings)
                            for preset, settings in competition.presets.items()}
+    target_settings(competition)  # a wrong target stops every command now
     return competition
 
 
@@ -252,12 +320,22 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     run.members = [Member(**_checked(Member, {**m, **(member_overrides or {})}, f"{where} member {i}"))
                    for i, m in enumerate(members)]
     for member in run.members:
-        if member.weights and not Path(member.weights).is_absolute():
-            member.weights = str((PROJECT_ROOT / member.weights).resolve())  # yaml paths: from the project
+        if member.weights:
+            member.weights = str(weights_path(member.weights, where + " member"))
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in _checked(RunConfig, given, "command line").items():
         setattr(run, key, value)
     return run
+
+
+def weights_path(name: str, where: str) -> Path:
+    """A member's `weights:` file, inside the weights folder (never outside it)."""
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise PipelineError(
+            f"{where}: weights: {name} must name a file inside the weights folder {weights_dir()}, "
+            f"e.g. weights: {relative.name}. Put the file there, or point COMPETE_WEIGHTS at its folder.")
+    return weights_dir() / relative
 
 
 def weights_files(competition: Competition) -> list[Path]:

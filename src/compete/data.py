@@ -1,5 +1,5 @@
-"""Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding
-and stratified splits.
+"""Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding,
+image groups, stratified (group-aware) splits and normalization statistics.
 
 Each image is decoded once, in parallel, into an on-disk store under inputs/.cache/
 (imagestore.py) keyed by the input files' sizes and times, so later epochs and later runs never
@@ -17,19 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from PIL import Image, ImageOps, UnidentifiedImageError
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from .atomic import write_atomically
-from .config import Competition, RunConfig, cache_dir, PipelineError
+from .config import Competition, RunConfig, cache_dir, PipelineError, target_settings
 from .files import EXAMPLES, DataDir, Problems, examples
-from .imagestore import ImageFile, decode_into, draft, fit_to_size
+from .imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size  # noqa: F401 (channel_stats: re-exported)
+from .layout import image_paths
+from .leakage import train_groups
 from .tables import Tables, load_tables
+from .targets import Target, fit_target
 
 CACHE_VERSION = 3  # bump when decoding or the cache layout changes, so old caches are not reused
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # modes Pillow gives 16-bit gray PNGs
 NOT_FOUND = "not found"
 SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"II*", b"MM\0*")  # PNG, JPEG, GIF, BMP, TIFF
+EXIF_ORIENTATION = 0x0112      # EXIF tag: how the camera was held (1 = upright)
+BACKGROUND = (255, 255, 255)  # what transparent pixels show: the white of a page or a web site
 
 
 def open_image(raw: bytes, draft_to: tuple[str, int] | None = None) -> Image.Image:
@@ -53,16 +58,30 @@ def open_image(raw: bytes, draft_to: tuple[str, int] | None = None) -> Image.Ima
     return image
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """Transparent images (alpha channel, or a palette / colour marked transparent) composited
+    on white, as a viewer shows them; dropping alpha would reveal whatever colour hides there."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)
+    return image
+
+
 def to_array(image: Image.Image, channels: int, size: int, resize: str = "squash") -> np.ndarray:
     """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels), resized by
-    the `resize` policy (imagestore.fit_to_size); alpha is dropped."""
+    the `resize` policy (imagestore.fit_to_size): turned upright as its EXIF orientation says,
+    transparency composited on white."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a phone photo taken sideways
+        image = ImageOps.exif_transpose(image)
     if image.mode in SIXTEEN_BIT:
         # Pillow's own conversion clips 16-bit values at 255; scale the full range instead
         array = np.asarray(image, dtype=np.float64) / 257
         image = Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        image = image.convert("L" if channels == 1 else "RGB")
+        image = on_white(image).convert("L" if channels == 1 else "RGB")
     array = np.asarray(fit_to_size(image, size, resize), dtype=np.uint8)
     return array[:, :, None] if channels == 1 else array
 
@@ -70,14 +89,6 @@ def to_array(image: Image.Image, channels: int, size: int, resize: str = "squash
 def decode_image(raw: bytes, channels: int, size: int) -> np.ndarray:
     """Image file bytes to uint8 (size, size, channels); raises ValueError or OSError if broken."""
     return to_array(open_image(raw), channels, size)
-
-
-def image_path(comp: Competition, folder: str, image_id: str) -> str:
-    try:
-        return f"{folder}/{comp.image_template.format(id=image_id)}"
-    except (KeyError, IndexError, ValueError):
-        raise PipelineError(f"image_template {comp.image_template!r} in competition/{comp.name}.yaml: "
-                            f"write {{id}} where the id goes, e.g. '{{id}}.png'.") from None
 
 
 @dataclass
@@ -137,7 +148,8 @@ def _read_cache(cache) -> Decoded | None:
 def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
                  tag: str) -> str:
     split, table = ("training", comp.train_csv) if tag == "train" else ("test", comp.sample_submission)
-    remedy = (f"If they cannot be had, remove their rows from {table} or pass --skip-bad-images."
+    listing = f"the files from {comp.train_images}/" if comp.layout == "folders" else f"their rows from {table}"
+    remedy = (f"If they cannot be had, remove {listing} or pass --skip-bad-images."
               if tag == "train" else "Every test image is needed for the submission.")
     if bad[rows[0]] == NOT_FOUND:
         return (f"{len(rows)} {split} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
@@ -161,7 +173,7 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
                             f"{comp.image_size!r}.")
     if not ids:
         return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
-    paths = [image_path(comp, folder, image_id) for image_id in ids]
+    paths = image_paths(comp, tag, folder, ids)
     missing = [i for i, path in enumerate(paths) if not data.exists(path)]
     if missing and not skip_bad:
         problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, tag))
@@ -182,8 +194,15 @@ class TrainingSet:
     torch Dataset: batches are drawn by index from the store, batches.py)."""
     tables: Tables
     train_images: ImageFile        # (N, H, W, C) uint8, in training order, read by rows
-    train_targets: np.ndarray      # (N,) int64 class indices into tables.classes
+    train_targets: np.ndarray      # encoded by `target`: (N,) class indices, (N, tags) 0/1, (N,) numbers
     skipped: int = 0               # unreadable training images dropped
+    groups: np.ndarray | None = None  # (N,) group of each image, kept on one side of every split
+    target: Target | None = None   # the target kind, fitted to the training labels
+
+    @property
+    def strata(self) -> np.ndarray:
+        """One group per image (class, rarest tag, grade) for stratified splits."""
+        return self.target.strata(self.train_targets)
 
 
 def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> TrainingSet:
@@ -192,8 +211,8 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
     tables = load_tables(comp, data)
     train = load_images(comp, data, comp.train_images, tables.train_ids, "train", skip_bad)
     load_images(comp, data, comp.test_images, tables.test_ids, "test")
-    index = {label: i for i, label in enumerate(tables.classes)}
-    targets = np.array([index[label] for label in tables.train_labels], dtype=np.int64)
+    target = fit_target(target_settings(comp), tables.train_labels)
+    targets = target.encode(tables.train_labels)
     images = train.images
     if train.bad:
         skipped = sorted(train.bad)
@@ -203,7 +222,8 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
         images, targets = images.subset(keep), targets[keep]
         tables.train_ids = [tables.train_ids[i] for i in keep]
         tables.train_labels = [tables.train_labels[i] for i in keep]
-    return TrainingSet(tables, images, targets, skipped=len(train.bad))
+    groups = train_groups(comp, data, tables.train_ids, images)
+    return TrainingSet(tables, images, targets, skipped=len(train.bad), groups=groups, target=target)
 
 
 def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> TrainingSet:
@@ -217,16 +237,18 @@ def load_test(comp: Competition, data: DataDir) -> tuple[Tables, ImageFile]:
 
 
 def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet:
-    """A smaller training set with the same class proportions, for quick experiments."""
+    """A smaller training set with the same class (stratum) proportions, for quick experiments."""
     if not 0 < size < len(dataset.train_targets):
         return dataset
     keep, _ = train_test_split(np.arange(len(dataset.train_targets)), train_size=size,
-                               random_state=seed, stratify=dataset.train_targets)
+                               random_state=seed, stratify=dataset.strata)
     keep = np.sort(keep)
     tables = dataset.tables
     tables.train_ids = [tables.train_ids[i] for i in keep]
     tables.train_labels = [tables.train_labels[i] for i in keep]
-    return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped)
+    groups = None if dataset.groups is None else dataset.groups[keep]
+    return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped,
+                       groups, dataset.target)
 
 
 def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
@@ -234,43 +256,103 @@ def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
     return np.flatnonzero((np.bincount(targets) < minimum) & (np.bincount(targets) > 0))
 
 
-def holdout_split(targets: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def always_trained(targets: np.ndarray, minimum: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Which images train in every split: those of classes with fewer than `minimum` images, and
+    every image of their groups."""
+    rare = np.isin(targets, rare_classes(targets, minimum))
+    return rare if groups is None else np.isin(groups, groups[rare])
+
+
+def holdout_split(targets: np.ndarray, fraction: float, seed: int,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train/validation indices. Classes too small to split (one image) stay in
-    training; fraction 0 trains on everything without validation."""
+    training; fraction 0 trains on everything without validation. With groups, the hold-out is
+    one of round(1 / fraction) stratified group folds (0.1: a tenth, 0.3: a third)."""
     everything = np.arange(len(targets))
     if fraction <= 0:
         return everything, everything[:0]
-    rare = np.isin(targets, rare_classes(targets, 2))
+    rare = always_trained(targets, 2, groups)
     common = np.flatnonzero(~rare)
     try:
-        train_idx, val_idx = train_test_split(
-            common, test_size=fraction, random_state=seed, stratify=targets[common])
+        if groups is None:
+            train_idx, val_idx = train_test_split(
+                common, test_size=fraction, random_state=seed, stratify=targets[common])
+        else:
+            held = group_folds(targets[common], groups[common], max(2, round(1 / fraction)), seed) == 0
+            train_idx, val_idx = common[~held], common[held]
     except ValueError as error:
         raise PipelineError(
             f"Cannot hold out val_fraction={fraction} of {len(common)} images stratified over "
-            f"{len(np.unique(targets[common]))} classes with two or more images ({error}). Change it "
-            f"with --set val_fraction=..., use --folds K, or add images.") from None
+            f"{len(np.unique(targets[common]))} classes with two or more images"
+            f"{_in_groups(groups, common)} ({error}). Change it with --set val_fraction=..., use "
+            f"--folds K, or add images.") from None
     return np.sort(np.concatenate([train_idx, np.flatnonzero(rare)])), np.sort(val_idx)
 
 
-def kfold_splits(targets: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold indices. Classes with fewer images than folds train in every fold."""
-    rare = np.isin(targets, rare_classes(targets, folds))
+def _in_groups(groups: np.ndarray | None, rows: np.ndarray) -> str:
+    return "" if groups is None else f" in {len(np.unique(groups[rows]))} groups"
+
+
+def kfold_splits(targets: np.ndarray, folds: int, seed: int,
+                 groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold indices (each group in one fold). Classes with fewer images than folds
+    train in every fold."""
+    rare = always_trained(targets, folds, groups)
     common = np.flatnonzero(~rare)
     if len(np.unique(targets[common])) == 0:
         raise PipelineError(f"{folds} folds need at least {folds} images in some class; every class "
-                            f"has fewer. Use fewer folds (--folds).")
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = []
-    for train_part, val_part in splitter.split(common, targets[common]):
-        train_idx = np.concatenate([common[train_part], np.flatnonzero(rare)])
-        splits.append((np.sort(train_idx), np.sort(common[val_part])))
-    return splits
+                            f"has fewer{'' if groups is None else ', or shares groups with a class that has'}. "
+                            f"Use fewer folds (--folds).")
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        fold = np.empty(len(common), np.int64)
+        for f, (_, val_part) in enumerate(splitter.split(common, targets[common])):
+            fold[val_part] = f
+    else:
+        try:
+            fold = group_folds(targets[common], groups[common], folds, seed)
+        except ValueError as error:
+            raise PipelineError(f"Cannot make {folds} folds of {len(common)} images"
+                                f"{_in_groups(groups, common)} ({error}). Use fewer folds (--folds).") from None
+    return [(np.sort(np.concatenate([common[fold != f], np.flatnonzero(rare)])), common[fold == f])
+            for f in range(folds)]
 
 
-def validation_splits(targets: np.ndarray, run) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out."""
+def group_folds(targets: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold of each image, every group whole in one fold, folds stratified by class.
+    Groups of one image are dealt by StratifiedKFold, larger groups by StratifiedGroupKFold: its
+    loop over groups would take minutes on tens of thousands of single images."""
+    if len(np.unique(groups)) < folds:
+        raise ValueError(f"{len(np.unique(groups))} groups cannot fill {folds} folds")
+    fold = np.empty(len(targets), np.int64)
+    _, group_of, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    alone = sizes[group_of] == 1
+    for rows, splitter in ((np.flatnonzero(alone), StratifiedKFold),
+                           (np.flatnonzero(~alone), StratifiedGroupKFold)):
+        if len(np.unique(groups[rows])) < folds:  # too few for the splitter: dealt at random
+            units, unit_of = np.unique(groups[rows], return_inverse=True)
+            fold[rows] = np.random.default_rng(seed).permutation(max(len(units), folds))[unit_of] % folds
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "least populated class has only n members": expected in a part
+            split = list(splitter(n_splits=folds, shuffle=True, random_state=seed)
+                         .split(rows, targets[rows], groups[rows]))
+        for f, (_, val_part) in enumerate(split):
+            fold[rows[val_part]] = f
+    return fold
+
+
+def straddling_groups(groups: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """Groups with images on both sides of some split (none, when the splits are right)."""
+    return sorted({g for train_idx, val_idx in splits
+                   for g in np.intersect1d(groups[train_idx], groups[val_idx]).tolist()})
+
+
+def validation_splits(targets: np.ndarray, run,
+                      groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out;
+    each group of images (if any) on one side of every split."""
     if run.folds > 1:
-        return kfold_splits(targets, run.folds, run.seed)
-    return [holdout_split(targets, run.val_fraction, run.seed)]
+        return kfold_splits(targets, run.folds, run.seed, groups)
+    return [holdout_split(targets, run.val_fraction, run.seed, groups)]
 

@@ -1,7 +1,9 @@
 """Run history: where each run came from (code commit, input files), the table of a
-competition's runs, and the manifest that ties a submission file to the run that made it.
-Reads run folders through runs.RunFolder, which owns their layout; writes nothing into them
-but config.json's provenance (through the pipeline)."""
+competition's runs, the manifest that ties a submission file to the run that made it, and the
+run's uploads with the public score each got. Reads run folders through runs.RunFolder, which owns
+their layout; writes nothing into them but config.json's provenance (through the pipeline) and the
+uploads record.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Competition, submissions_dir
-from .runs import read_json, run_folders, runs_dir, write_json
+from .runs import RunFolder, read_json, run_folders, runs_dir, write_json
 
 MANIFEST = "submission.json"  # beside submission.csv
 
@@ -63,6 +65,16 @@ def write_manifest(submission: Path, run_dir: Path, summary: dict) -> Path:
     return path
 
 
+def uploads_of(run_dir: Path) -> list[dict]:
+    """The run's uploads, oldest first: file, message, date, status and public score."""
+    path = RunFolder(run_dir).uploads_path
+    return read_json(path) if path.is_file() else []
+
+
+def record_uploads(run_dir: Path, uploads: list[dict]) -> None:
+    write_json(RunFolder(run_dir).uploads_path, uploads)
+
+
 def run_rows(competition: str) -> list[dict]:
     """One row per run folder, newest first; unfinished runs (no summary.json) included."""
     rows = []
@@ -73,8 +85,22 @@ def run_rows(competition: str) -> list[dict]:
                      "started": origin.get("started", folder.config_path.stat().st_mtime),
                      "models": [m["model"] for m in config["run"]["members"]],
                      "commit": (origin.get("git_commit") or "-")[:7] + ("+" if origin.get("git_dirty") else ""),
-                     "summary": folder.summary(), "epochs_logged": folder.epochs_logged()})
+                     "summary": folder.summary(), "epochs_logged": folder.epochs_logged(),
+                     "time_limit": config["run"].get("time_limit", 0), "public": _public(uploads_of(folder.path))})
     return sorted(rows, key=lambda row: row["started"], reverse=True)
+
+
+def _public(uploads: list[dict]) -> str:
+    """The latest upload's public score, 'pending' while Kaggle scores it, '-' if never uploaded."""
+    if not uploads:
+        return "-"
+    latest = uploads[-1]
+    return f"{latest['public_score']:.4f}" if latest.get("public_score") is not None else latest["status"]
+
+
+def _taken(summary: dict) -> float:
+    """The train command's wall time, start-up and plots included (older runs: training alone)."""
+    return summary.get("command_seconds", summary["seconds"])
 
 
 def _wall(seconds: float) -> str:
@@ -89,17 +115,20 @@ def format_runs(competition: str, rows: list[dict], submitted: str | None = None
     metric = metrics.pop() if len(metrics) == 1 else "score"
     width = max([len(row["run"]) for row in rows] + [3]) + 2
     lines = [f"{competition}: {len(rows)} run(s), newest first" + (" (* made submission.csv)" if submitted else ""),
-             f"  {'run':<{width}}{'preset':<10}{metric:>14}  {'members':<24}{'folds':>5}{'wall':>9}  commit"]
+             f"  {'run':<{width}}{'preset':<10}{metric:>14}{'public':>10}  {'members':<24}{'folds':>5}"
+             f"{'wall':>9}{'limit':>8}  commit"]
     for row in rows:
         summary, mark = row["summary"], "*" if row["run"] == submitted else " "
         members = f"{len(row['models'])}: {','.join(row['models'])}"
+        limit = _wall(row["time_limit"]) if row["time_limit"] else "-"
         if summary is None:
-            lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}  {members:<24}"
-                         f"{'-':>5}{'-':>9}  {row['commit']}  ({row['epochs_logged']} epochs logged)")
+            lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}{'-':>10}  "
+                         f"{members:<24}{'-':>5}{'-':>9}{limit:>8}  {row['commit']}  "
+                         f"({row['epochs_logged']} epochs logged)")
             continue
         value = "-" if summary["ensemble_score"] is None else f"{summary['ensemble_score']:.4f}"
-        lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}  {members:<24}"
-                     f"{summary['folds']:>5}{_wall(summary['seconds']):>9}  {row['commit']}")
+        lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}{row['public']:>10}  "
+                     f"{members:<24}{summary['folds']:>5}{_wall(_taken(summary)):>9}{limit:>8}  {row['commit']}")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import torch
 from .augment import TTA
 from .batches import as_source
 from .runtime import autocast
+from .targets import Target
 
 EVAL_BATCH = 1024      # images per inference batch at most (the logits of all stay on the device)
 EVAL_PIXELS = 2 ** 22  # and image pixels per batch at most: 83 photos of 224 px, so that memory
@@ -47,7 +48,9 @@ def predict_logits(model, images, device: torch.device, precision: str, transfor
 
 
 def tta_probs(model, images, tta: list[str], device: torch.device, precision: str,
-              positions=None) -> np.ndarray:
-    """Probabilities averaged over a member's test-time views: validation and test alike."""
+              target: Target | None = None, positions=None) -> np.ndarray:
+    """Outputs (probabilities; numbers for regression) averaged over a member's test-time views:
+    validation and test alike. `target` None: a single_label run."""
+    activate = (target or Target([])).activate
     views = view_logits(model, images, device, precision, [TTA[name] for name in tta], positions)
-    return torch.stack([logits.softmax(1) for logits in views]).mean(0).numpy()
+    return torch.stack([activate(logits) for logits in views]).mean(0).numpy()

@@ -21,12 +21,13 @@ import torch
 from .augment import has_photo_augment
 from .batches import as_source, open_images
 from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import load_train
-from .files import DataDir
+from .data import training_dataset, validation_splits
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import input_shape, member_model
 from .plots import plot_lr_sweep
+from .losses import criterion as make_criterion
 from .runtime import autocast, choose_device, configure_threads
+from .targets import Target
 from .train import make_optimizer, train_step
 
 START_LR = 1e-6        # first learning rate of the sweep
@@ -54,11 +55,13 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
 
 def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Tensor,
              device: torch.device, precision: str = "auto", optimizer=None, seed: int = 0,
-             start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS) -> LRSweep:
+             start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
+             target: Target | None = None) -> LRSweep:
     """Sweep the learning rate over `steps` mini-batches drawn with replacement from `images` (a
     batch source, or a uint8 (N, C, H, W) tensor on `device`). `optimizer` defaults to the
-    member's own (with its discriminative ratios: every group is scaled by the same factor).
-    Model and optimizer states are restored afterwards."""
+    member's own (with its discriminative ratios: every group is scaled by the same factor). The
+    loss is the member's for `target` (default: single_label). Model and optimizer states are
+    restored afterwards."""
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = model.training
@@ -68,6 +71,7 @@ def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Ten
     growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
     generator = torch.Generator(device=device).manual_seed(seed)
     context = autocast(device, precision)
+    criterion = make_criterion(target or Target([]), member, labels.cpu().numpy(), labels.device)
     index_batches = list(torch.randint(len(labels), (steps, member.batch_size), device=device, generator=generator))
     batches = as_source(images).batches(index_batches)
     photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
@@ -83,7 +87,7 @@ def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Ten
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / base_lrs[-1]
             _, loss = train_step(model, optimizer, next(batches), labels[index_batches[step]], member, comp,
-                                 context, generator, photo_size)
+                                 context, generator, criterion, photo_size)
             loss = loss.item()
             if not math.isfinite(loss):
                 break
@@ -108,24 +112,27 @@ def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Ten
 
 def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
              members: list[int] | None = None) -> dict[int, float]:
-    """Sweep each chosen member of the run on all labelled images (only the training loss is
-    watched, so nothing leaks into validation); write submissions/<name>/lr_find-<m>.png."""
+    """Sweep each chosen member of the run on the training part of its first split (the hold-out,
+    or fold 1's validation images, never take part in choosing the rate); write
+    submissions/<name>/lr_find-<m>.png."""
     chosen = members if members is not None else list(range(len(run.members)))
     if any(not 0 <= m < len(run.members) for m in chosen):
         raise PipelineError(f"--member {chosen}: preset '{run.preset}' has members 0 to {len(run.members) - 1}.")
     configure_threads(run)
-    dataset = load_train(comp, DataDir(data_dir))
+    dataset = training_dataset(comp, run, data_dir)
+    train_idx = validation_splits(dataset.train_targets, run, dataset.groups)[0][0]
     device = choose_device(run.device, run.deterministic)
-    shape = input_shape(comp, dataset, [run.members[m] for m in chosen])
-    images = open_images(dataset.train_images, run, device)
-    labels = torch.from_numpy(dataset.train_targets).to(device)
+    shape = input_shape(comp, dataset, train_idx, [run.members[m] for m in chosen])
+    images = open_images(dataset.train_images.subset(train_idx), run, device)
+    labels = torch.from_numpy(dataset.train_targets[train_idx]).to(device)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)
     suggestions = {}
     for m in chosen:
         member = run.members[m]
         model = member_model(member, shape, device, run.seed + 1000 * m)
-        sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed)
+        sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed,
+                         target=dataset.target)
         path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
                              out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")
         low = sweep.lrs[int(np.argmin(sweep.smoothed))]

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CHOICES, Competition, Member, PipelineError
+from .config import CHOICES, Competition, Member, PipelineError, weights_dir
 from .data import TrainingSet
 from .imagestore import channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
@@ -24,9 +24,9 @@ HEAD_DROPOUT = 0.2               # dropout before a new head's last Linear (mode
 # gray_stem, how 1-channel images meet a 3-channel stem: "repeat" the gray channel, or "sum" the
 # first conv's weights over its input channels
 GRAY_STEMS = ("repeat", "sum")
-OFFLINE_HINTS = {  # where each library looks for pretrained weights before downloading
-    "torchvision": "put the file in $TORCH_HOME/hub/checkpoints",
-    "timm": "set HF_HOME to a Hugging Face cache that holds them (HF_HUB_OFFLINE=1 fails fast)"}
+OFFLINE_HINTS = {  # how to point each library at a cache that holds the file
+    "torchvision": "TORCH_HOME names the folder above hub/checkpoints",
+    "timm": "HF_HOME names the Hugging Face cache; HF_HUB_OFFLINE=1 skips the network"}
 
 
 class ConvBN(nn.Sequential):
@@ -149,7 +149,28 @@ def _library_model(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
             raise
         raise PipelineError(
             f"Cannot load the pretrained weights of '{name}' ({type(error).__name__}: {error}). "
-            f"Offline, {OFFLINE_HINTS[library]}, or set weights: PATH to a local state_dict.") from None
+            f"Looked for {pretrained_file(library, arch)}. Offline, put the file there "
+            f"({OFFLINE_HINTS[library]}), or set weights: FILE to a state_dict in the weights folder "
+            f"({weights_dir()}).") from None
+
+
+def pretrained_file(library: str, arch: str) -> str:
+    """Where the library's cache keeps the default pretrained weights of `arch`: the file a
+    download would write, which an offline load reads instead."""
+    import torch.hub
+    if library == "torchvision":
+        import torchvision
+        url = torchvision.models.get_model_weights(arch).DEFAULT.url
+        return f"{Path(url).name} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+    import huggingface_hub.constants
+    from timm.models import get_pretrained_cfg
+    config = get_pretrained_cfg(arch)
+    if config is not None and config.hf_hub_id:
+        repo_id = config.hf_hub_id.split("@")[0]
+        repo = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+        return f"model.safetensors (or pytorch_model.bin) in {repo / 'snapshots' / '<revision>'}"
+    url = config.url if config is not None else ""
+    return f"{Path(url).name or arch} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
 
 
 def _unwrap_state(state) -> dict:
@@ -168,7 +189,9 @@ def load_backbone_weights(net: nn.Module, path: str, head_name: str) -> None:
     """Load a local state_dict into everything but the classifier `head_name` (always new).
     fp16 files are cast; any other mismatch is an error, never a silent random init."""
     if not Path(path).is_file():
-        raise PipelineError(f"Weights file {path} not found: fix 'weights:' in the competition yaml.")
+        raise PipelineError(f"Weights file {Path(path).name} not found in {Path(path).parent}: put it "
+                            f"there (the weights folder is $COMPETE_WEIGHTS, else weights/ in the "
+                            f"workspace), or fix 'weights:' in the competition yaml.")
     try:
         state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as error:
@@ -254,7 +277,7 @@ def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, 
 def _own_model(member: Member, in_channels: int, num_classes: int, image_size: int, args: dict):
     if member.pretrained:
         raise PipelineError(f"'{member.model}' has no library pretrained weights: set pretrained: "
-                            f"false, or weights: PATH to a state_dict of it.")
+                            f"false, or weights: FILE (a state_dict of it in the weights folder).")
     if member.model == "cnn":
         args.setdefault("image_size", member.image_size or image_size)
     try:
@@ -296,19 +319,22 @@ class InputShape:
     """What every member of a run is built for; saved as a dict in config.json and checkpoints."""
     channels: int                    # 1 = gray, 3 = RGB
     image_size: int                  # side of the competition's images in pixels
-    num_classes: int
+    num_classes: int                 # model outputs: the target kind's classes, tags or one
     mean: list[float] | None         # per-channel mean of the training images, [0, 1] scale;
                                      # None when no member normalizes with the data's statistics
     std: list[float] | None          # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: TrainingSet, members: list[Member] | None = None) -> InputShape:
-    """What every member is built for: channels, size, classes and the training images'
-    statistics, measured only when a member (any, when `members` is None) normalizes with them."""
+def input_shape(comp: Competition, dataset: TrainingSet, train_idx=None,
+                members: list[Member] | None = None) -> InputShape:
+    """What every member is built for: channels, size, outputs and the statistics of the images
+    in rows `train_idx` (all when None): the first split's training part, so a hold-out never
+    counts (with k folds, fold 1's training part stands for every fold's). The statistics are
+    measured only when a member (any, when `members` is None) normalizes with them."""
     mean, std = None, None
     if members is None or any(member.normalize == "data" for member in members):
-        mean, std = channel_stats(dataset.train_images)
-    return InputShape(comp.channels, comp.image_size, len(dataset.tables.classes), mean, std)
+        mean, std = channel_stats(dataset.train_images, train_idx)
+    return InputShape(comp.channels, comp.image_size, dataset.target.outputs, mean, std)
 
 
 def member_model(member: Member, shape: InputShape, device: torch.device, seed: int):

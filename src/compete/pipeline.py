@@ -12,16 +12,20 @@ import torch
 from . import distributed
 from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
 from .batches import open_images
+from .check import split_notes
+from .budget import apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
 from .ensemble import blend, fit_blend
 from .history import provenance
 from .inference import tta_probs
-from .metrics import score
+from .metrics import check_metric, decided_score, score
 from .models import input_shape, member_model
 from .report import analyse_run
 from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
 from .runtime import choose_device, configure_threads
+from .submission import submission_format
+from .targets import Target
 from .train import fit
 
 
@@ -33,23 +37,30 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
     dataset = training_dataset(comp, run, data_dir, skip_bad)
+    target = dataset.target
+    check_metric(comp.metric, target)
+    submission_format(dataset.tables.sample, comp.id_column, comp.label_column, target, comp.metric)
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
-    splits = validation_splits(targets, run)
-    shape = input_shape(comp, dataset, run.members)
-    run_dir = _open_run_dir(comp, run, data_dir, shape, dataset.tables.classes, resume_dir)
-    if distributed.is_main():
-        print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
-              f"{len(dataset.tables.classes)} classes, device {device}, run {run_dir.name}")
+    splits = validation_splits(dataset.strata, run, dataset.groups)
+    shape = input_shape(comp, dataset, splits[0][0], run.members)
     images = training_images(dataset.train_images, run, device)
     labels = torch.from_numpy(targets).to(device)
+    plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir, target)
+    splits = splits[:plan["folds"]] if plan else splits
+    run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
+    if distributed.is_main():
+        print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
+              f"{target.kind} target, {target.outputs} output(s), device {device}, run {run_dir.name}")
+        for note in split_notes(target, targets, run):
+            print(f"note: {note}")
     covered = np.unique(np.concatenate([val for _, val in splits]))
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
         member_started = time.perf_counter()
         oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
-            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, dataset.tables.classes,
+            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, target,
                                     images, labels, train_idx, val_idx, device, run_dir)
             if val_probs is not None:
                 oof[val_idx] = val_probs
@@ -57,16 +68,35 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
             np.save(RunFolder(run_dir).oof_path(m), oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
-                     "score": score(comp.metric, targets[covered], oof[covered]) if len(covered) else None,
+                     "score": decided_score(comp.metric, target, targets[covered], oof[covered])[0]
+                     if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
-    summary = _summarize(comp, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
+    summary = _summarize(comp, target, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
     if distributed.is_main():
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
+        summary["command_seconds"] = round(process_seconds(), 1)  # start-up and plots included
+        write_json(RunFolder(run_dir).summary_path, summary)
         print(f"Run saved in {run_dir}")
     distributed.teardown()
     return run_dir
+
+
+def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Path | None,
+               target: Target) -> dict | None:
+    """The run's time plan (budget.py): made now by measuring every member, and applied to
+    `run`; or the resumed run's own. None without a time limit."""
+    if resume_dir is not None:
+        return RunFolder(resume_dir).config().get("time_plan")
+    if not run.time_limit:
+        return None
+    plan = distributed.share(plan_time_limit(
+        run, comp, splits, images, labels, device, lambda member: member_model(member, shape, device, run.seed), target))
+    if distributed.is_main():
+        print(describe(plan, run.members, len(splits)))
+    apply_plan(plan, run)
+    return asdict(plan)
 
 
 def training_images(images, run: RunConfig, device: torch.device):
@@ -76,10 +106,11 @@ def training_images(images, run: RunConfig, device: torch.device):
     return open_images(images, run, device, stream)
 
 
-def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) -> Path:
+def _open_run_dir(comp, run, data_dir, shape, target: Target, resume_dir: Path | None,
+                  plan: dict | None) -> Path:
     """A new run folder with its config.json, or the interrupted one being resumed."""
     if resume_dir is not None:
-        if RunFolder(resume_dir).config()["classes"] != classes:
+        if RunFolder(resume_dir).config()["classes"] != target.classes:
             raise PipelineError(f"The training labels changed since run {resume_dir.name} started: "
                                 f"start a new run instead of --resume.")
         return resume_dir
@@ -87,25 +118,32 @@ def _open_run_dir(comp, run, data_dir, shape, classes, resume_dir: Path | None) 
         return distributed.share(None)
     run_dir = new_run_dir(comp.name, run.preset)
     write_json(RunFolder(run_dir).config_path, {"competition": asdict(comp), "run": asdict(run),
-                                         "data": str(data_dir), "shape": asdict(shape), "classes": classes,
-                                         "provenance": provenance(comp, data_dir)})
+                                         "data": str(data_dir), "shape": asdict(shape), "classes": target.classes,
+                                         "target": target.to_dict(),
+                                         "provenance": provenance(comp, data_dir), "time_plan": plan})
     return distributed.share(run_dir)
 
 
-def _summarize(comp, oof_all, targets, rows, folds, skipped, started) -> dict:
-    """Members' scores, the calibrated ensemble's weights and score, timing."""
+def _summarize(comp, target: Target, oof_all, targets, rows, folds, skipped, started) -> dict:
+    """Members' scores, the calibrated ensemble's weights, the decisions fitted on its
+    out-of-fold outputs (thresholds, cut-points) and its score under them, timing."""
+    decisions, undecided = target.default_decisions(), None
     if len(targets):
-        temperatures, weights = fit_blend(oof_all, targets)
-        ensemble_score = score(comp.metric, targets, blend(oof_all, temperatures, weights))
+        temperatures, weights = fit_blend(oof_all, targets, target, comp.metric)
+        blended = blend(oof_all, temperatures, weights, target)
+        ensemble_score, decisions = decided_score(comp.metric, target, targets, blended)
+        undecided = score(comp.metric, target, targets, blended)
     else:  # no validation data: equal weights, no scores
         temperatures, weights, ensemble_score = [1.0] * len(oof_all), np.full(len(oof_all), 1 / len(oof_all)), None
-    return {"metric": comp.metric, "members": rows, "weights": np.asarray(weights).tolist(),
-            "temperatures": temperatures, "ensemble_score": ensemble_score, "folds": folds,
+    return {"metric": comp.metric, "target": target.kind, "members": rows,
+            "weights": np.asarray(weights).tolist(), "temperatures": temperatures,
+            "decisions": decisions, "ensemble_score": ensemble_score,
+            "score_default_decisions": undecided, "folds": folds,
             "validated": int(len(targets)), "skipped_images": skipped,
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, train_idx, val_idx,
+def _train_fold(comp, run, member, m, f, folds, shape, target: Target, images, labels, train_idx, val_idx,
                 device, run_dir: Path):
     """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
     folder = RunFolder(run_dir)
@@ -119,14 +157,14 @@ def _train_fold(comp, run, member, m, f, folds, shape, classes, images, labels, 
     photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, device, images.streamed)
     result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
                  run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
-                 resume_path=resume, photo=photo)
+                 resume_path=resume, target=target, photo=photo)
     val_probs = result.val_probs
     if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
         model.load_state_dict(result.state_dict)
-        val_probs = tta_probs(model, images, member.tta, device, run.precision, positions=val_idx)
+        val_probs = tta_probs(model, images, member.tta, device, run.precision, target, positions=val_idx)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
-                        {"epoch": result.best_epoch, "score": result.best_score, "classes": classes,
+                        {"epoch": result.best_epoch, "score": result.best_score, "classes": target.classes,
                          "fold": f, "val_probs": val_probs, "seconds": result.seconds})
         resume.unlink(missing_ok=True)
     return val_probs
@@ -139,3 +177,7 @@ def print_summary(summary: dict) -> None:
         print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
     if summary["ensemble_score"] is not None:
         print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
+    if summary["decisions"] and summary["score_default_decisions"] is not None:  # fitted out of fold
+        print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
+              f"fitted: {summary['decisions']}")
+

@@ -10,7 +10,7 @@ import torch
 
 from .atomic import write_atomically
 from .batches import open_images
-from .config import Competition, PipelineError, run_from_dict, submissions_dir
+from .config import Competition, PipelineError, run_from_dict, submissions_dir, target_settings
 from .data import load_test
 from .ensemble import blend
 from .files import DataDir
@@ -19,15 +19,17 @@ from .inference import tta_probs
 from .runs import RunFolder, find_run, load_checkpoint
 from .runtime import choose_device
 from .submission import build_submission, validate_submission, write_submission
+from .targets import Target, fit_target, target_of_run
 
 
-def member_probs(run_dir: Path, images, device: torch.device, precision: str):
-    """Per member: test probabilities averaged over its folds and its TTA transforms; `images`
-    a batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
+def member_probs(run_dir: Path, images, device: torch.device, precision: str,
+                 target: Target | None = None):
+    """Per member: test outputs averaged over its folds and its TTA transforms; `images` a
+    batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
     probs = {}
     for index, path in RunFolder(run_dir).checkpoints():
         model, member = load_checkpoint(path, device)
-        probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision))
+        probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision, target))
     return [np.mean(probs[m], axis=0) for m in sorted(probs)]
 
 
@@ -35,9 +37,11 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
                         device_name: str = "auto") -> Path:
     run_dir = find_run(comp.name, run_id)
     config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
+    target = target_of_run(config)
     tables, test_images = load_test(comp, DataDir(data_dir))
-    if tables.classes != config["classes"]:
-        missing = sorted(set(config["classes"]) ^ set(tables.classes))
+    classes = fit_target(target_settings(comp), tables.train_labels).classes
+    if classes != config["classes"]:
+        missing = sorted(set(config["classes"]) ^ set(classes))
         raise PipelineError(
             f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
             f"Train again.")
@@ -45,12 +49,14 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     run = run_from_dict(config["run"])
     images = open_images(test_images, run, device)
     started = time.perf_counter()
-    probs = member_probs(run_dir, images, device, run.precision)
+    probs = member_probs(run_dir, images, device, run.precision, target)
     seconds = time.perf_counter() - started
-    final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"])
+    final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"], target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
-    frame = build_submission(tables.sample, comp.id_column, comp.label_column, tables.classes, final)
-    validate_submission(frame, tables.sample, comp.id_column, comp.label_column, tables.classes)
+    frame = build_submission(tables.sample, comp.id_column, comp.label_column, target.classes, final,
+                             target, comp.metric, summary.get("decisions"))
+    validate_submission(frame, tables.sample, comp.id_column, comp.label_column, target.classes,
+                        target, comp.metric)
     path = write_submission(frame, submissions_dir() / comp.name)
     write_manifest(path, run_dir, summary)  # which run made this file
     print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "

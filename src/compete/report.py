@@ -19,9 +19,10 @@ from sklearn.metrics import confusion_matrix
 from .config import Competition, PipelineError, run_from_dict
 from .data import training_dataset
 from .ensemble import blend
-from .metrics import score
+from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta, score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
+from .targets import Target, target_of_run
 
 ANALYSIS = "analysis.json"
 REPORT = "report.html"
@@ -32,7 +33,12 @@ PLOTS = {  # file in the run folder -> caption in the report
     "errors.png": "Validation images with the highest loss",
 }
 ERROR_IMAGES = 16          # images in the highest-loss grid
-REPORT_METRICS = ["accuracy", "f1_macro", "f2_macro", "log_loss", "top3_accuracy", "top5_accuracy"]
+REPORT_METRICS = {         # shown beside the competition's own, per target kind
+    SINGLE: ["accuracy", "f1_macro", "f2_macro", "log_loss", "top3_accuracy", "top5_accuracy"],
+    BINARY: ["accuracy", "f1", "roc_auc", "log_loss"],
+    MULTI: ["f2_samples", "f1_samples", "f1_macro", "roc_auc", "log_loss"],
+    REGRESSION: ["rmse", "mae", "quadratic_weighted_kappa"],
+}
 
 
 def read_log(run_dir: Path) -> pd.DataFrame:
@@ -44,49 +50,100 @@ def read_log(run_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates(["member", "epoch"], keep="last") if len(frame) else frame
 
 
-def ensemble_oof(run_dir: Path, summary: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The ensemble's out-of-fold probabilities for every training image, and the indices of
-    the validated ones (images never validated keep all-zero rows in the oof files)."""
+def ensemble_oof(run_dir: Path, summary: dict, target: Target | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ensemble's out-of-fold outputs for every training image, and the indices of the
+    validated ones (images never validated keep all-zero rows in the oof files)."""
+    target = target or Target([])
     members = [np.load(p) for p in RunFolder(run_dir).oof_paths()]
-    rows = np.flatnonzero(members[0].sum(1) > 0)
-    probs = blend(members, summary.get("temperatures", [1.0] * len(members)), summary["weights"])
-    # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn's float64 checks want better
-    return probs / probs.sum(1, keepdims=True), rows
+    rows = np.flatnonzero((members[0] != 0).any(1))
+    probs = blend(members, summary.get("temperatures", [1.0] * len(members)), summary["weights"], target)
+    if target.kind == SINGLE:  # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn wants better
+        probs = probs / probs.sum(1, keepdims=True)
+    return probs, rows
 
 
-def confusion(targets: np.ndarray, probs: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts of (true class, most probable class) pairs."""
-    return confusion_matrix(targets, probs.argmax(1), labels=np.arange(num_classes))
+def confusion(targets: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs."""
+    return confusion_matrix(targets, predicted, labels=np.arange(num_classes))
+
+
+def report_metrics(target: Target, metric_name: str) -> list[str]:
+    """The competition's metric first, then the kind's others that apply."""
+    names = dict.fromkeys([metric_name, *REPORT_METRICS[target.kind]])
+    if target.kind == SINGLE:
+        names = [n for n in names if not n.startswith("top") or int(n[3:-len("_accuracy")]) < target.outputs]
+    if target.kind == REGRESSION and not target.grades:
+        names = [n for n in names if n != "quadratic_weighted_kappa"]
+    return list(names)
+
+
+def as_classes(target: Target, targets: np.ndarray, outputs: np.ndarray, decisions: dict):
+    """(true class, predicted class, class probabilities or None, class names) where the
+    outputs decide between classes: single_label, binary, graded regression; else None."""
+    predicted = target.decide(outputs, decisions)
+    if target.kind == SINGLE:
+        return targets, predicted, outputs, target.classes
+    if target.kind == BINARY:
+        return targets, predicted, np.concatenate([1 - outputs, outputs], axis=1), target.classes
+    if target.kind == REGRESSION and target.grades:
+        low, high = target.grades
+        return (np.rint(targets).astype(int) - low, predicted - low, None,
+                [str(g) for g in range(low, high + 1)])
+    return None
+
+
+def _class_analysis(run_dir: Path, config: dict, images, counts: np.ndarray, view, rows) -> dict:
+    """Confusion matrix, per-class accuracy and the highest-loss images, plotted; `counts` are
+    the labelled images per class."""
+    val_targets, predicted, class_probs, labels = view
+    names = {str(label): name for label, name in config["competition"].get("class_names", {}).items()}
+    classes = [f"{label} {names[label]}" if label in names else label for label in labels]
+    matrix = confusion(val_targets, predicted, len(classes))
+    accuracy = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
+    plot_confusion(matrix, classes, run_dir / "confusion.png")
+    plot_per_class(counts, np.where(matrix.sum(1) > 0, accuracy, np.nan), classes, run_dir / "per_class.png")
+    if class_probs is not None:
+        plot_errors(images[rows], val_targets, class_probs, classes, run_dir / "errors.png", ERROR_IMAGES)
+    return {"confusion": matrix.tolist(),
+            "per_class": [{"class": name, "images": int(counts[i]), "validated": int(matrix[i].sum()),
+                           "accuracy": float(accuracy[i]) if matrix[i].sum() else None}
+                          for i, name in enumerate(classes)]}
+
+
+def _tag_analysis(target: Target, all_targets, val_targets, outputs, decisions) -> dict:
+    """Per tag: images, validated positives, F1 under the fitted threshold."""
+    predicted = target.decide(outputs, decisions)
+    thresholds = decisions.get("thresholds") or target.default_decisions()["thresholds"]
+    return {"per_class": [{"class": tag, "images": int(all_targets[:, i].sum()),
+                           "validated": int(val_targets[:, i].sum()), "threshold": thresholds[i],
+                           "f1": f_beta(val_targets[:, i:i + 1], predicted[:, i:i + 1], 1.0, "macro")}
+                          for i, tag in enumerate(target.classes)]}
 
 
 def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
     """Write the plots and analysis.json; images (N, H, W, C) uint8 and targets in training order."""
     config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
-    names = {str(label): name for label, name in config["competition"].get("class_names", {}).items()}
-    classes = [f"{label} {names[label]}" if label in names else label for label in config["classes"]]
+    target = target_of_run(config)
     analysis = {"metrics": {}, "per_class": [], "validated": 0}
     history = read_log(run_dir)
     if len(history):
         plot_curves(history, run_dir / "curves.png")
-    probs, rows = ensemble_oof(run_dir, summary)
+    probs, rows = ensemble_oof(run_dir, summary, target)
     if len(probs) != len(targets):
         raise PipelineError(f"Run {run_dir.name} was trained on {len(probs)} images; the data in "
                             f"{config['data']} now has {len(targets)}. Train a new run to analyse it.")
     if len(rows):
-        probs, val_targets = probs[rows], targets[rows]
-        matrix = confusion(val_targets, probs, len(classes))
-        counts = np.bincount(targets, minlength=len(classes))
-        accuracy = np.diag(matrix) / np.maximum(matrix.sum(1), 1)
-        plot_confusion(matrix, classes, run_dir / "confusion.png")
-        plot_per_class(counts, np.where(matrix.sum(1) > 0, accuracy, np.nan), classes, run_dir / "per_class.png")
-        plot_errors(images[rows], val_targets, probs, classes, run_dir / "errors.png", ERROR_IMAGES)
-        names = [n for n in dict.fromkeys([summary["metric"], *REPORT_METRICS])
-                 if not n.startswith("top") or int(n[3:-len("_accuracy")]) < len(classes)]
-        analysis = {"validated": int(len(rows)), "confusion": matrix.tolist(),
-                    "metrics": {name: score(name, val_targets, probs) for name in names},
-                    "per_class": [{"class": name, "images": int(counts[i]), "validated": int(matrix[i].sum()),
-                                   "accuracy": float(accuracy[i]) if matrix[i].sum() else None}
-                                  for i, name in enumerate(classes)]}
+        outputs, val_targets = probs[rows], targets[rows]
+        decisions = summary.get("decisions") or target.default_decisions()
+        analysis = {"validated": int(len(rows)), "per_class": [],
+                    "metrics": {name: score(name, target, val_targets, outputs, decisions)
+                                for name in report_metrics(target, summary["metric"])}}
+        view = as_classes(target, val_targets, outputs, decisions)
+        if view is not None:
+            counts = np.array(list(target.counts(targets).values()))
+            analysis.update(_class_analysis(run_dir, config, images, counts, view, rows))
+        elif target.kind == MULTI:
+            analysis.update(_tag_analysis(target, targets, val_targets, outputs, decisions))
     write_json(run_dir / ANALYSIS, analysis)
     return analysis
 

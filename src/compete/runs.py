@@ -27,6 +27,7 @@ class RunFolder:
         self.summary_path = self.path / "summary.json"  # written last
         self.log_path = self.path / "log.jsonl"         # one line per epoch of every member and fold
         self.members_dir = self.path / "members"
+        self.uploads_path = self.path / "uploads.json"  # each upload of its predictions, public score
 
     def member_path(self, m: int, f: int) -> Path:
         """The finished checkpoint of member m on fold f."""

@@ -12,9 +12,9 @@ import pandas as pd
 
 from .config import Competition, PipelineError
 from .files import DataDir, Problems, examples
+from .layout import folder_rows, folders_hint, unsafe_ids
 
 INTEGER = re.compile(r"^-?\d+$")
-NOT_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")  # path separators and control characters
 MISSING_LABELS = frozenset({"", "nan", "NaN", "NA", "N/A", "n/a", "<NA>", "#N/A", "null", "NULL", "None"})
 
 
@@ -65,19 +65,20 @@ def _lines(mask) -> list[int]:
 
 
 def check_ids(ids: pd.Series, where: str, problems: Problems | None = None) -> pd.Series:
-    """Ids must be present, plain names (no path parts) and unique. Returns which rows have a
-    usable id (when collecting, the other rows are left out of later checks)."""
+    """Ids must be present, name a file inside the image folder (layout.unsafe_ids) and be
+    unique. Returns which rows have a usable id (when collecting, the other rows are left out
+    of later checks)."""
     problems = problems or Problems()
     empty = ids == ""
     if empty.any():
         problems.report(f"{where} line(s) {examples(_lines(empty))}: empty id. "
                         f"Remove those rows or fill in their ids.")
-    pathlike = ids.str.contains(NOT_A_NAME) | ids.isin([".", ".."])
+    pathlike = unsafe_ids(ids) & ~empty
     if pathlike.any():
         first = ids[pathlike].iloc[0]
-        problems.report(f"{where} line(s) {examples(_lines(pathlike))}: id {first!r} is not a plain "
-                        f"file name (path separators, '..' or control characters are refused). "
-                        f"Fix or remove those rows.")
+        problems.report(f"{where} line(s) {examples(_lines(pathlike))}: id {first!r} does not name a "
+                        f"file inside the image folder (absolute paths, '..' and control characters "
+                        f"are refused). Fix or remove those rows.")
     duplicated = ids.duplicated(keep=False) & ~empty
     if duplicated.any():
         first = ids[duplicated].iloc[0]
@@ -137,11 +138,18 @@ def sample_format(sample: pd.DataFrame, id_column: str, label_column: str, class
 
 
 def _train_table(comp: Competition, data: DataDir, problems: Problems) -> pd.DataFrame | None:
+    """The training rows: from the train CSV, or (layout: folders) from the class folders."""
     id_col, label_col = comp.id_column, comp.label_column
-    train = _read_table(data, comp.train_csv, [id_col, label_col], "id_column/label_column", problems)
+    if comp.layout == "folders":
+        train, where = folder_rows(comp, data, problems), data.describe(comp.train_images)
+    elif not data.exists(comp.train_csv) and (hint := folders_hint(comp, data)):
+        problems.report(f"{data.root / comp.train_csv} not found, but {hint}")
+        return None
+    else:
+        train = _read_table(data, comp.train_csv, [id_col, label_col], "id_column/label_column", problems)
+        where = data.describe(comp.train_csv)
     if train is None:
         return None
-    where = data.describe(comp.train_csv)
     usable = check_ids(train[id_col], where, problems)
     usable &= _check_labels(train[label_col], train[id_col], where, problems)
     return train[usable]

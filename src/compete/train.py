@@ -11,10 +11,10 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
@@ -23,15 +23,17 @@ from .atomic import write_atomically
 from .augment import PhotoPlan, has_photo_augment, mix_batch, train_transform
 from .batches import as_source
 from .config import Member, PipelineError
-from .metrics import metric_entry, score
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 from .inference import predict_logits
+from .losses import criterion as make_criterion, sampling_weights, validation_loss
+from .metrics import metric, score
 from .runtime import autocast
+from .targets import Target
 
 @dataclass
 class FitResult:
     state_dict: dict                 # best weights (EMA weights where EMA is on), on the CPU
-    val_probs: np.ndarray | None     # (n_val, classes) probabilities of the best weights
+    val_probs: np.ndarray | None     # (n_val, outputs) activated outputs of the best weights
     best_epoch: int
     best_score: float | None         # validation value of the competition's metric; None unvalidated
     seconds: float = 0.0
@@ -69,6 +71,14 @@ def _scheduler(optimizer, member: Member, total_steps: int):
     raise PipelineError(f"Unknown schedule '{member.schedule}': use onecycle or cosine.")
 
 
+def epoch_order(count: int, draw: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """The epoch's image indices: a permutation, or (balanced sampler) `count` draws with
+    replacement by the per-image probabilities `draw`."""
+    if draw is None:
+        return torch.randperm(count, device=generator.device, generator=generator)
+    return torch.multinomial(draw, count, replacement=True, generator=generator)
+
+
 def epoch_steps(member: Member, images: int) -> int:
     """Batches per epoch: the ragged last batch is dropped (stable BatchNorm), and at most
     member.epoch_steps when set."""
@@ -77,14 +87,15 @@ def epoch_steps(member: Member, images: int) -> int:
 
 
 def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, train_idx, member, comp,
-                 context, generator, photo: PhotoPlan, progress: str):
+                 context, generator, photo: PhotoPlan, progress: str, objective):
     """One pass over images[train_idx]. `net` is `model`, or its DistributedDataParallel wrapper:
-    every process draws the same permutation and takes its own slice of each global batch.
-    Returns the loss, the accuracy and the seconds spent waiting for batches."""
+    every process draws the same order (a permutation, or the balanced sampler's draws) and takes
+    its own slice of each global batch. Returns the loss, the accuracy and the seconds spent
+    waiting for batches."""
     model.train()
     if member.freeze_bn:
         freeze_batchnorm(model.net)
-    order = train_idx[torch.randperm(len(train_idx), device=generator.device, generator=generator)]
+    order = train_idx[epoch_order(len(train_idx), objective.draw, generator)]
     steps = epoch_steps(member, len(order))
     shard = slice(distributed.rank(), None, distributed.world_size())
     index_batches = [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
@@ -102,12 +113,13 @@ def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, train_i
         batch = next(batches)
         waited += time.perf_counter() - asked
         labels = targets[index_batches[step]]
-        logits, loss = train_step(net, optimizer, batch, labels, member, comp, context, generator, photo.size)
+        logits, loss = train_step(net, optimizer, batch, labels, member, comp, context, generator,
+                                  objective.criterion, photo.size)
         scheduler.step()
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
+        correct += objective.target.hits(logits.detach(), labels)
         if step % 50 == 49 and distributed.world_size() == 1:
             seen = (step + 1) * member.batch_size
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
@@ -118,9 +130,10 @@ def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, train_i
 
 
 def train_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, member: Member, comp,
-               context, generator: torch.Generator, photo_size: int | None = None):
-    """One optimizer step on a batch of uint8 images: augment (and mix), forward, loss, backward,
-    step. With `photo_size`, the photo augmentation runs here, ending at that side."""
+               context, generator: torch.Generator, criterion, photo_size: int | None = None):
+    """One optimizer step on a batch of uint8 images: augment (and mix), forward, loss (the
+    target kind's `criterion`), backward, step. With `photo_size`, the photo augmentation runs
+    here, ending at that side."""
     batch = train_transform(images, member, comp.hflip, comp.vflip, generator, photo_size)
     partner, keep = None, None
     if member.mixup or member.cutmix:
@@ -128,10 +141,9 @@ def train_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, membe
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
     with context():
         logits = net(batch)
-    loss = F.cross_entropy(logits.float(), labels, label_smoothing=member.label_smoothing)
+    loss = criterion(logits, labels)
     if partner is not None:  # the mixed-in images' labels, by their share of the input
-        loss = keep * loss + (1 - keep) * F.cross_entropy(
-            logits.float(), labels[partner], label_smoothing=member.label_smoothing)
+        loss = keep * loss + (1 - keep) * criterion(logits, labels[partner])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -151,6 +163,29 @@ def ema_update(decay: float):
         keep = torch.clamp((1 + count) / (10 + count), max=decay)
         torch._foreach_lerp_(ema_params, params, [(1 - keep).to(ema_params[0].dtype)] * len(params))
     return update
+
+
+def make_ema(model, member: Member) -> AveragedModel | None:
+    """The member's exponential moving average of `model`'s weights, or None when it has none."""
+    if not member.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=ema_update(member.ema), use_buffers=True)
+
+
+@dataclass
+class Objective:
+    """What a fit trains for: the target kind, its loss, and the balanced sampler's per-image
+    draw probabilities (None: a permutation per epoch)."""
+    target: Target
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    draw: torch.Tensor | None = None
+
+
+def objective_for(target: Target, member: Member, train_targets: np.ndarray,
+                  device: torch.device) -> Objective:
+    draw = sampling_weights(target, member, train_targets)
+    return Objective(target, make_criterion(target, member, train_targets, device),
+                     None if draw is None else torch.as_tensor(draw, dtype=torch.float32, device=device))
 
 
 @dataclass
@@ -195,14 +230,16 @@ def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Pro
 def fit(model, member: Member, comp, images, targets: torch.Tensor,
         train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device, precision: str,
         seed: int, log_path: Path | None = None, label: str = "",
-        resume_path: Path | None = None, photo: PhotoPlan | None = None) -> FitResult:
+        resume_path: Path | None = None, target: Target | None = None,
+        photo: PhotoPlan | None = None) -> FitResult:
     """Train `model` on images[train_idx]; keep the weights with the best validation metric.
     `images`: a batch source (batches.py), or a uint8 (N, C, H, W) tensor on `device`;
     `targets` on `device`; `photo` says where the photo augmentation runs (on the device when
     None).
 
     With `resume_path`, the state after every epoch is saved there, and a fit that finds the
-    file continues from it, ending exactly where an uninterrupted fit would.
+    file continues from it, ending exactly where an uninterrupted fit would. `target` is the
+    kind the labels are encoded for (default: single_label).
     """
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
@@ -219,16 +256,17 @@ def fit(model, member: Member, comp, images, targets: torch.Tensor,
         raise PipelineError(
             f"batch_size {member.batch_size} is larger than the {len(train_idx)} training images: "
             f"lower it with --batch-size.")
+    target = target or Target([])
+    objective = objective_for(target, member, targets[train_positions].cpu().numpy(), device)
     optimizer = make_optimizer(model, member)
     scheduler = _scheduler(optimizer, member, member.epochs * steps_per_epoch)
-    ema = AveragedModel(model, multi_avg_fn=ema_update(member.ema), use_buffers=True) \
-        if member.ema else None
+    ema = make_ema(model, member)
     context = autocast(device, precision)
     progress = Progress()
     if resume_path is not None and resume_path.is_file():
         progress = _load_resume(resume_path, model, ema, optimizer, scheduler, generator)
         tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
-    higher_is_better = metric_entry(comp.metric)[1]
+    higher_is_better = metric(comp.metric, target.kind).higher_is_better
     net, trainable = model, None
     while progress.epoch < member.epochs:
         if member.patience and progress.stale >= member.patience:
@@ -242,7 +280,7 @@ def fit(model, member: Member, comp, images, targets: torch.Tensor,
         epoch_started = time.perf_counter()
         train_loss, train_acc, waited = _train_epoch(
             model, net, ema, optimizer, scheduler, images, targets, train_positions, member, comp, context,
-            generator, photo, f"{label} epoch {epoch + 1}/{member.epochs}")
+            generator, photo, f"{label} epoch {epoch + 1}/{member.epochs}", objective)
         train_seconds = time.perf_counter() - epoch_started
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
@@ -252,15 +290,15 @@ def fit(model, member: Member, comp, images, targets: torch.Tensor,
         probs, value = None, float(epoch)  # without validation the last epoch is the best
         if len(val_idx):
             logits = predict_logits(scored, images, device, precision, positions=val_idx)
-            probs = logits.softmax(1).numpy()
-            record.update(val_loss=F.cross_entropy(logits, val_targets).item(),
-                          val_acc=(logits.argmax(1) == val_targets).float().mean().item())
-            record[f"val_{comp.metric}"] = value = score(comp.metric, val_targets.numpy(), probs)
-            value = value if higher_is_better else -value
+            probs = target.activate(logits).numpy()
+            record.update(val_loss=validation_loss(target, logits, val_targets),
+                          val_acc=target.hits(logits, val_targets).item() / len(val_idx))
+            record[f"val_{comp.metric}"] = value = score(comp.metric, target, val_targets.numpy(), probs)
+            value = -math.inf if math.isnan(value) else value if higher_is_better else -value
         progress.epoch = epoch + 1
         if distributed.is_main():
             _log(record, log_path, label)
-        if value > progress.best_value:
+        if value > progress.best_value or not progress.best_state:  # an undefined (NaN) metric keeps one
             progress.best_value, progress.best_epoch, progress.stale = value, epoch + 1, 0
             progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
             progress.best_val_probs = probs

@@ -1,0 +1,233 @@
+"""Fitting a `train` command into a time limit (RunConfig.time_limit, `--time-limit SECONDS`).
+
+What a run costs is measured, not guessed: each member's training step at its batch size
+(augmentation, mixing and EMA included), its inference per image and the saving of its
+per-epoch state are timed over a few steps on this machine, under its present load. `plan_run`
+then gives every member as many epochs as fit, in proportion to its preset's epochs, once what
+has already gone (process start, imports, decoding, the measuring itself), each epoch's
+training and validation, each fold's TTA scoring and the end of the run (ensemble weights,
+plots) are counted, less a margin. Schedules are built for the planned epochs, so they still
+anneal to their end. Only when one epoch of every member on every fold is too long are folds,
+then members, left out; when one epoch of one member is too long, the limit is refused.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .augment import has_photo_augment
+from .batches import as_source
+from .config import Competition, Member, PipelineError, RunConfig
+from .inference import EVAL_BATCH, predict_logits
+from .losses import criterion as make_criterion
+from .runtime import autocast
+from .targets import Target
+from .train import make_ema, make_optimizer, train_step
+
+MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
+END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots,
+                       # interpreter exit (2-core CPU under load: plots 3.6-4.3 s, exit 1.6-2.4 s)
+WARMUP_CALLS = 2       # probe calls not timed (kernel selection, allocator)
+PROBE_CALLS = 3        # timed calls at least ...
+PROBE_MIN_S = 1.0      # ... and at least this long, so a fast call is averaged over many
+PROBE_MAX_CALLS = 200  # ... and at most this many
+IMPORTED = time.monotonic()  # fallback start time where /proc is missing
+
+
+def process_seconds() -> float:
+    """Seconds since this process started, interpreter start-up and imports included (Linux's
+    /proc; elsewhere, since this module was imported)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks after boot
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - IMPORTED
+
+
+@dataclass
+class MemberCost:
+    """What one member costs on this machine, measured."""
+    step_s: float          # one training step at the member's batch size
+    image_s: float         # inference of one image (one view)
+    epoch_s: float = 0.0   # fixed per epoch: saving the resume state
+
+
+@dataclass
+class Plan:
+    """How a run fits its limit; recorded in the run's config.json as `time_plan`."""
+    limit_s: float
+    elapsed_s: float                 # gone before training: start-up, decoding, measuring
+    end_s: float                     # after the last fold
+    margin_s: float
+    members: int                     # the preset's first `members` members are trained ...
+    folds: int                       # ... on the split's first `folds` folds
+    epochs: list[int]                # per trained member
+    preset_epochs: list[int]
+    train_images_per_s: list[float]  # measured, per member
+    eval_images_per_s: list[float]
+    epoch_s: list[float]             # one epoch of each member on the first fold, validation included
+    estimate_s: float                # expected wall time of the whole command
+
+
+def epoch_seconds(member: Member, cost: MemberCost, n_train: int, n_val: int) -> float:
+    """One epoch: its training steps, the validation of its weights, the saving of its state."""
+    return (n_train // member.batch_size) * cost.step_s + n_val * cost.image_s + cost.epoch_s
+
+
+def fold_seconds(member: Member, cost: MemberCost, epochs: int, n_train: int, n_val: int) -> float:
+    """One member on one fold: its epochs, then the scoring of its TTA views on the validation
+    images."""
+    views = len(member.tta) if member.tta != ["identity"] else 0
+    return epochs * epoch_seconds(member, cost, n_train, n_val) + n_val * views * cost.image_s
+
+
+def run_seconds(members: list[Member], costs: list[MemberCost], epochs: list[int],
+                sizes: list[tuple[int, int]]) -> float:
+    """Every member on every fold; `sizes` holds each fold's (training, validation) image counts."""
+    return sum(fold_seconds(member, cost, count, n_train, n_val)
+               for member, cost, count in zip(members, costs, epochs) for n_train, n_val in sizes)
+
+
+def size_epochs(members: list[Member], costs: list[MemberCost], sizes: list[tuple[int, int]],
+                available: float) -> list[int] | None:
+    """The most epochs per member, in proportion to the members' own, whose training fits
+    `available` seconds; None when one epoch each does not fit."""
+    def epochs_at(scale: float) -> list[int]:
+        return [max(1, int(scale * max(1, member.epochs))) for member in members]
+
+    def fits(epochs: list[int]) -> bool:
+        return run_seconds(members, costs, epochs, sizes) <= available
+
+    if not fits(epochs_at(0)):
+        return None
+    low, high = 0.0, 1.0
+    while fits(epochs_at(high)) and high < 2 ** 20:
+        low, high = high, high * 2
+    for _ in range(40):  # bisect the scale between what fits and what does not
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(epochs_at(middle)) else (low, middle)
+    epochs = epochs_at(low)
+    # whole epochs left over: one more for each member furthest below its share, while it fits
+    for m in sorted(range(len(members)), key=lambda m: epochs[m] / max(1, members[m].epochs)):
+        more = epochs[:m] + [epochs[m] + 1] + epochs[m + 1:]
+        if fits(more):
+            epochs = more
+    return epochs
+
+
+def plan_run(limit_s: float, elapsed_s: float, members: list[Member], costs: list[MemberCost],
+             sizes: list[tuple[int, int]], end_s: float | None = None) -> Plan:
+    """Size the run to end within `limit_s` seconds of the process start, `elapsed_s` of which
+    have gone. Folds are left out before members, from the last."""
+    end_s = END_S if end_s is None else end_s
+    margin_s = MARGIN * limit_s
+    available = limit_s - elapsed_s - end_s - margin_s
+    shapes = [(len(members), folds) for folds in range(len(sizes), 0, -1)] + \
+             [(count, 1) for count in range(len(members) - 1, 0, -1)]
+    for kept, folds in shapes:
+        epochs = size_epochs(members[:kept], costs[:kept], sizes[:folds], available)
+        if epochs is not None:
+            pairs = list(zip(members[:kept], costs))
+            spent = run_seconds(members[:kept], costs, epochs, sizes[:folds])
+            return Plan(limit_s, elapsed_s, end_s, margin_s, kept, folds, epochs,
+                        preset_epochs=[member.epochs for member, _ in pairs],
+                        train_images_per_s=[member.batch_size / cost.step_s for member, cost in pairs],
+                        eval_images_per_s=[1 / cost.image_s for _, cost in pairs],
+                        epoch_s=[epoch_seconds(member, cost, *sizes[0]) for member, cost in pairs],
+                        estimate_s=elapsed_s + spent + end_s)
+    shortest = elapsed_s + fold_seconds(members[0], costs[0], 1, *sizes[0]) + end_s + margin_s
+    raise PipelineError(
+        f"--time-limit {limit_s:.0f} is too short on this machine: {elapsed_s:.0f} s went to start-up, "
+        f"decoding and measuring, and one epoch of the first member ({members[0].model}) on one fold "
+        f"brings the run to about {shortest:.0f} s. Give at least {shortest * 1.2:.0f} s, pick a "
+        f"smaller preset, or train on fewer images (--set subset=N).")
+
+
+def _seconds_per_call(call, device: torch.device) -> float:
+    """Mean seconds of `call()` after WARMUP_CALLS untimed ones."""
+    def clock() -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    for _ in range(WARMUP_CALLS):
+        call()
+    started, calls = clock(), 0
+    while calls < PROBE_CALLS or (clock() - started < PROBE_MIN_S and calls < PROBE_MAX_CALLS):
+        call()
+        calls += 1
+    return (clock() - started) / calls
+
+
+def measure_member(model, member: Member, comp: Competition, images,
+                   labels: torch.Tensor, device: torch.device, precision: str, target: Target) -> MemberCost:
+    """Time `member`'s training step (its batch read included), inference and per-epoch save on a
+    throwaway `model` (trained by the probe: do not reuse it). `images`: a batch source
+    (batches.py), or uint8 (N, C, H, W) on `device`."""
+    optimizer, ema = make_optimizer(model, member), make_ema(model, member)
+    context = autocast(device, precision)
+    source = as_source(images)
+    generator = torch.Generator(device=device).manual_seed(0)
+    criterion = make_criterion(target, member, labels.cpu().numpy(), device)
+    photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
+
+    def step():
+        index = torch.randint(len(labels), (member.batch_size,), device=device, generator=generator)
+        batch = next(source.batches([index]))
+        model.train()
+        train_step(model, optimizer, batch, labels[index], member, comp, context, generator,
+                   criterion, photo_size)
+        if ema is not None:
+            ema.update_parameters(model)
+
+    def save():
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None}
+        torch.save(state, io.BytesIO())
+
+    sample = torch.arange(min(len(source), EVAL_BATCH))
+    return MemberCost(step_s=_seconds_per_call(step, device),
+                      image_s=_seconds_per_call(lambda: predict_logits(model, source, device, precision,
+                                                                       positions=sample),
+                                                device) / len(sample),
+                      epoch_s=_seconds_per_call(save, device))
+
+
+def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images,
+                    labels: torch.Tensor, device: torch.device, build_model, target: Target) -> Plan:
+    """Measure every member (`build_model(member)` gives a fresh network) and plan the run."""
+    costs = [measure_member(build_model(member), member, comp, images, labels, device, run.precision,
+                            target)
+             for member in run.members]
+    sizes = [(len(train_idx), len(val_idx)) for train_idx, val_idx in splits]
+    return plan_run(run.time_limit, process_seconds(), run.members, costs, sizes)
+
+
+def apply_plan(plan: Plan, run: RunConfig) -> None:
+    """Keep the run's members the plan keeps, with the plan's epochs (folds: `plan.folds`)."""
+    run.members = run.members[:plan.members]
+    for member, epochs in zip(run.members, plan.epochs):
+        member.epochs = epochs
+
+
+def describe(plan: Plan, members: list[Member], folds: int) -> str:
+    """The plan as printed before training."""
+    lines = [f"Time limit {plan.limit_s:.0f} s: {plan.elapsed_s:.1f} s gone (start-up, decoding, measuring); "
+             f"planned to end at about {plan.estimate_s:.0f} s ({plan.margin_s:.0f} s margin, "
+             f"{plan.end_s:.0f} s for the ensemble and plots)."]
+    for m, member in enumerate(members[:plan.members]):
+        lines.append(f"  m{m} {member.model}: {plan.epochs[m]} epochs (preset {plan.preset_epochs[m]}) "
+                     f"x {plan.folds} fold(s), about {plan.epoch_s[m]:.1f} s an epoch; measured "
+                     f"{plan.train_images_per_s[m]:,.0f} training and {plan.eval_images_per_s[m]:,.0f} "
+                     f"inference images/s")
+    if plan.folds < folds:
+        lines.append(f"  left out to fit: folds {plan.folds + 1}-{folds} of {folds}")
+    if plan.members < len(members):
+        lines.append(f"  left out to fit: members m{plan.members}-m{len(members) - 1}")
+    return "\n".join(lines)

@@ -1,0 +1,368 @@
+"""Target kinds: what a label cell holds, what the model outputs for it, and how those outputs
+become what a metric scores and a submission holds.
+
+    single_label  one class per image: softmax over the classes (the pipeline's first kind)
+    binary        two classes: one sigmoid output, the probability of the positive class
+    multi_label   any tags per image, separated by a delimiter: one sigmoid per tag
+    regression    one number: trained on the standardized value; optionally cut into grades
+
+Each kind turns label strings into a target array (`encode`), logits into outputs (`activate`:
+probabilities or numbers), outputs into decisions (`decide`, with the thresholds or cut-points
+that `fit_decisions` fits out of fold), and gives the strata that splits and the balanced sampler
+keep in proportion. A kind with its fitted classes is saved in the run's config.json.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.special import expit
+
+from .config import PipelineError, TargetSettings
+from .decisions import apply_cuts, fit_cuts, fit_thresholds, metric_objective
+from .metrics import BINARY, MULTI, REGRESSION, SINGLE, metric
+from .tables import sort_classes
+
+PROBABILITY_FLOOR = 1e-7   # keeps logits of calibrated probabilities finite
+REGRESSION_STRATA = 10     # quantile bins that stratify splits of ungraded numbers
+
+
+@dataclass
+class Target:
+    """A target kind with what it learned from the training labels; as it stands, single_label
+    (the other kinds override what differs)."""
+    classes: list[str]      # what each output means: classes ([negative, positive] for binary), tags
+
+    kind = SINGLE
+    likelihood = True       # outputs are probabilities: calibration and weights fit their log loss
+
+    @property
+    def outputs(self) -> int:
+        """Width of the model's last layer."""
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+    def encode(self, labels: list[str]) -> np.ndarray:
+        index = {label: i for i, label in enumerate(self.classes)}
+        return np.array([index[label] for label in labels], dtype=np.int64)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.softmax(1)
+
+    def hits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """How many of a batch are right under default decisions (the train_acc of the log)."""
+        return (logits.argmax(1) == targets).sum()
+
+    def strata(self, targets: np.ndarray) -> np.ndarray:
+        """One integer group per image, kept in proportion by splits and the balanced sampler."""
+        return targets
+
+    def counts(self, targets: np.ndarray) -> dict[str, int]:
+        """Images per class (per tag, per grade): the class balance."""
+        return dict(zip(self.classes, np.bincount(targets, minlength=len(self.classes)).tolist()))
+
+    def probabilities(self, outputs: np.ndarray) -> np.ndarray:
+        """Outputs in the form metrics on probabilities take."""
+        return outputs
+
+    def observed(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The probability each output cell gave to what happened (its likelihood)."""
+        return outputs[np.arange(len(targets)), targets]
+
+    def calibrate(self, outputs: np.ndarray, temperature: float) -> np.ndarray:
+        if temperature == 1.0:
+            return outputs
+        logits = np.log(np.clip(outputs, PROBABILITY_FLOOR, 1)) / temperature
+        logits -= logits.max(1, keepdims=True)
+        return np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+
+    def default_decisions(self) -> dict:
+        return {}
+
+    def decide(self, outputs: np.ndarray, decisions: dict) -> np.ndarray:
+        """Labels in the form metrics on labels take (and the submission writes)."""
+        return outputs.argmax(1)
+
+    def fit_decisions(self, metric_name: str, targets: np.ndarray, outputs: np.ndarray) -> dict:
+        return {}
+
+    def label_cells(self, decided: np.ndarray) -> np.ndarray:
+        """Decisions as a submission's label cells."""
+        return np.asarray(self.classes, dtype=object)[decided]
+
+    def check_cells(self, cells, as_probability: bool) -> np.ndarray:
+        """Which label cells of a written submission are not valid for this target."""
+        return ~cells.astype(str).isin(set(self.classes)).to_numpy()
+
+
+@dataclass
+class Sigmoid(Target):
+    """Kinds whose every output is a yes/no probability (binary, multi_label)."""
+
+    def activate(self, logits):
+        return logits.sigmoid()
+
+    def calibrate(self, outputs, temperature):
+        if temperature == 1.0:
+            return outputs
+        outputs = np.clip(outputs, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return expit(np.log(outputs / (1 - outputs)) / temperature)
+
+    def default_decisions(self):
+        return {"thresholds": [0.5] * self.outputs}
+
+    def fit_decisions(self, metric_name, targets, outputs):
+        """The probability thresholds (one per output) that maximize a metric on labels."""
+        if metric(metric_name, self.kind).on_probabilities:
+            return {}
+        objective = metric_objective(metric_name, self.kind, targets,
+                                     lambda thresholds: self.decide(outputs, {"thresholds": thresholds}))
+        return {"thresholds": fit_thresholds(self.outputs, objective)}
+
+
+@dataclass
+class Binary(Sigmoid):
+    """classes = [negative, positive]; one output, the positive class's probability."""
+    kind = BINARY
+
+    @property
+    def outputs(self) -> int:
+        return 1
+
+    def hits(self, logits, targets):
+        return ((logits[:, 0] > 0).long() == targets).sum()
+
+    def probabilities(self, outputs):
+        return outputs[:, 0]
+
+    def observed(self, outputs, targets):
+        return np.where(targets == 1, outputs[:, 0], 1 - outputs[:, 0])
+
+    def decide(self, outputs, decisions):
+        return (outputs[:, 0] >= decisions.get("thresholds", [0.5])[0]).astype(np.int64)
+
+    def check_cells(self, cells, as_probability):
+        if not as_probability:
+            return super().check_cells(cells, False)
+        values = np.asarray(cells.to_numpy(), dtype=np.float64)
+        return ~(np.isfinite(values) & (values >= 0) & (values <= 1))
+
+
+@dataclass
+class MultiLabel(Sigmoid):
+    """classes = the tags; one sigmoid output per tag."""
+    delimiter: str = " "
+    kind = MULTI
+
+    def tags_of(self, label: str) -> list[str]:
+        return [tag.strip() for tag in label.split(self.delimiter) if tag.strip()]
+
+    def encode(self, labels):
+        index = {tag: i for i, tag in enumerate(self.classes)}
+        matrix = np.zeros((len(labels), len(self.classes)), dtype=np.float32)
+        for row, label in enumerate(labels):
+            matrix[row, [index[tag] for tag in self.tags_of(label)]] = 1
+        return matrix
+
+    def hits(self, logits, targets):
+        return ((logits > 0) == (targets > 0.5)).all(1).sum()
+
+    def strata(self, targets):
+        """Each image's rarest tag (images without tags: a group of their own)."""
+        frequency = np.where(targets > 0, targets.sum(0), np.inf)
+        return np.where(targets.any(1), frequency.argmin(1), targets.shape[1])
+
+    def counts(self, targets):
+        return dict(zip(self.classes, targets.sum(0).astype(int).tolist()))
+
+    def observed(self, outputs, targets):
+        return np.where(targets > 0, outputs, 1 - outputs).ravel()
+
+    def decide(self, outputs, decisions):
+        """Tags over their thresholds; every image gets at least its most probable tag (every
+        training image has one)."""
+        thresholds = np.asarray(decisions.get("thresholds", [0.5] * outputs.shape[1]))
+        chosen = outputs >= thresholds
+        none = ~chosen.any(1)
+        chosen[none, outputs[none].argmax(1)] = True
+        return chosen.astype(np.int64)
+
+    def label_cells(self, decided):
+        tags = np.asarray(self.classes, dtype=object)
+        return np.array([self.delimiter.join(tags[row > 0]) for row in decided], dtype=object)
+
+    def check_cells(self, cells, as_probability):
+        known = set(self.classes)
+        return np.array([not self.tags_of(cell) or not set(self.tags_of(cell)) <= known
+                         for cell in cells.astype(str)])
+
+
+@dataclass
+class Regression(Target):
+    """One output: the number, standardized while training (center, scale)."""
+    center: float = 0.0
+    scale: float = 1.0
+    grades: list | None = None  # [lowest, highest]: decisions cut the number into these grades
+    kind = REGRESSION
+    likelihood = False  # numbers: not calibrated; ensemble weights fit the squared error
+
+    @property
+    def outputs(self) -> int:
+        return 1
+
+    def encode(self, labels):
+        return np.array([float(label) for label in labels], dtype=np.float32)
+
+    def activate(self, logits):
+        return logits * self.scale + self.center
+
+    def standardize(self, targets: torch.Tensor) -> torch.Tensor:
+        return (targets - self.center) / self.scale
+
+    def hits(self, logits, targets):
+        return ((self.activate(logits[:, 0]) - targets).abs() < 0.5).sum()
+
+    def strata_edges(self, targets: np.ndarray) -> np.ndarray:
+        """Bounds of the strata: between grades, or the numbers' quantiles."""
+        if self.grades:
+            return np.arange(*self.grades) + 0.5
+        return np.unique(np.quantile(targets, np.linspace(0, 1, REGRESSION_STRATA + 1)[1:-1]))
+
+    def strata(self, targets):
+        return np.searchsorted(self.strata_edges(targets), targets, side="right")
+
+    def counts(self, targets):
+        if not self.grades:
+            return {}
+        grades = np.bincount(self.strata(targets), minlength=self.grades[1] - self.grades[0] + 1)
+        return {str(self.grades[0] + g): int(n) for g, n in enumerate(grades)}
+
+    def calibrate(self, outputs, temperature):
+        return outputs
+
+    def default_decisions(self):
+        return {"cuts": [g + 0.5 for g in range(*self.grades)]} if self.grades else {}
+
+    def decide(self, outputs, decisions):
+        if not self.grades:
+            return outputs[:, 0].astype(np.float64)
+        cuts = decisions.get("cuts")
+        return apply_cuts(outputs[:, 0], self.grades[0], self.default_decisions()["cuts"] if cuts is None else cuts)
+
+    def fit_decisions(self, metric_name, targets, outputs):
+        if not self.grades:
+            return {}
+        objective = metric_objective(metric_name, self.kind, targets,
+                                     lambda cuts: self.decide(outputs, {"cuts": cuts}))
+        return {"cuts": fit_cuts(*self.grades, objective)}
+
+    def label_cells(self, decided):
+        return decided
+
+    def check_cells(self, cells, as_probability):
+        values = np.asarray(cells.to_numpy(), dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if self.grades:
+            bad |= (values < self.grades[0]) | (values > self.grades[1]) | (values != np.rint(values))
+        return bad
+
+
+KINDS = {kind.kind: kind for kind in (Target, Binary, MultiLabel, Regression)}
+
+
+def target_from_dict(values: dict) -> Target:
+    """A target saved by `to_dict` (config.json of a run)."""
+    values = dict(values)
+    return KINDS[values.pop("kind")](**values)
+
+
+def target_of_run(config: dict) -> Target:
+    """The target a run was trained for, from its config.json (runs from before kinds: single_label)."""
+    return target_from_dict(config["target"]) if "target" in config else Target(config["classes"])
+
+
+def _binary_classes(settings: TargetSettings, labels: list[str]) -> list[str]:
+    classes = sort_classes(labels)
+    if len(classes) != 2:
+        raise PipelineError(f"target binary needs exactly two labels; the training labels have "
+                            f"{len(classes)} ({', '.join(map(repr, classes[:5]))}). Use single_label "
+                            f"(or multi_label) in the competition yaml.")
+    positive = settings.positive if settings.positive is not None else classes[1]
+    if positive not in classes:
+        raise PipelineError(f"target positive {positive!r} is not one of the training labels "
+                            f"{classes[0]!r}, {classes[1]!r}: fix it in the competition yaml.")
+    return [classes[0] if positive == classes[1] else classes[1], positive]
+
+
+def _regression(settings: TargetSettings, labels: list[str]) -> Regression:
+    try:
+        values = np.array([float(label) for label in labels], dtype=np.float64)
+    except ValueError as error:
+        raise PipelineError(f"target regression needs numbers as labels: {error}. Fix the label "
+                            f"column, or the target kind in the competition yaml.") from None
+    if not np.isfinite(values).all():
+        raise PipelineError("target regression: some labels are not finite numbers (inf, nan): fix them.")
+    if settings.grades:
+        low, high = settings.grades
+        off = values[(values < low) | (values > high) | (values != np.rint(values))]
+        if len(off):
+            raise PipelineError(f"target grades {settings.grades}: {len(off)} label(s) are not whole "
+                                f"grades in that range (e.g. {off[0]:g}): fix grades or the labels.")
+    return Regression([], float(values.mean()), float(values.std()) or 1.0, settings.grades)
+
+
+def fit_target(settings: TargetSettings, labels: list[str]) -> Target:
+    """The kind `settings` names, with the classes (tags, scale) of the training labels."""
+    if settings.kind == BINARY:
+        return Binary(_binary_classes(settings, labels))
+    if settings.kind == MULTI:
+        tags = MultiLabel([], settings.delimiter)
+        tags.classes = sort_classes({tag for label in labels for tag in tags.tags_of(label)})
+        return tags
+    if settings.kind == REGRESSION:
+        return _regression(settings, labels)
+    return Target(sort_classes(labels))
+
+
+DELIMITERS = (" ", ";", "|", ",")  # tried in this order by infer_target
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return np.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _tag_delimiter(labels: set[str]) -> str | None:
+    """The delimiter that makes some labels several tags, one of which is a whole label
+    elsewhere ("haze road" beside "road"): multi_label. Class names with spaces ("Common
+    wheat", "Ankle boot") do not, as none of their words is a class of its own."""
+    for delimiter in DELIMITERS:
+        tags = [set(label.split(delimiter)) - {""} for label in labels]
+        several = set().union(*[t for t in tags if len(t) > 1])
+        if several & set().union(*[t for t in tags if len(t) == 1]):
+            return delimiter
+    return None
+
+
+def infer_target(train_labels: list[str], sample=None) -> dict:
+    """The `target:` setting the training labels and the sample submission (a DataFrame whose
+    first column is the id) suggest: {"kind": ...} plus the settings it needs. Tags with a
+    delimiter: multi_label; two labels and one column to fill: binary; numbers that are not
+    all whole: regression; otherwise single_label (whole-number grades cannot be told apart from
+    class numbers: set regression with grades by hand for a kappa competition)."""
+    labels = {str(label).strip() for label in train_labels}
+    columns = [] if sample is None else [str(c) for c in sample.columns[1:]]
+    delimiter = _tag_delimiter(labels)
+    if delimiter is not None:
+        return {"kind": MULTI, "delimiter": delimiter}
+    if len(labels) == 2 and len(columns) <= 1:
+        named = [label for label in labels if label in columns]  # e.g. the column "dog" of cat/dog
+        return {"kind": BINARY, **({"positive": named[0]} if named else {})}
+    if all(map(_is_number, labels)) and not all(float(label).is_integer() for label in labels):
+        return {"kind": REGRESSION}
+    return {"kind": SINGLE}

@@ -1,0 +1,150 @@
+"""--time-limit: the planning arithmetic on given throughputs, and runs that apply the plan."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from compete import budget
+from compete.budget import MARGIN, MemberCost, fold_seconds, plan_run, run_seconds
+from compete.cli import main
+from compete.config import Member, PipelineError
+
+from conftest import REPO, TINY_PRESET, compete_env, make_competition
+
+ELAPSED, END = 12.0, 5.0  # seconds gone before planning, and after the last fold
+
+
+def available(limit: float) -> float:
+    return limit * (1 - MARGIN) - ELAPSED - END
+
+
+def test_one_member_gets_the_most_epochs_that_fit():
+    member = Member(epochs=16, batch_size=256)
+    cost = MemberCost(step_s=0.06, image_s=1e-4, epoch_s=0.05)  # 54,000 images: 12.7 s an epoch
+    sizes = [(54000, 6000)]
+    plan = plan_run(120, ELAPSED, [member], [cost], sizes, end_s=END)
+    epochs = plan.epochs[0]
+    assert run_seconds([member], [cost], [epochs], sizes) <= available(120)
+    assert run_seconds([member], [cost], [epochs + 1], sizes) > available(120)
+    assert plan.estimate_s <= 120 * (1 - MARGIN)
+    assert plan.train_images_per_s == [pytest.approx(256 / 0.06)]
+
+
+def test_more_time_never_plans_less_training():
+    member, cost = Member(epochs=16, batch_size=256), MemberCost(0.06, 1e-4, 0.05)
+    planned = [plan_run(limit, ELAPSED, [member], [cost], [(54000, 6000)], end_s=END).epochs[0]
+               for limit in (60, 120, 300, 600, 1200)]
+    assert planned == sorted(planned) and planned[0] < planned[-1]
+    assert planned[-1] > member.epochs  # a generous limit trains longer than the preset
+
+
+def test_members_keep_the_proportions_of_their_epochs():
+    members = [Member(epochs=10, batch_size=100), Member(epochs=5, batch_size=100)]
+    costs = [MemberCost(0.1, 1e-4), MemberCost(0.1, 1e-4)]
+    sizes = [(10000, 1000)]
+    plan = plan_run(300, ELAPSED, members, costs, sizes, end_s=END)
+    first, second = plan.epochs
+    assert abs(first - 2 * second) <= 2
+    for more in ([first + 1, second], [first, second + 1]):  # no whole epoch is left unused
+        assert run_seconds(members, costs, more, sizes) > available(300)
+
+
+def test_tta_views_are_scored_once_per_fold():
+    plain, four_views = Member(batch_size=100), Member(batch_size=100, tta=["identity", "hflip", "shift_left", "shift_right"])
+    cost = MemberCost(step_s=0.1, image_s=0.001)
+    extra = fold_seconds(four_views, cost, 3, 1000, 200) - fold_seconds(plain, cost, 3, 1000, 200)
+    assert extra == pytest.approx(200 * 4 * 0.001)
+
+
+def test_folds_are_left_out_before_members():
+    members = [Member(epochs=4, batch_size=100), Member(epochs=4, batch_size=100)]
+    costs = [MemberCost(1.0, 1e-6), MemberCost(1.0, 1e-6)]  # 100 s per epoch and fold
+    sizes = [(10000, 5000)] * 3
+    plan = plan_run(500, ELAPSED, members, costs, sizes, end_s=END)  # 4 fold-epochs fit
+    assert (plan.members, plan.folds, plan.epochs) == (2, 2, [1, 1])
+    plan = plan_run(300, ELAPSED, members, costs, sizes, end_s=END)  # 2 fit: one fold, both members
+    assert (plan.members, plan.folds) == (2, 1)
+    plan = plan_run(150, ELAPSED, members, costs, sizes, end_s=END)
+    assert (plan.members, plan.folds, plan.epochs) == (1, 1, [1])
+
+
+def test_a_limit_too_short_for_one_epoch_is_refused_with_what_would_do():
+    member, cost = Member(epochs=16, batch_size=256), MemberCost(0.06, 1e-4, 0.05)
+    with pytest.raises(PipelineError, match=r"--time-limit 20 is too short.*at least \d+ s"):
+        plan_run(20, ELAPSED, [member], [cost], [(54000, 6000)], end_s=END)
+
+
+def test_process_seconds_counts_from_the_process_start_not_the_import():
+    code = "import time; time.sleep(0.6); from compete.budget import process_seconds; print(process_seconds())"
+    out = subprocess.run([sys.executable, "-c", code], env=compete_env(REPO), capture_output=True, text=True)
+    assert 0.6 <= float(out.stdout) < 60
+
+
+def log_epochs(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def only_run(workspace, name):
+    return next((workspace / "submissions" / name / "runs").iterdir())
+
+
+def test_train_measures_plans_and_trains_the_planned_epochs(workspace, monkeypatch, capsys):
+    """Real measurements; a clock on which nothing has gone yet and the end costs nothing, so
+    the run trains for about 6 s whatever the machine's load."""
+    tiny = make_competition(workspace)
+    monkeypatch.setattr(budget, "process_seconds", lambda: 0.0)
+    monkeypatch.setattr(budget, "END_S", 0.0)
+    assert main(["train", tiny.name, "--device", "cpu", "--time-limit", "6"]) == 0
+    out = capsys.readouterr().out
+    run_dir = only_run(workspace, tiny.name)
+    config = json.loads((run_dir / "config.json").read_text())
+    plan = config["time_plan"]
+    assert "Time limit 6 s" in out and f"{plan['epochs'][0]} epochs (preset 3)" in out
+    assert config["run"]["time_limit"] == 6 and config["run"]["members"][0]["epochs"] == plan["epochs"][0]
+    assert len(log_epochs(run_dir)) == plan["epochs"][0]  # the schedule was built for these epochs
+
+
+@pytest.fixture
+def fake_costs(monkeypatch):
+    """Every member costs 4 s a step and 10 ms an image; 10 s have gone when the plan is made, and
+    the end of the run takes 6 s."""
+    monkeypatch.setattr(budget, "process_seconds", lambda: 10.0)
+    monkeypatch.setattr(budget, "END_S", 6.0)
+    monkeypatch.setattr(budget, "measure_member", lambda *args: MemberCost(step_s=4.0, image_s=0.01))
+
+
+def test_folds_that_do_not_fit_are_not_trained_even_when_resumed(workspace, fake_costs):
+    tiny = make_competition(workspace, n_train=36)  # 3 folds: 24 training images (3 steps), 12 validated
+    # one epoch of a fold: 3 steps x 4 s + 12 x 0.01 s = 12.1 s; 45 s less 10 gone, 6 at the end and
+    # a 1.35 s margin leave 27.6 s: two folds of one epoch
+    assert main(["train", tiny.name, "--device", "cpu", "--folds", "3", "--time-limit", "45"]) == 0
+    run_dir = only_run(workspace, tiny.name)
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.pt", "m0_f1.pt"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["folds"] == 2 and summary["validated"] == 24
+    (run_dir / "summary.json").unlink()  # as if killed during the second fold
+    (run_dir / "members" / "m0_f1.pt").unlink()
+    assert main(["train", tiny.name, "--device", "cpu", "--resume"]) == 0
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.pt", "m0_f1.pt"]
+    assert main(["predict", tiny.name, "--device", "cpu"]) == 0
+
+
+def test_a_preset_limit_applies_unless_epochs_are_given(workspace, fake_costs, capsys):
+    tiny = make_competition(workspace, presets={"default": {**TINY_PRESET, "time_limit": 100}})
+    assert main(["train", tiny.name, "--device", "cpu", "--epochs", "2"]) == 0
+    config = json.loads((only_run(workspace, tiny.name) / "config.json").read_text())
+    assert config["time_plan"] is None and config["run"]["time_limit"] == 0
+    assert config["run"]["members"][0]["epochs"] == 2
+    assert main(["train", tiny.name, "--device", "cpu", "--epochs", "2", "--time-limit", "60"]) == 2
+    assert "--epochs and --time-limit" in capsys.readouterr().err
+
+
+def test_runs_lists_the_limit_beside_the_time_taken(workspace, fake_costs, capsys):
+    tiny = make_competition(workspace)
+    assert main(["train", tiny.name, "--device", "cpu", "--time-limit", "95"]) == 0
+    capsys.readouterr()
+    assert main(["runs", tiny.name]) == 0
+    header, row = capsys.readouterr().out.splitlines()[1:3]
+    assert header.split()[-3:] == ["wall", "limit", "commit"]
+    assert row.split()[-2] == "1m35s"
