@@ -45,6 +45,11 @@ def blend(probs: list[np.ndarray], temperatures, weights, target: Target = SINGL
     return combine([target.calibrate(p, t) for p, t in zip(probs, temperatures)], weights)
 
 
+def blend_run(probs: list[np.ndarray], summary: dict, target: Target = SINGLE_LABEL) -> np.ndarray:
+    """`blend` with a finished run's fitted temperatures (none in older runs) and weights."""
+    return blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"], target)
+
+
 def fit_blend(probs: list[np.ndarray], targets: np.ndarray, target: Target = SINGLE_LABEL,
               metric_name: str | None = None) -> tuple[list[float], np.ndarray]:
     """Per-member temperatures, then weights fitted on the calibrated outputs. With a metric,

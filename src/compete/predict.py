@@ -12,7 +12,7 @@ from .atomic import write_atomically
 from .batches import open_images
 from .config import Competition, PipelineError, run_from_dict, submissions_dir, target_settings
 from .data import load_test
-from .ensemble import blend
+from .ensemble import blend_run
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
@@ -51,7 +51,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     started = time.perf_counter()
     probs = member_probs(run_dir, images, device, run.precision, target)
     seconds = time.perf_counter() - started
-    final = blend(probs, summary.get("temperatures", [1.0] * len(probs)), summary["weights"], target)
+    final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, target.classes, final,
                              target, comp.metric, summary.get("decisions"))

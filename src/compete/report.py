@@ -18,7 +18,7 @@ from sklearn.metrics import confusion_matrix
 
 from .config import Competition, PipelineError, run_from_dict
 from .data import training_dataset
-from .ensemble import blend
+from .ensemble import blend_run
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta, score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
@@ -56,7 +56,7 @@ def ensemble_oof(run_dir: Path, summary: dict, target: Target | None = None) -> 
     target = target or Target([])
     members = [np.load(p) for p in RunFolder(run_dir).oof_paths()]
     rows = np.flatnonzero((members[0] != 0).any(1))
-    probs = blend(members, summary.get("temperatures", [1.0] * len(members)), summary["weights"], target)
+    probs = blend_run(members, summary, target)
     if target.kind == SINGLE:  # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn wants better
         probs = probs / probs.sum(1, keepdims=True)
     return probs, rows
