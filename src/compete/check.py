@@ -61,7 +61,7 @@ def _searched(comp: Competition, tag: str, ids: list[str], labels: list[str], de
     table = pd.DataFrame({"split": tag, "id": [ids[i] for i in rows],
                           "file": [paths[i] for i in rows],
                           "label": [labels[i] for i in rows] if labels else ""})
-    return decoded.images[rows], table
+    return decoded.images.subset(rows), table  # a view: rows are read in chunks when hashed
 
 
 def _check_duplicates(comp: Competition, tables: Tables, train: Decoded, test: Decoded,

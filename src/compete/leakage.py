@@ -39,8 +39,11 @@ NEAR_DUPLICATES = "near_duplicates"  # the `groups` setting that clusters near-d
 
 
 def exact_hashes(images: np.ndarray) -> np.ndarray:
-    """SHA-1 of each image's decoded pixels, (N,) 20-byte strings."""
-    return np.array([hashlib.sha1(image.tobytes()).digest() for image in images], dtype="S20")
+    """SHA-1 of each image's decoded pixels, (N,) 20-byte strings; read in chunks."""
+    chunk = max(1, HASH_PIXELS // int(np.prod(images.shape[1:3])))
+    return np.array([hashlib.sha1(image.tobytes()).digest()
+                     for start in range(0, len(images), chunk) for image in images[start:start + chunk]],
+                    dtype="S20")
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
@@ -159,13 +162,15 @@ class Duplicates:
     near: Pairs   # within max_distance bits, pixels not identical
 
 
-def find_duplicates(train_images: np.ndarray, test_images: np.ndarray, max_distance: int) -> Duplicates:
-    """Exact and near-duplicate pairs within train, within test and across them."""
-    images = np.concatenate([train_images, test_images])
-    digests = exact_hashes(images)
+def find_duplicates(train_images, test_images, max_distance: int) -> Duplicates:
+    """Exact and near-duplicate pairs within train, within test and across them. Each split is
+    an array or an on-disk image store (imagestore.ImageFile): only hashes are joined, so memory
+    does not grow with the number of images."""
+    digests = np.concatenate([exact_hashes(train_images), exact_hashes(test_images)])
     _, copies = np.unique(digests, return_inverse=True)
     exact_first, exact_second = _copy_pairs(copies)
-    first, second, distance = near_pairs(perceptual_hashes(images), max_distance)
+    hashes = np.concatenate([perceptual_hashes(train_images), perceptual_hashes(test_images)])
+    first, second, distance = near_pairs(hashes, max_distance)
     near = digests[first] != digests[second]
     return Duplicates(Pairs(exact_first, exact_second, np.zeros(len(exact_first), np.int64)),
                       Pairs(first[near], second[near], distance[near]))
