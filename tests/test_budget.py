@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -19,24 +20,50 @@ def available(limit: float) -> float:
     return limit * (1 - MARGIN) - ELAPSED - END
 
 
-def test_one_member_gets_the_most_epochs_that_fit():
+def planned(plan, members: list[Member]) -> list[Member]:
+    """The members as the plan trains them."""
+    return [replace(member, epochs=epochs, epoch_steps=steps)
+            for member, epochs, steps in zip(members, plan.epochs, plan.epoch_steps)]
+
+
+def planned_seconds(plan, members, costs, sizes) -> float:
+    sized = planned(plan, members)
+    return run_seconds(sized, costs, [member.epochs for member in sized], sizes[:plan.folds])
+
+
+def total_steps(plan) -> list[int]:
+    return [epochs * steps for epochs, steps in zip(plan.epochs, plan.epoch_steps)]
+
+
+def test_one_member_gets_the_most_steps_that_fit():
     member = Member(epochs=16, batch_size=256)
     cost = MemberCost(step_s=0.06, image_s=1e-4, epoch_s=0.05)  # 54,000 images: 12.7 s an epoch
     sizes = [(54000, 6000)]
     plan = plan_run(120, ELAPSED, [member], [cost], sizes, end_s=END)
-    epochs = plan.epochs[0]
-    assert run_seconds([member], [cost], [epochs], sizes) <= available(120)
-    assert run_seconds([member], [cost], [epochs + 1], sizes) > available(120)
+    spent = planned_seconds(plan, [member], [cost], sizes)
+    assert spent <= available(120)
+    # what is left is less than one more step per epoch and one more validation: planning in whole
+    # epochs would leave up to a 12.7 s epoch unused
+    assert available(120) - spent < plan.epochs[0] * cost.step_s + 6000 * cost.image_s + cost.epoch_s
+    assert plan.epoch_steps[0] < 54000 // 256 and plan.preset_epoch_steps == [54000 // 256]
     assert plan.estimate_s <= 120 * (1 - MARGIN)
     assert plan.train_images_per_s == [pytest.approx(256 / 0.06)]
 
 
+def test_epochs_are_shortened_not_dropped_so_the_schedule_keeps_its_shape():
+    member, cost = Member(epochs=16, batch_size=256), MemberCost(0.06, 1e-4, 0.05)
+    plan = plan_run(300, ELAPSED, [member], [cost], [(54000, 6000)], end_s=END)
+    full = 54000 // 256
+    # the fractional epoch count is spread over whole epochs of equal length
+    assert (plan.epochs[0] - 1) * full < total_steps(plan)[0] <= plan.epochs[0] * full
+
+
 def test_more_time_never_plans_less_training():
     member, cost = Member(epochs=16, batch_size=256), MemberCost(0.06, 1e-4, 0.05)
-    planned = [plan_run(limit, ELAPSED, [member], [cost], [(54000, 6000)], end_s=END).epochs[0]
-               for limit in (60, 120, 300, 600, 1200)]
-    assert planned == sorted(planned) and planned[0] < planned[-1]
-    assert planned[-1] > member.epochs  # a generous limit trains longer than the preset
+    steps = [total_steps(plan_run(limit, ELAPSED, [member], [cost], [(54000, 6000)], end_s=END))[0]
+             for limit in (60, 120, 300, 600, 1200)]
+    assert steps == sorted(steps) and steps[0] < steps[-1]
+    assert steps[-1] > member.epochs * (54000 // 256)  # a generous limit trains longer than the preset
 
 
 def test_members_keep_the_proportions_of_their_epochs():
@@ -44,10 +71,9 @@ def test_members_keep_the_proportions_of_their_epochs():
     costs = [MemberCost(0.1, 1e-4), MemberCost(0.1, 1e-4)]
     sizes = [(10000, 1000)]
     plan = plan_run(300, ELAPSED, members, costs, sizes, end_s=END)
-    first, second = plan.epochs
-    assert abs(first - 2 * second) <= 2
-    for more in ([first + 1, second], [first, second + 1]):  # no whole epoch is left unused
-        assert run_seconds(members, costs, more, sizes) > available(300)
+    first, second = total_steps(plan)
+    assert abs(first - 2 * second) <= 2 * 100  # within a step per epoch of each
+    assert available(300) - planned_seconds(plan, members, costs, sizes) < 5
 
 
 def test_tta_views_are_scored_once_per_fold():
@@ -62,11 +88,12 @@ def test_folds_are_left_out_before_members():
     costs = [MemberCost(1.0, 1e-6), MemberCost(1.0, 1e-6)]  # 100 s per epoch and fold
     sizes = [(10000, 5000)] * 3
     plan = plan_run(500, ELAPSED, members, costs, sizes, end_s=END)  # 4 fold-epochs fit
-    assert (plan.members, plan.folds, plan.epochs) == (2, 2, [1, 1])
+    assert (plan.members, plan.folds) == (2, 2)
+    assert 400 < planned_seconds(plan, members, costs, sizes) <= available(500)  # the rest is trained too
     plan = plan_run(300, ELAPSED, members, costs, sizes, end_s=END)  # 2 fit: one fold, both members
     assert (plan.members, plan.folds) == (2, 1)
     plan = plan_run(150, ELAPSED, members, costs, sizes, end_s=END)
-    assert (plan.members, plan.folds, plan.epochs) == (1, 1, [1])
+    assert (plan.members, plan.folds) == (1, 1)
 
 
 def test_a_limit_too_short_for_one_epoch_is_refused_with_what_would_do():
@@ -100,8 +127,10 @@ def test_train_measures_plans_and_trains_the_planned_epochs(workspace, monkeypat
     run_dir = only_run(workspace, tiny.name)
     config = json.loads((run_dir / "config.json").read_text())
     plan = config["time_plan"]
-    assert "Time limit 6 s" in out and f"{plan['epochs'][0]} epochs (preset 3)" in out
-    assert config["run"]["time_limit"] == 6 and config["run"]["members"][0]["epochs"] == plan["epochs"][0]
+    assert "Time limit 6 s" in out and f"{plan['epochs'][0]} epochs of {plan['epoch_steps'][0]} steps (preset 3 " in out
+    member = config["run"]["members"][0]
+    assert config["run"]["time_limit"] == 6 and (member["epochs"], member["epoch_steps"]) == \
+        (plan["epochs"][0], plan["epoch_steps"][0])
     assert len(log_epochs(run_dir)) == plan["epochs"][0]  # the schedule was built for these epochs
 
 

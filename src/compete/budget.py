@@ -3,19 +3,21 @@
 What a run costs is measured, not guessed: each member's training step at its batch size
 (augmentation, mixing and EMA included), its inference per image and the saving of its
 per-epoch state are timed over a few steps on this machine, under its present load. `plan_run`
-then gives every member as many epochs as fit, in proportion to its preset's epochs, once what
-has already gone (process start, imports, decoding, the measuring itself), each epoch's
-training and validation, each fold's TTA scoring and the end of the run (ensemble weights,
-plots) are counted, less a margin. Schedules are built for the planned epochs, so they still
-anneal to their end. Only when one epoch of every member on every fold is too long are folds,
-then members, left out; when one epoch of one member is too long, the limit is refused.
+then gives every member as much training as fits, counted in steps and in proportion to its
+preset's epochs, once what has already gone (process start, imports, decoding, the measuring
+itself), each epoch's training and validation, each fold's TTA scoring and the end of the run
+(ensemble weights, plots) are counted, less a margin. A member gets whole epochs of equal length
+(`epoch_steps` shortens them when the time ends between two full passes), and its schedule is
+built for those steps, so it still anneals to its end. Only when one epoch of every member on
+every fold is too long are folds, then members, left out; when one epoch of one member is too
+long, the limit is refused.
 """
 from __future__ import annotations
 
 import io
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +29,7 @@ from .inference import EVAL_BATCH, predict_logits
 from .losses import criterion as make_criterion
 from .runtime import autocast
 from .targets import Target
-from .train import make_ema, make_optimizer, train_step
+from .train import epoch_steps, make_ema, make_optimizer, train_step
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
 END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots,
@@ -71,13 +73,16 @@ class Plan:
     preset_epochs: list[int]
     train_images_per_s: list[float]  # measured, per member
     eval_images_per_s: list[float]
-    epoch_s: list[float]             # one epoch of each member on the first fold, validation included
+    epoch_s: list[float]             # one planned epoch of each member on the first fold, validation included
     estimate_s: float                # expected wall time of the whole command
+    epoch_steps: list[int] = field(default_factory=list)         # planned steps per epoch, per member
+    preset_epoch_steps: list[int] = field(default_factory=list)  # a full epoch's steps (first fold)
 
 
 def epoch_seconds(member: Member, cost: MemberCost, n_train: int, n_val: int) -> float:
-    """One epoch: its training steps, the validation of its weights, the saving of its state."""
-    return (n_train // member.batch_size) * cost.step_s + n_val * cost.image_s + cost.epoch_s
+    """One epoch: its training steps (member.epoch_steps caps them), the validation of its
+    weights, the saving of its state."""
+    return epoch_steps(member, n_train) * cost.step_s + n_val * cost.image_s + cost.epoch_s
 
 
 def fold_seconds(member: Member, cost: MemberCost, epochs: int, n_train: int, n_val: int) -> float:
@@ -94,31 +99,38 @@ def run_seconds(members: list[Member], costs: list[MemberCost], epochs: list[int
                for member, cost, count in zip(members, costs, epochs) for n_train, n_val in sizes)
 
 
-def size_epochs(members: list[Member], costs: list[MemberCost], sizes: list[tuple[int, int]],
-                available: float) -> list[int] | None:
-    """The most epochs per member, in proportion to the members' own, whose training fits
-    `available` seconds; None when one epoch each does not fit."""
-    def epochs_at(scale: float) -> list[int]:
-        return [max(1, int(scale * max(1, member.epochs))) for member in members]
+def shortened(member: Member, scale: float, n_train: int) -> Member:
+    """`member` trained for `scale` times its epochs, counted in steps: whole epochs of equal
+    length (at most a full pass, at least one full epoch in all), so that the schedule, built
+    for epochs x epoch_steps steps, still anneals to its end."""
+    full = epoch_steps(member, n_train)
+    total = max(full, int(scale * max(1, member.epochs) * full))
+    epochs = -(-total // full)
+    return replace(member, epochs=epochs, epoch_steps=total // epochs)
 
-    def fits(epochs: list[int]) -> bool:
-        return run_seconds(members, costs, epochs, sizes) <= available
 
-    if not fits(epochs_at(0)):
+def size_members(members: list[Member], costs: list[MemberCost], sizes: list[tuple[int, int]],
+                 available: float) -> list[Member] | None:
+    """The members with the most training, in proportion to their own epochs and counted in
+    steps, that fits `available` seconds; None when one epoch each does not fit."""
+    n_train = min(n for n, _ in sizes)  # steps per epoch are set by the smallest fold
+
+    def at(scale: float) -> list[Member]:
+        return [shortened(member, scale, n_train) for member in members]
+
+    def fits(scale: float) -> bool:
+        sized = at(scale)
+        return run_seconds(sized, costs, [member.epochs for member in sized], sizes) <= available
+
+    if not fits(0):
         return None
     low, high = 0.0, 1.0
-    while fits(epochs_at(high)) and high < 2 ** 20:
+    while fits(high) and high < 2 ** 20:
         low, high = high, high * 2
-    for _ in range(40):  # bisect the scale between what fits and what does not
+    for _ in range(50):  # bisect the scale between what fits and what does not, to a step
         middle = (low + high) / 2
-        low, high = (middle, high) if fits(epochs_at(middle)) else (low, middle)
-    epochs = epochs_at(low)
-    # whole epochs left over: one more for each member furthest below its share, while it fits
-    for m in sorted(range(len(members)), key=lambda m: epochs[m] / max(1, members[m].epochs)):
-        more = epochs[:m] + [epochs[m] + 1] + epochs[m + 1:]
-        if fits(more):
-            epochs = more
-    return epochs
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return at(low)
 
 
 def plan_run(limit_s: float, elapsed_s: float, members: list[Member], costs: list[MemberCost],
@@ -131,16 +143,19 @@ def plan_run(limit_s: float, elapsed_s: float, members: list[Member], costs: lis
     shapes = [(len(members), folds) for folds in range(len(sizes), 0, -1)] + \
              [(count, 1) for count in range(len(members) - 1, 0, -1)]
     for kept, folds in shapes:
-        epochs = size_epochs(members[:kept], costs[:kept], sizes[:folds], available)
-        if epochs is not None:
+        sized = size_members(members[:kept], costs[:kept], sizes[:folds], available)
+        if sized is not None:
             pairs = list(zip(members[:kept], costs))
-            spent = run_seconds(members[:kept], costs, epochs, sizes[:folds])
+            epochs = [member.epochs for member in sized]
+            spent = run_seconds(sized, costs, epochs, sizes[:folds])
             return Plan(limit_s, elapsed_s, end_s, margin_s, kept, folds, epochs,
                         preset_epochs=[member.epochs for member, _ in pairs],
                         train_images_per_s=[member.batch_size / cost.step_s for member, cost in pairs],
                         eval_images_per_s=[1 / cost.image_s for _, cost in pairs],
-                        epoch_s=[epoch_seconds(member, cost, *sizes[0]) for member, cost in pairs],
-                        estimate_s=elapsed_s + spent + end_s)
+                        epoch_s=[epoch_seconds(member, cost, *sizes[0]) for member, cost in zip(sized, costs)],
+                        estimate_s=elapsed_s + spent + end_s,
+                        epoch_steps=[member.epoch_steps for member in sized],
+                        preset_epoch_steps=[epoch_steps(member, sizes[0][0]) for member, _ in pairs])
     shortest = elapsed_s + fold_seconds(members[0], costs[0], 1, *sizes[0]) + end_s + margin_s
     raise PipelineError(
         f"--time-limit {limit_s:.0f} is too short on this machine: {elapsed_s:.0f} s went to start-up, "
@@ -210,10 +225,11 @@ def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images,
 
 
 def apply_plan(plan: Plan, run: RunConfig) -> None:
-    """Keep the run's members the plan keeps, with the plan's epochs (folds: `plan.folds`)."""
+    """Keep the run's members the plan keeps, with the plan's epochs and steps per epoch
+    (folds: `plan.folds`)."""
     run.members = run.members[:plan.members]
-    for member, epochs in zip(run.members, plan.epochs):
-        member.epochs = epochs
+    for member, epochs, steps in zip(run.members, plan.epochs, plan.epoch_steps):
+        member.epochs, member.epoch_steps = epochs, steps
 
 
 def describe(plan: Plan, members: list[Member], folds: int) -> str:
@@ -222,7 +238,8 @@ def describe(plan: Plan, members: list[Member], folds: int) -> str:
              f"planned to end at about {plan.estimate_s:.0f} s ({plan.margin_s:.0f} s margin, "
              f"{plan.end_s:.0f} s for the ensemble and plots)."]
     for m, member in enumerate(members[:plan.members]):
-        lines.append(f"  m{m} {member.model}: {plan.epochs[m]} epochs (preset {plan.preset_epochs[m]}) "
+        lines.append(f"  m{m} {member.model}: {plan.epochs[m]} epochs of {plan.epoch_steps[m]:,} steps "
+                     f"(preset {plan.preset_epochs[m]} of {plan.preset_epoch_steps[m]:,}) "
                      f"x {plan.folds} fold(s), about {plan.epoch_s[m]:.1f} s an epoch; measured "
                      f"{plan.train_images_per_s[m]:,.0f} training and {plan.eval_images_per_s[m]:,.0f} "
                      f"inference images/s")
