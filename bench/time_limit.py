@@ -32,17 +32,20 @@ def run_limit(args, limit: int) -> dict:
             "time_limit": limit, "train_wall_s": round(seconds, 1), "share_of_limit": round(seconds / limit, 3),
             "planned_s": round(plan["estimate_s"], 1), "elapsed_before_training_s": round(plan["elapsed_s"], 1),
             "epochs": plan["epochs"], "preset_epochs": plan["preset_epochs"], "folds": plan["folds"],
+            "epoch_steps": plan.get("epoch_steps"), "preset_epoch_steps": plan.get("preset_epoch_steps"),
             "members": plan["members"], "score": summary["ensemble_score"], "run": run_dir.name}
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| limit | train wall | share of limit | planned end | epochs (preset) | accuracy | run |",
+    lines = ["| limit | train wall | share of limit | planned end | epochs x steps (preset) | accuracy | run |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         if "error" in r:
             lines.append(f"| {r['time_limit']} s | {r['error']} | | | | | |")
             continue
-        epochs = ", ".join(f"{e} ({p})" for e, p in zip(r["epochs"], r["preset_epochs"]))
+        steps = r.get("epoch_steps") or [None] * len(r["epochs"])
+        full = r.get("preset_epoch_steps") or [None] * len(r["epochs"])
+        epochs = ", ".join(f"{e} x {s} ({p} x {f})" for e, s, p, f in zip(r["epochs"], steps, r["preset_epochs"], full))
         lines.append(f"| {r['time_limit']} s | {r['train_wall_s']} s | {r['share_of_limit']:.1%} | "
                      f"{r['planned_s']} s | {epochs} | {r['score']:.4f} | {r['run']} |")
     return "\n".join(lines)

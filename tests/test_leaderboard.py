@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from compete.cli import main
 
@@ -164,6 +165,18 @@ def test_zips_inside_the_download_are_put_beside_it(workspace, kaggle, tmp_path)
     folder = workspace / "inputs" / "tiny"
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{SLUG}.zip", "test.zip", "train.zip"])
     assert main(["check", "tiny"]) == 0
+
+
+def test_init_with_a_slug_downloads_the_files_and_writes_the_slug(workspace, kaggle, tmp_path, capsys):
+    published(workspace, tmp_path, kaggle)
+    (workspace / "competition" / "tiny.yaml").unlink()  # a new competition: only its slug is known
+    assert main(["init", "tiny", "--kaggle", SLUG]) == 0
+    folder = workspace / "inputs" / "tiny"
+    assert kaggle.calls() == [["competitions", "download", SLUG, "-p", str(folder)]]
+    assert yaml.safe_load((workspace / "competition" / "tiny.yaml").read_text())["kaggle"] == SLUG
+    assert main(["check", "tiny"]) == 0
+    assert main(["init", "tiny", "--kaggle", SLUG, "--force"]) == 0  # files there: no second download
+    assert len(kaggle.calls()) == 1
 
 
 def test_a_site_without_an_api_gets_instructions_and_no_call(workspace, kaggle, capsys):

@@ -71,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("name", help="competition: its files are in inputs/NAME (or --data DIR)")
     init.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
     init.add_argument("--force", action="store_true", help="replace an existing competition/NAME.yaml")
+    init.add_argument("--kaggle", metavar="SLUG", help="the Kaggle competition: written into the yaml, and "
+                      "its files downloaded first when the data folder has none")
     download = commands.add_parser("download", help="fetch the competition's files into inputs/NAME "
                                    "with the Kaggle CLI (the yaml's kaggle: SLUG)")
     download.add_argument("name", help="competition (a file competition/NAME.yaml)")
@@ -139,7 +141,8 @@ def _check(args, comp, folder) -> int:
 
 def _init(args) -> int:  # init writes the yaml that the other data commands load
     from .init import init_competition
-    init_competition(args.name, data_dir(args.name, args.data), args.force)
+    folder = _download_folder(args) if args.kaggle else data_dir(args.name, args.data)
+    init_competition(args.name, folder, args.force, args.kaggle)
     return 0
 
 
@@ -152,8 +155,13 @@ def _submit(args, comp, folder) -> int:
 def _download(args) -> int:  # the data folder is what this fills: it need not exist yet
     from .leaderboard import download
     comp = load_competition(args.name)
-    download(comp, Path(args.data).expanduser().resolve() if args.data else inputs_dir() / args.name)
+    download(comp, _download_folder(args))
     return 0
+
+
+def _download_folder(args) -> Path:
+    """Where downloaded files go: --data DIR, or inputs/NAME; it need not exist yet."""
+    return Path(args.data).expanduser().resolve() if args.data else inputs_dir() / args.name
 
 
 def _scores(args) -> int:

@@ -18,6 +18,7 @@ import yaml
 from .config import (PipelineError, competitions_dir, inputs_dir, load_competition, resolve_run,
                      weights_dir)
 from .files import DataDir, examples
+from .leaderboard import fetch
 from .survey import Images, Survey, survey
 from .tables import sample_format, sort_classes
 
@@ -222,13 +223,20 @@ def yaml_text(name: str, data_dir: Path, choices: Choices) -> str:
     return "\n".join(lines + [f"# {line}" for line in choices.presets_note]) + "\n" + presets
 
 
-def init_competition(name: str, data_dir: Path, force: bool = False) -> Path:
-    """Write competition/NAME.yaml from the files in `data_dir`; print what was inferred."""
+def init_competition(name: str, data_dir: Path, force: bool = False, kaggle: str | None = None) -> Path:
+    """Write competition/NAME.yaml from the files in `data_dir`; print what was inferred. With
+    a Kaggle slug, the files are downloaded first when `data_dir` has none, and the yaml names
+    the slug for `download` and `submit`."""
     target = competitions_dir() / f"{name}.yaml"
     if target.exists() and not force:
         raise PipelineError(f"{target} exists already: init does not overwrite it. Pass --force to "
                             f"replace it, or edit it by hand.")
+    if kaggle and not (data_dir.is_dir() and any(data_dir.iterdir())):
+        files = fetch(kaggle, data_dir)
+        print(f"Downloaded {kaggle} into {data_dir}: {', '.join(p.name for p in files)}")
     choices = choose(survey(DataDir(data_dir)))
+    if kaggle:
+        choices.set("kaggle", kaggle, "Kaggle competition: ./run.sh download and submit use it")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml_text(name, data_dir, choices))
     comp = load_competition(name)  # what was written loads, and every preset resolves

@@ -92,26 +92,32 @@ def run_kaggle(args: list[str], slug: str) -> str:
 
 
 def download(comp: Competition, folder: Path) -> list[Path]:
-    """Fetch the competition's files into `folder` with the kaggle tool; zips stay zipped (the
-    pipeline reads them in place), zips inside the downloaded zip are taken out beside it."""
+    """Fetch the competition's files into `folder` with the kaggle tool (see fetch); a
+    competition with no Kaggle slug says where to put the files by hand."""
     if not comp.kaggle:
         print(f"competition/{comp.name}.yaml names no Kaggle competition (kaggle: SLUG), so the files "
               f"come by hand: download them from the competition's page into {folder}/ exactly as "
               f"the site hands them out (zips need no unpacking), then run ./run.sh check {comp.name}.")
         return []
+    files = fetch(comp.kaggle, folder)
+    print(f"Downloaded {comp.kaggle} into {folder}: {', '.join(p.name for p in files)}. "
+          f"Next: ./run.sh check {comp.name}")
+    return files
+
+
+def fetch(slug: str, folder: Path) -> list[Path]:
+    """Kaggle competition `slug`'s files downloaded into `folder`; zips stay zipped (the
+    pipeline reads them in place), zips inside the downloaded zip are taken out beside it."""
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        run_kaggle(["competitions", "download", comp.kaggle, "-p", str(folder)], comp.kaggle)
+        run_kaggle(["competitions", "download", slug, "-p", str(folder)], slug)
     except PipelineError:
         if created and not any(folder.iterdir()):
             folder.rmdir()  # no empty inputs/NAME that later commands would take for the data
         raise
-    archive = folder / f"{comp.kaggle}.zip"
-    files = ([archive] + _unpack_inner_zips(archive)) if archive.is_file() else sorted(folder.iterdir())
-    print(f"Downloaded {comp.kaggle} into {folder}: {', '.join(p.name for p in files)}. "
-          f"Next: ./run.sh check {comp.name}")
-    return files
+    archive = folder / f"{slug}.zip"
+    return ([archive] + _unpack_inner_zips(archive)) if archive.is_file() else sorted(folder.iterdir())
 
 
 def _unpack_inner_zips(archive: Path) -> list[Path]:
