@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
-from .config import (PipelineError, competitions_dir, inputs_dir, load_competition, resolve_run,
-                     weights_dir)
+from .config import (PipelineError, TargetSettings, competitions_dir, inputs_dir, load_competition,
+                     resolve_run, weights_dir)
 from .files import DataDir, examples
+from .metrics import BINARY, MULTI, REGRESSION
 from .survey import Images, Survey, survey
-from .tables import sample_format, sort_classes
+from .tables import sample_format
+from .targets import Target, fit_target, infer_target
 
 SMALL_SIDE = 64           # images up to this side train from scratch, in memory
 PHOTO_SIDE = 224          # larger images (photos) are squashed to this side for pretrained members
@@ -109,10 +111,57 @@ def photo_presets(side: int, fit_images: int, hflip: bool, val: float) -> dict:
             "ensemble": {**run, "members": [member, resnet]}}
 
 
-def target_kind(labels: list[str], sample) -> tuple[str, str]:
-    """What a row's label is. Single-label classification is the one kind the pipeline trains;
-    other kinds (binary probability, multi-label, regression) are to be inferred here."""
-    return "single_label", "one class per image"
+def probability_cells(sample, column: str) -> bool:
+    """Whether the sample's column holds probabilities: numbers in [0, 1] (0.5, or 0 of a 0/1 task)."""
+    values = pd.to_numeric(sample[column], errors="coerce") if column in sample.columns else None
+    return values is not None and bool(values.notna().all() and values.between(0, 1).all())
+
+
+def guess_metric(target: Target, fill: str | None, probabilities: bool) -> tuple[str, str]:
+    """The metric the competitions of a target kind are usually scored by, and the usual other
+    choice: init writes it for the user to confirm."""
+    if target.kind == BINARY and probabilities:
+        return "roc_auc", "the sample's column holds probabilities; log_loss is the other common choice"
+    if target.kind == BINARY:
+        return "accuracy", "the sample's column holds labels; f1 scores the positive class alone"
+    if target.kind == MULTI:
+        return "f2_samples", "sample-averaged F2, as Planet; f1_macro as Human Protein Atlas"
+    if target.kind == REGRESSION and target.grades:
+        return "quadratic_weighted_kappa", "grades, as APTOS; rmse scores the numbers themselves"
+    if target.kind == REGRESSION:
+        return "rmse", "numbers; mae is the other common choice"
+    if fill == "probabilities":
+        return "log_loss", "one probability column per class"
+    return "accuracy", "one label per image"
+
+
+def _labels_line(found: Survey, target: Target, why: str) -> str:
+    """What the label column holds, for the summary."""
+    counts = target.counts(target.encode(found.train_labels))
+    if counts:
+        what = f"{len(counts)} {'tags' if target.kind == MULTI else 'classes'} " \
+               f"({examples([f'{name} {n}' for name, n in counts.items()])})"
+    else:
+        values = target.encode(found.train_labels)
+        what = f"numbers {values.min():g} to {values.max():g} (mean {values.mean():.3g})"
+    return f"labels      column {found.label_column!r}: {what}; target {target.kind} ({why})"
+
+
+def _target(choices: Choices, found: Survey) -> tuple[Target, str | None]:
+    """The target kind and metric the labels and the sample suggest (to confirm); returns the
+    target and how the sample is filled."""
+    settings, why = infer_target(found.train_labels, found.sample, found.label_column)
+    target = fit_target(TargetSettings(**settings), found.train_labels)
+    choices.set("target", settings if len(settings) > 1 else settings["kind"], f"confirm: {why}")
+    fill = sample_format(found.sample, found.id_column, found.label_column, target.classes)
+    metric, alternative = guess_metric(target, fill, fill == "label" and
+                                       probability_cells(found.sample, found.label_column))
+    choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
+    choices.summary.append(_labels_line(found, target, why))
+    choices.confirm += [f"target: {choices.values['target']} is a guess from the labels ({why}); "
+                        f"set target: in the yaml if they mean something else",
+                        f"metric: {metric} is a guess ({alternative}); set the competition's own metric"]
+    return target, fill
 
 
 def choose(found: Survey) -> Choices:
@@ -123,23 +172,17 @@ def choose(found: Survey) -> Choices:
     choices.set("channels", channels, "gray images" if channels == 1 else "colour images")
     side, photos, why = training_size(found.images)
     choices.set("image_size", side, why)
-    classes = sort_classes(found.train_labels)
-    fmt = sample_format(found.sample, found.id_column, found.label_column, classes)
-    metric = "log_loss" if fmt == "probabilities" else "accuracy"
-    choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
+    target, fill = _target(choices, found)
     choices.set("hflip", True, "confirm: a mirrored image keeps its class")
     choices.set("vflip", False, "confirm: true only if an upside-down image keeps its class")
     _presets(choices, len(found.train_ids), channels, side, photos)
-    counts = Counter(found.train_labels)
-    kind, kind_why = target_kind(found.train_labels, found.sample)
-    choices.summary = [
-        f"labels      column {found.label_column!r}: {len(classes)} classes "
-        f"({examples([f'{c} {counts[c]}' for c in classes])}); target {kind} ({kind_why})",
+    columns = f"one {'probability' if target.kind != MULTI else 'column'} per " \
+              f"{'tag' if target.kind == MULTI else 'class'}"
+    choices.summary += [
         f"images      {found.images.describe()}",
-        f"submission  {'one probability column per class' if fmt == 'probabilities' else 'one label per image'}"
+        f"submission  {columns if fill == 'probabilities' else 'one ' + repr(found.label_column) + ' cell per image'}"
         f" in {found.sample_csv}, ids in column {found.id_column!r}"]
-    choices.confirm += [f"metric: {metric} is a guess; set the competition's own metric",
-                        "hflip: true (mirrored images keep their class) and vflip: false"]
+    choices.confirm.append("hflip: true (mirrored images keep their class) and vflip: false")
     if photos and not (weights_dir() / PRETRAINED_FILE).is_file():
         choices.confirm.append(
             f"the presets load {PRETRAINED_FILE} from the weights folder {weights_dir()}, which does not "
@@ -235,7 +278,8 @@ def init_competition(name: str, data_dir: Path, force: bool = False) -> Path:
     for preset in comp.presets:
         resolve_run(comp, preset)
     print(f"Wrote {target} from {data_dir}:")
-    for key in ("layout", "train_csv", "test_csv", "train_images", "test_images", "image_size", "metric"):
+    for key in ("layout", "train_csv", "test_csv", "train_images", "test_images", "image_size",
+                "target", "metric"):
         if key in choices.values:
             why = choices.why.get(key)
             print(f"  {key:<18} {_scalar(choices.values[key])}{f'  ({why})' if why else ''}")
