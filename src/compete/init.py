@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 from .config import (PipelineError, TargetSettings, competitions_dir, inputs_dir, load_competition,
@@ -111,19 +110,11 @@ def photo_presets(side: int, fit_images: int, hflip: bool, val: float) -> dict:
             "ensemble": {**run, "members": [member, resnet]}}
 
 
-def probability_cells(sample, column: str) -> bool:
-    """Whether the sample's column holds probabilities: numbers in [0, 1] (0.5, or 0 of a 0/1 task)."""
-    values = pd.to_numeric(sample[column], errors="coerce") if column in sample.columns else None
-    return values is not None and bool(values.notna().all() and values.between(0, 1).all())
-
-
-def guess_metric(target: Target, fill: str | None, probabilities: bool) -> tuple[str, str]:
+def guess_metric(target: Target, fill: str | None) -> tuple[str, str]:
     """The metric the competitions of a target kind are usually scored by, and the usual other
     choice: init writes it for the user to confirm."""
-    if target.kind == BINARY and probabilities:
-        return "roc_auc", "the sample's column holds probabilities; log_loss is the other common choice"
-    if target.kind == BINARY:
-        return "accuracy", "the sample's column holds labels; f1 scores the positive class alone"
+    if target.kind == BINARY:  # inferred where the sample's one column holds probabilities
+        return "roc_auc", "a probability column; log_loss is the other common choice"
     if target.kind == MULTI:
         return "f2_samples", "sample-averaged F2, as Planet; f1_macro as Human Protein Atlas"
     if target.kind == REGRESSION and target.grades:
@@ -135,7 +126,7 @@ def guess_metric(target: Target, fill: str | None, probabilities: bool) -> tuple
     return "accuracy", "one label per image"
 
 
-def _labels_line(found: Survey, target: Target, why: str) -> str:
+def _labels_line(found: Survey, target: Target) -> str:
     """What the label column holds, for the summary."""
     counts = target.counts(target.encode(found.train_labels))
     if counts:
@@ -144,7 +135,7 @@ def _labels_line(found: Survey, target: Target, why: str) -> str:
     else:
         values = target.encode(found.train_labels)
         what = f"numbers {values.min():g} to {values.max():g} (mean {values.mean():.3g})"
-    return f"labels      column {found.label_column!r}: {what}; target {target.kind} ({why})"
+    return f"labels      column {found.label_column!r}: {what}"
 
 
 def _target(choices: Choices, found: Survey) -> tuple[Target, str | None]:
@@ -154,10 +145,9 @@ def _target(choices: Choices, found: Survey) -> tuple[Target, str | None]:
     target = fit_target(TargetSettings(**settings), found.train_labels)
     choices.set("target", settings if len(settings) > 1 else settings["kind"], f"confirm: {why}")
     fill = sample_format(found.sample, found.id_column, found.label_column, target.classes)
-    metric, alternative = guess_metric(target, fill, fill == "label" and
-                                       probability_cells(found.sample, found.label_column))
+    metric, alternative = guess_metric(target, fill)
     choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
-    choices.summary.append(_labels_line(found, target, why))
+    choices.summary.append(_labels_line(found, target))
     choices.confirm += [f"target: {choices.values['target']} is a guess from the labels ({why}); "
                         f"set target: in the yaml if they mean something else",
                         f"metric: {metric} is a guess ({alternative}); set the competition's own metric"]

@@ -17,6 +17,7 @@ import re
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import expit
 
@@ -342,6 +343,12 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def probability_cells(sample, column: str) -> bool:
+    """Whether the sample's column holds probabilities: numbers in [0, 1] (0.5, or 0 of a 0/1 task)."""
+    values = pd.to_numeric(sample[column], errors="coerce") if column in sample.columns else None
+    return values is not None and bool(values.notna().all() and values.between(0, 1).all())
+
+
 def _tag_delimiter(labels: set[str]) -> str | None:
     """The delimiter whose tags recombine: splitting the labels gives fewer tags than there are
     labels, and some tag is a whole label elsewhere ("haze road" beside "road"): multi_label.
@@ -380,21 +387,24 @@ def _whole_numbers(values: list[int], columns: list[str]) -> tuple[dict, str]:
 def infer_target(train_labels: list, sample=None, label_column: str = "") -> tuple[dict, str]:
     """The `target:` setting the training labels and the sample submission (a DataFrame whose
     first column is the id) suggest, {"kind": ...} plus the settings it needs, and why. Tags that
-    recombine: multi_label; two labels and one column to fill: binary; numbers not all whole:
-    regression; whole numbers: see `_whole_numbers`; otherwise single_label."""
+    recombine: multi_label; two labels and one column of probabilities to fill: binary (two
+    labels to fill in by name stay single_label: a softmax over two, as any other classes);
+    numbers not all whole: regression; whole numbers: see `_whole_numbers`; otherwise single_label."""
     labels = {str(label).strip() for label in train_labels}
     columns = [] if sample is None else [str(c) for c in sample.columns[1:]]
     delimiter = _tag_delimiter(labels)
     if delimiter is not None:
         return ({"kind": MULTI, "delimiter": delimiter},
                 f"{delimiter!r}-separated tags that recombine: {len(labels)} different labels")
-    if len(labels) == 2 and len(columns) <= 1:
+    if len(labels) == 2 and len(columns) == 1 and probability_cells(sample, columns[0]):
         named = [label for label in labels if label in columns]  # e.g. the column "dog" of cat/dog
         return ({"kind": BINARY, **({"positive": named[0]} if named else {})},
-                f"two labels, {' and '.join(sort_classes(labels))}, and one column to fill")
+                f"two labels, {' and '.join(sort_classes(labels))}, and one probability column to fill")
     if labels and all(map(_is_number, labels)):
         numbers = [float(label) for label in labels]
         if not all(number.is_integer() for number in numbers):
             return {"kind": REGRESSION}, f"numbers from {min(numbers):g} to {max(numbers):g}"
         return _whole_numbers([int(number) for number in numbers], [label_column, *columns])
+    if len(labels) == 2:
+        return {"kind": SINGLE}, "two classes filled in by name; a probability column would be target: binary"
     return {"kind": SINGLE}, "one class per image"
