@@ -198,13 +198,24 @@ def test_strongly_imbalanced_single_label_is_scored_by_macro_f1(workspace, optio
         "the rare classes were not learned"
 
 
-INIT_CASES = {  # name: (task, label column, the sample's cell, target and metric init must write, scorer, bar)
-    "cactus": (cactus_task, "has_cactus", 0.5, "binary", "roc_auc", auc_of, 0.9),
-    "planet": (planet_task, "tags", "cloudy haze", {"kind": "multi_label", "delimiter": " "},
-               "f2_samples", f2_gain_of, 0.15),
-    "aptos": (aptos_task, "diagnosis", 0, {"kind": "regression", "grades": [0, 4]},
-              "quadratic_weighted_kappa", kappa_of, 0.6),
-    "defects": (defects_task, "label", "common", "single_label", "accuracy", macro_f1_of, 0.8),
+def tag_columns(frame: pd.DataFrame) -> pd.Series:
+    """One 0/1 column per tag (Human Protein Atlas-style) as the tag strings they stand for."""
+    assert set(frame[TAGS].to_numpy().ravel()) <= {"0", "1"}, "decided tags are 0 or 1"
+    return pd.Series([" ".join(t for t in TAGS if row[t] == "1") for _, row in frame.iterrows()])
+
+
+INIT_CASES = {  # name: (task, label column, the sample's cells, the target and metric init must
+    # write, the leaderboard's scorer of the submission, the score it must beat)
+    "cactus": (cactus_task, "has_cactus", {"has_cactus": 0.5}, "binary", "roc_auc",
+               lambda frame, truth: auc_of(frame["has_cactus"], truth), 0.9),
+    "planet": (planet_task, "tags", {"tags": "cloudy haze"}, {"kind": "multi_label", "delimiter": " "},
+               "f2_samples", lambda frame, truth: f2_gain_of(frame["tags"], truth), 0.15),
+    "tag_columns": (planet_task, "tags", {tag: 0 for tag in TAGS}, {"kind": "multi_label", "delimiter": " "},
+                    "f2_samples", lambda frame, truth: f2_gain_of(tag_columns(frame), truth), 0.15),
+    "aptos": (aptos_task, "diagnosis", {"diagnosis": 0}, {"kind": "regression", "grades": [0, 4]},
+              "quadratic_weighted_kappa", lambda frame, truth: kappa_of(frame["diagnosis"], truth), 0.6),
+    "defects": (defects_task, "label", {"label": "common"}, "single_label", "accuracy",
+                lambda frame, truth: macro_f1_of(frame["label"], truth), 0.8),
 }
 
 
@@ -213,9 +224,9 @@ INIT_CASES = {  # name: (task, label column, the sample's cell, target and metri
 def test_init_infers_each_kind_and_its_submission_scores_without_edits(workspace, capsys, name):
     """A download as a competition site gives it: init writes the yaml (kind, metric, presets),
     then check, train and predict run on it untouched, and the leaderboard scores the file."""
-    task, column, cell, target, metric_name, scorer, bar = INIT_CASES[name]
+    task, column, cells, target, metric_name, scorer, bar = INIT_CASES[name]
     labels, bands, truth = task()
-    write_download(workspace / "inputs" / name, labels, bands, {column: cell}, column=column)
+    write_download(workspace / "inputs" / name, labels, bands, cells, column=column)
     assert main(["init", name]) == 0
     printed = capsys.readouterr().out
     written = yaml.safe_load((workspace / "competition" / f"{name}.yaml").read_text())
@@ -223,7 +234,7 @@ def test_init_infers_each_kind_and_its_submission_scores_without_edits(workspace
     assert f"- metric: {metric_name} is a guess" in printed and "set target: in the yaml" in printed
     assert main(["check", name]) == 0, capsys.readouterr().out
     train_and_predict(name)
-    assert scorer(leaderboard_read(workspace, name)[column], truth) > bar
+    assert scorer(leaderboard_read(workspace, name), truth) > bar
     assert summary_of(workspace, name)["metric"] == metric_name
 
 

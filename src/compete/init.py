@@ -148,7 +148,7 @@ def _target(choices: Choices, found: Survey) -> tuple[Target, str | None]:
     metric, alternative = guess_metric(target, fill)
     choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
     choices.summary.append(_labels_line(found, target))
-    choices.confirm += [f"target: {choices.values['target']} is a guess from the labels ({why}); "
+    choices.confirm += [f"target: {_scalar(choices.values['target'])} is a guess from the labels ({why}); "
                         f"set target: in the yaml if they mean something else",
                         f"metric: {metric} is a guess ({alternative}); set the competition's own metric"]
     return target, fill
@@ -237,7 +237,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _scalar(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False).strip() \
+        .removesuffix("...").strip()
 
 
 def yaml_text(name: str, data_dir: Path, choices: Choices) -> str:
