@@ -166,12 +166,11 @@ def choose(found: Survey) -> Choices:
     choices.set("hflip", True, "confirm: a mirrored image keeps its class")
     choices.set("vflip", False, "confirm: true only if an upside-down image keeps its class")
     _presets(choices, len(found.train_ids), channels, side, photos)
-    columns = f"one {'probability' if target.kind != MULTI else 'column'} per " \
-              f"{'tag' if target.kind == MULTI else 'class'}"
-    choices.summary += [
-        f"images      {found.images.describe()}",
-        f"submission  {columns if fill == 'probabilities' else 'one ' + repr(found.label_column) + ' cell per image'}"
-        f" in {found.sample_csv}, ids in column {found.id_column!r}"]
+    columns = "one column per tag" if target.kind == MULTI else "one probability column per class"
+    if fill != "probabilities":
+        columns = f"one {found.label_column!r} cell per image"
+    choices.summary += [f"images      {found.images.describe()}",
+                        f"submission  {columns} in {found.sample_csv}, ids in column {found.id_column!r}"]
     choices.confirm.append("hflip: true (mirrored images keep their class) and vflip: false")
     if photos and not (weights_dir() / PRETRAINED_FILE).is_file():
         choices.confirm.append(
