@@ -13,41 +13,47 @@ from compete.cli import main
 
 from conftest import png_bytes
 
-QUADRANTS = 4
+BANDS = 4
 TINY_MEMBER = {"model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
                "epochs": 8, "batch_size": 16, "lr": 0.01, "pad_crop": 0, "label_smoothing": 0.0}
 
 
-def quadrant_image(lit, rng, size: int = 8) -> np.ndarray:
-    """Dark noise with the listed quadrants (0-3) bright: what every kind's labels are made of."""
+def banded_image(lit, rng, size: int = 8) -> np.ndarray:
+    """Dark noise with the listed horizontal bands (0-3, top to bottom) bright: what every kind's
+    labels are made of. A mirrored image keeps its labels, as init's hflip: true assumes."""
     image = rng.integers(0, 60, (size, size, 1), dtype=np.uint8)
-    half = size // 2
-    for quadrant in lit:
-        row, col = divmod(quadrant, 2)
-        image[row * half:(row + 1) * half, col * half:(col + 1) * half] = 220
+    height = size // BANDS
+    for band in lit:
+        image[band * height:(band + 1) * height] = 220
     return image
 
 
-def write_competition(root, name: str, labels: list[str], quadrants: list, sample_cell, yaml_spec: dict,
-                      n_test: int, seed: int = 0) -> list[str]:
-    """inputs/<name>/ (train.csv, train/, test/, sample_submission.csv) and competition/<name>.yaml;
-    the first len(labels) quadrant sets are the training images, the rest the test images.
-    Returns the test ids; the caller keeps the test labels hidden."""
+def write_download(data, labels: list[str], bands: list, sample_cell: dict, column: str = "label",
+                   seed: int = 0) -> list[str]:
+    """A download in `data` (train.csv with `column`, train/, test/, sample_submission.csv); the
+    first len(labels) band sets are the training images, the rest the test images. Returns
+    the test ids; the caller keeps the test labels hidden."""
     rng = np.random.default_rng(seed)
-    data = root / "inputs" / name
     for folder in ("train", "test"):
         (data / folder).mkdir(parents=True)
-    ids = [f"img{i:03d}" for i in range(len(quadrants))]
-    for i, (image_id, lit) in enumerate(zip(ids, quadrants)):
+    ids = [f"img{i:03d}" for i in range(len(bands))]
+    for i, (image_id, lit) in enumerate(zip(ids, bands)):
         folder = "train" if i < len(labels) else "test"
-        (data / folder / f"{image_id}.png").write_bytes(png_bytes(quadrant_image(lit, rng)))
-    pd.DataFrame({"id": ids[:len(labels)], "label": labels}).to_csv(data / "train.csv", index=False)
+        (data / folder / f"{image_id}.png").write_bytes(png_bytes(banded_image(lit, rng)))
+    pd.DataFrame({"id": ids[:len(labels)], column: labels}).to_csv(data / "train.csv", index=False)
     test_ids = ids[len(labels):]
     pd.DataFrame({"id": test_ids}).to_csv(data / "test.csv", index=False)
     sample = pd.DataFrame({"id": test_ids})
-    for column, cell in sample_cell.items():
-        sample[column] = cell
+    for name, cell in sample_cell.items():
+        sample[name] = cell
     sample.to_csv(data / "sample_submission.csv", index=False)
+    return test_ids
+
+
+def write_competition(root, name: str, labels: list[str], bands: list, sample_cell, yaml_spec: dict,
+                      n_test: int, seed: int = 0) -> list[str]:
+    """inputs/<name>/ as `write_download` writes it, and competition/<name>.yaml written by hand."""
+    test_ids = write_download(root / "inputs" / name, labels, bands, sample_cell, seed=seed)
     spec = {"channels": 1, "image_size": 8, "hflip": False,
             "presets": {"default": {"val_fraction": 0.25, "members": [TINY_MEMBER]}}, **yaml_spec}
     (root / "competition" / f"{name}.yaml").write_text(yaml.safe_dump(spec))
@@ -83,58 +89,99 @@ def report_metrics(workspace, name: str) -> list[str]:
     return [m for m in json.loads((run_dir / "analysis.json").read_text())["metrics"] if f">{m}<" in page]
 
 
+# Each kind's task: (training labels, every image's bright bands, the hidden test truth),
+# and the leaderboard's scorer of a submission's column against that truth.
+
+def cactus_task():
+    """"Aerial Cactus"-like: 0/1 labels, 40% positive; scored by ROC-AUC of P(1)."""
+    truth = np.random.default_rng(1).random(120) < 0.4
+    return ["1" if positive else "0" for positive in truth[:96]], \
+        [[0] if positive else [3] for positive in truth], truth[96:]
+
+
+def auc_of(cells: pd.Series, truth) -> float:
+    probs = cells.astype(float).to_numpy()  # a hard 0/1 column would not do
+    assert ((probs >= 0) & (probs <= 1)).all() and len(np.unique(probs)) > 2
+    return sk.roc_auc_score(truth, probs)
+
+
+TAGS = ["cloudy", "haze", "road", "water"]  # bands 0-3
+
+
+def planet_task():
+    """"Planet"-like: one or two space-separated tags; scored by sample-averaged F2."""
+    rng = np.random.default_rng(2)
+    sets = [sorted(rng.choice(4, size=rng.choice([1, 2], p=[0.6, 0.4]), replace=False).tolist())
+            for _ in range(150)]
+    truth = np.array([[q in lit for q in range(4)] for lit in sets[120:]], dtype=int)
+    return [" ".join(TAGS[q] for q in lit) for lit in sets[:120]], sets, truth
+
+
+def f2_gain_of(cells: pd.Series, truth) -> float:
+    """Sample F2 of the tag sets above that of tagging every image with everything (about 0.75)."""
+    tag_sets = [cell.split(" ") for cell in cells]
+    assert all(set(tags) <= set(TAGS) for tags in tag_sets), "unknown tags"
+    guess = np.array([[tag in tags for tag in TAGS] for tags in tag_sets], dtype=int)
+    every_tag = sk.fbeta_score(truth, np.ones_like(truth), beta=2, average="samples")
+    return sk.fbeta_score(truth, guess, beta=2, average="samples") - every_tag
+
+
+def aptos_task():
+    """"APTOS"-like: grades 0-4, here the number of bright bands; scored by quadratic kappa."""
+    rng = np.random.default_rng(3)
+    grades = rng.integers(0, 5, 150)
+    bands = [rng.choice(BANDS, size=g, replace=False).tolist() for g in grades]
+    return [str(g) for g in grades[:120]], bands, grades[120:]
+
+
+def kappa_of(cells: pd.Series, truth) -> float:
+    assert cells.str.fullmatch(r"[0-4]").all(), "grades must be whole numbers 0-4"
+    return sk.cohen_kappa_score(truth, cells.astype(int).to_numpy(), weights="quadratic")
+
+
+DEFECTS = np.array(["common", "rare", "scarce"])
+
+
+def defects_task():
+    """85% / 10% / 5% classes; scored by macro F1, which needs every class found."""
+    classes = np.random.default_rng(4).choice(3, size=200, p=[0.85, 0.10, 0.05])
+    classes[[0, 1, 2, 3, 160, 161, 162, 163]] = [1, 1, 2, 2, 1, 1, 2, 2]  # some of each on both sides
+    return DEFECTS[classes[:160]].tolist(), [[c] for c in classes], DEFECTS[classes[160:]]
+
+
+def macro_f1_of(cells: pd.Series, truth) -> float:
+    assert set(cells) <= set(DEFECTS)
+    return sk.f1_score(truth, cells, average="macro")
+
+
 def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
-    """"Aerial Cactus"-like: id,has_cactus, P(has_cactus = 1), scored by ROC-AUC."""
-    rng = np.random.default_rng(1)
-    truth = rng.random(120) < 0.4
-    quadrants = [[0] if positive else [3] for positive in truth]
-    labels = ["1" if positive else "0" for positive in truth[:96]]
-    write_competition(workspace, "cactus", labels, quadrants, {"label": 0.5},
+    """id,label with P(label = 1), scored by ROC-AUC."""
+    labels, bands, truth = cactus_task()
+    write_competition(workspace, "cactus", labels, bands, {"label": 0.5},
                       {"target": "binary", "metric": "roc_auc"}, n_test=24)
     train_and_predict("cactus")
-    submission = leaderboard_read(workspace, "cactus")
-    probs = submission["label"].astype(float).to_numpy()  # a hard 0/1 column would not do
-    assert ((probs >= 0) & (probs <= 1)).all() and len(np.unique(probs)) > 2
-    assert sk.roc_auc_score(truth[96:], probs) > 0.9
+    assert auc_of(leaderboard_read(workspace, "cactus")["label"], truth) > 0.9
     assert summary_of(workspace, "cactus")["metric"] == "roc_auc"
 
 
 def test_multi_label_with_space_separated_tags_is_scored_by_sample_f2(workspace):
-    """"Planet"-like: id,tags with space-separated tags, sample-averaged F2 of the tag sets."""
-    rng = np.random.default_rng(2)
-    tags = ["cloudy", "haze", "road", "water"]  # quadrants 0-3
-    sets = [sorted(rng.choice(4, size=rng.choice([1, 2], p=[0.6, 0.4]), replace=False).tolist())
-            for _ in range(150)]
-    labels = [" ".join(tags[q] for q in lit) for lit in sets[:120]]
+    labels, sets, truth = planet_task()
     write_competition(workspace, "planet", labels, sets, {"label": "cloudy haze"},
                       {"target": {"kind": "multi_label", "delimiter": " "}, "metric": "f2_samples"}, n_test=30)
     train_and_predict("planet")
-    submission = leaderboard_read(workspace, "planet")
-    cells = [cell.split(" ") for cell in submission["label"]]
-    assert all(set(cell) <= set(tags) for cell in cells), "unknown tags"
-    guess = np.array([[tag in cell for tag in tags] for cell in cells], dtype=int)
-    truth = np.array([[q in lit for q in range(4)] for lit in sets[120:]], dtype=int)
-    every_tag = sk.fbeta_score(truth, np.ones_like(truth), beta=2, average="samples")  # about 0.75
-    assert sk.fbeta_score(truth, guess, beta=2, average="samples") > every_tag + 0.15
+    assert f2_gain_of(leaderboard_read(workspace, "planet")["label"], truth) > 0.15
     thresholds = summary_of(workspace, "planet")["decisions"]["thresholds"]
     assert len(thresholds) == 4 and all(0 < t < 1 for t in thresholds)  # fitted out of fold
     assert report_metrics(workspace, "planet")[0] == "f2_samples"
 
 
 def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspace):
-    """"APTOS"-like: id,diagnosis with grades 0-4, quadratic weighted kappa; the grade here is
-    the number of bright quadrants."""
-    rng = np.random.default_rng(3)
-    grades = rng.integers(0, 5, 150)
-    quadrants = [rng.choice(QUADRANTS, size=g, replace=False).tolist() for g in grades]
-    write_competition(workspace, "aptos", [str(g) for g in grades[:120]], quadrants, {"label": 0},
+    labels, bands, truth = aptos_task()
+    write_competition(workspace, "aptos", labels, bands, {"label": 0},
                       {"target": {"kind": "regression", "grades": [0, 4]},
                        "metric": "quadratic_weighted_kappa"}, n_test=30)
     train_and_predict("aptos", "--epochs", "12")
-    submission = leaderboard_read(workspace, "aptos")
-    assert submission["label"].str.fullmatch(r"[0-4]").all(), "grades must be whole numbers 0-4"
-    guess = submission["label"].astype(int).to_numpy()
-    assert sk.cohen_kappa_score(grades[120:], guess, weights="quadratic") > 0.6
+    assert kappa_of(leaderboard_read(workspace, "aptos")["label"], truth) > 0.6
     cuts = summary_of(workspace, "aptos")["decisions"]["cuts"]
     assert len(cuts) == 4 and cuts == sorted(cuts)
     assert report_metrics(workspace, "aptos") == ["quadratic_weighted_kappa", "rmse", "mae"]
@@ -143,18 +190,52 @@ def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspac
 @pytest.mark.parametrize("options", [[], ["--set", "class_weights=balanced", "--set", "sampler=balanced"]],
                          ids=["plain", "weighted-and-balanced"])
 def test_strongly_imbalanced_single_label_is_scored_by_macro_f1(workspace, options):
-    """85% / 10% / 5% classes: every class must be found, which macro F1 rewards."""
-    rng = np.random.default_rng(4)
-    classes = rng.choice(3, size=200, p=[0.85, 0.10, 0.05])
-    classes[[0, 1, 2, 3, 160, 161, 162, 163]] = [1, 1, 2, 2, 1, 1, 2, 2]  # some of each on both sides
-    names = np.array(["common", "rare", "scarce"])
-    write_competition(workspace, "defects", names[classes[:160]].tolist(), [[c] for c in classes],
-                      {"label": "common"}, {"metric": "f1_macro"}, n_test=40)
+    labels, bands, truth = defects_task()
+    write_competition(workspace, "defects", labels, bands, {"label": "common"},
+                      {"metric": "f1_macro"}, n_test=40)
     train_and_predict("defects", "--epochs", "10", *options)
-    submission = leaderboard_read(workspace, "defects")
-    assert set(submission["label"]) <= set(names)
-    score = sk.f1_score(names[classes[160:]], submission["label"], average="macro")
-    assert score > 0.8, "the rare classes were not learned"
+    assert macro_f1_of(leaderboard_read(workspace, "defects")["label"], truth) > 0.8, \
+        "the rare classes were not learned"
+
+
+def tag_columns(frame: pd.DataFrame) -> pd.Series:
+    """One 0/1 column per tag (Human Protein Atlas-style) as the tag strings they stand for."""
+    assert set(frame[TAGS].to_numpy().ravel()) <= {"0", "1"}, "decided tags are 0 or 1"
+    return pd.Series([" ".join(t for t in TAGS if row[t] == "1") for _, row in frame.iterrows()])
+
+
+INIT_CASES = {  # name: (task, label column, the sample's cells, the target and metric init must
+    # write, the leaderboard's scorer of the submission, the score it must beat)
+    "cactus": (cactus_task, "has_cactus", {"has_cactus": 0.5}, "binary", "roc_auc",
+               lambda frame, truth: auc_of(frame["has_cactus"], truth), 0.9),
+    "planet": (planet_task, "tags", {"tags": "cloudy haze"}, {"kind": "multi_label", "delimiter": " "},
+               "f2_samples", lambda frame, truth: f2_gain_of(frame["tags"], truth), 0.15),
+    "tag_columns": (planet_task, "tags", {tag: 0 for tag in TAGS}, {"kind": "multi_label", "delimiter": " "},
+                    "f2_samples", lambda frame, truth: f2_gain_of(tag_columns(frame), truth), 0.15),
+    "aptos": (aptos_task, "diagnosis", {"diagnosis": 0}, {"kind": "regression", "grades": [0, 4]},
+              "quadratic_weighted_kappa", lambda frame, truth: kappa_of(frame["diagnosis"], truth), 0.6),
+    "defects": (defects_task, "label", {"label": "common"}, "single_label", "accuracy",
+                lambda frame, truth: macro_f1_of(frame["label"], truth), 0.8),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", INIT_CASES)
+def test_init_infers_each_kind_and_its_submission_scores_without_edits(workspace, capsys, name):
+    """A download as a competition site gives it: init writes the yaml (kind, metric, presets),
+    then check, train and predict run on it untouched, and the leaderboard scores the file."""
+    task, column, cells, target, metric_name, scorer, bar = INIT_CASES[name]
+    labels, bands, truth = task()
+    write_download(workspace / "inputs" / name, labels, bands, cells, column=column)
+    assert main(["init", name]) == 0
+    printed = capsys.readouterr().out
+    written = yaml.safe_load((workspace / "competition" / f"{name}.yaml").read_text())
+    assert (written["target"], written["metric"]) == (target, metric_name)
+    assert f"- metric: {metric_name} is a guess" in printed and "set target: in the yaml" in printed
+    assert main(["check", name]) == 0, capsys.readouterr().out
+    train_and_predict(name)
+    assert scorer(leaderboard_read(workspace, name), truth) > bar
+    assert summary_of(workspace, name)["metric"] == metric_name
 
 
 def test_hard_labels_for_a_log_loss_metric_are_refused_before_training(workspace, capsys):

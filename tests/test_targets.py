@@ -6,7 +6,8 @@ import pytest
 
 from compete.config import PipelineError, TargetSettings
 from compete.ensemble import blend, fit_blend, fit_temperature, fit_weights
-from compete.metrics import decided_score, score
+from compete.init import guess_metric
+from compete.metrics import check_metric, decided_score, score
 from compete.targets import Binary, MultiLabel, Regression, Target, fit_target, infer_target, target_from_dict
 
 
@@ -112,15 +113,61 @@ def test_number_members_are_weighted_by_their_squared_error():
 
 @pytest.mark.parametrize("labels,columns,expected", [
     (["haze road", "road", "water haze", "water"], ["tags"], {"kind": "multi_label", "delimiter": " "}),
-    (["a;b", "b", "c;a"], ["tags"], {"kind": "multi_label", "delimiter": ";"}),
-    (["0", "1", "1"], ["has_cactus"], {"kind": "binary"}),
-    (["cat", "dog"], ["dog"], {"kind": "binary", "positive": "dog"}),
-    (["cat", "dog"], ["cat", "dog"], {"kind": "single_label"}),  # one probability column per class
+    (["a;b", "b", "c;a", "a"], ["tags"], {"kind": "multi_label", "delimiter": ";"}),
+    (["0", "1", "1"], {"has_cactus": [0, 0]}, {"kind": "binary"}),
+    (["cat", "dog"], {"label": [0.5, 0.5]}, {"kind": "binary"}),       # label: P(dog)
+    (["cat", "dog"], {"dog": [0.5, 0.5]}, {"kind": "binary", "positive": "dog"}),
+    (["ants", "bees"], {"species": ["ants", "ants"]}, {"kind": "single_label"}),  # names to fill
+    (["cat", "dog"], {"cat": [0.5], "dog": [0.5]}, {"kind": "single_label"}),  # a column per class
     (["23.5", "41", "7.25"], ["age"], {"kind": "regression"}),
-    (["0", "3", "9", "4"], ["label"], {"kind": "single_label"}),  # whole numbers: classes
     (["T-shirt top", "Tank top", "Bag"], ["label"], {"kind": "single_label"}),  # names with spaces
     (["Common wheat", "Common Chickweed", "Maize"], ["species"], {"kind": "single_label"}),
 ])
 def test_init_is_told_the_kind_the_labels_and_sample_suggest(labels, columns, expected):
-    sample = pd.DataFrame(columns=["id", *columns])
-    assert infer_target(labels, sample) == expected
+    sample = pd.DataFrame(columns if isinstance(columns, dict) else {column: [] for column in columns})
+    sample.insert(0, "id", [f"t{i}" for i in range(len(sample))])
+    assert infer_target(labels, sample, sample.columns[1])[0] == expected
+
+
+def test_class_names_with_spaces_stay_classes_even_when_a_word_is_a_class_too():
+    """Words that never recombine are names: "Ankle boot" beside "boot" is one class, as are the
+    year and body words cars share; tags recombine ("haze road", "road", "haze water", ...)."""
+    apparel = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+               "Bag", "Ankle boot", "boot"]
+    cars = ["Audi A4 Sedan 2012", "Audi A6 Sedan 2012", "BMW M3 Coupe 2012", "BMW X5 SUV 2007"]
+    for labels in (apparel, cars):
+        assert infer_target(labels * 3, None, "label")[0] == {"kind": "single_label"}
+    planet = ["clear primary", "clear primary road", "haze primary", "cloudy", "primary", "clear"]
+    assert infer_target(planet, None, "tags")[0] == {"kind": "multi_label", "delimiter": " "}
+
+
+@pytest.mark.parametrize("values,column,expected", [
+    (range(5), "diagnosis", {"kind": "regression", "grades": [0, 4]}),   # APTOS
+    (range(1, 6), "quality_rating", {"kind": "regression", "grades": [1, 5]}),
+    (range(10), "label", {"kind": "single_label"}),                      # cifar10's class numbers
+    (range(100), "class_id", {"kind": "single_label"}),
+    ([0, 1, 2, 4], "severityLevel", {"kind": "regression"}),             # a grade missing: numbers
+    (range(1, 101), "Pawpularity_Score", {"kind": "regression"}),         # too many for grades
+    (range(0, 40, 3), "cell_count", {"kind": "regression"}),
+])
+def test_whole_numbers_are_grades_or_numbers_only_where_the_column_name_says_so(values, column, expected):
+    sample = pd.DataFrame(columns=["id", column])
+    inferred, why = infer_target([str(v) for v in values] * 2, sample, column)
+    assert inferred == expected
+    if expected["kind"] == "single_label":  # the guess names the setting that would say grades
+        assert "taken as class numbers" in why and "would be target: " in why
+
+
+@pytest.mark.parametrize("target,fill,expected", [
+    (Binary(["0", "1"]), "label", "roc_auc"),           # id,has_cactus 0.5
+    (MultiLabel(["haze", "road"]), "label", "f2_samples"),
+    (MultiLabel(["haze", "road"]), "probabilities", "f2_samples"),
+    (Regression([], 2.0, 1.0, [0, 4]), "label", "quadratic_weighted_kappa"),
+    (Regression([], 30.0, 9.0), "label", "rmse"),
+    (Target(["a", "b", "c"]), "probabilities", "log_loss"),
+    (Target(["a", "b", "c"]), "label", "accuracy"),
+])
+def test_init_guesses_the_metric_the_kind_and_the_sample_suggest(target, fill, expected):
+    metric_name, alternative = guess_metric(target, fill)
+    assert metric_name == expected and alternative
+    check_metric(metric_name, target)  # a metric the yaml then accepts for that target

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from .config import (PipelineError, competitions_dir, inputs_dir, load_competition, resolve_run,
-                     weights_dir)
+from .config import (PipelineError, TargetSettings, competitions_dir, inputs_dir, load_competition,
+                     resolve_run, weights_dir)
 from .files import DataDir, examples
 from .leaderboard import fetch
+from .metrics import BINARY, MULTI, REGRESSION
 from .survey import Images, Survey, survey
-from .tables import sample_format, sort_classes
+from .tables import sample_format
+from .targets import Target, fit_target, infer_target
 
 SMALL_SIDE = 64           # images up to this side train from scratch, in memory
 PHOTO_SIDE = 224          # larger images (photos) are squashed to this side for pretrained members
@@ -110,10 +111,48 @@ def photo_presets(side: int, fit_images: int, hflip: bool, val: float) -> dict:
             "ensemble": {**run, "members": [member, resnet]}}
 
 
-def target_kind(labels: list[str], sample) -> tuple[str, str]:
-    """What a row's label is. Single-label classification is the one kind the pipeline trains;
-    other kinds (binary probability, multi-label, regression) are to be inferred here."""
-    return "single_label", "one class per image"
+def guess_metric(target: Target, fill: str | None) -> tuple[str, str]:
+    """The metric the competitions of a target kind are usually scored by, and the usual other
+    choice: init writes it for the user to confirm."""
+    if target.kind == BINARY:  # inferred where the sample's one column holds probabilities
+        return "roc_auc", "a probability column; log_loss is the other common choice"
+    if target.kind == MULTI:
+        return "f2_samples", "sample-averaged F2, as Planet; f1_macro as Human Protein Atlas"
+    if target.kind == REGRESSION and target.grades:
+        return "quadratic_weighted_kappa", "grades, as APTOS; rmse scores the numbers themselves"
+    if target.kind == REGRESSION:
+        return "rmse", "numbers; mae is the other common choice"
+    if fill == "probabilities":
+        return "log_loss", "one probability column per class"
+    return "accuracy", "one label per image"
+
+
+def _labels_line(found: Survey, target: Target) -> str:
+    """What the label column holds, for the summary."""
+    counts = target.counts(target.encode(found.train_labels))
+    if counts:
+        what = f"{len(counts)} {'tags' if target.kind == MULTI else 'classes'} " \
+               f"({examples([f'{name} {n}' for name, n in counts.items()])})"
+    else:
+        values = target.encode(found.train_labels)
+        what = f"numbers {values.min():g} to {values.max():g} (mean {values.mean():.3g})"
+    return f"labels      column {found.label_column!r}: {what}"
+
+
+def _target(choices: Choices, found: Survey) -> tuple[Target, str | None]:
+    """The target kind and metric the labels and the sample suggest (to confirm); returns the
+    target and how the sample is filled."""
+    settings, why = infer_target(found.train_labels, found.sample, found.label_column)
+    target = fit_target(TargetSettings(**settings), found.train_labels)
+    choices.set("target", settings if len(settings) > 1 else settings["kind"], f"confirm: {why}")
+    fill = sample_format(found.sample, found.id_column, found.label_column, target.classes)
+    metric, alternative = guess_metric(target, fill)
+    choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
+    choices.summary.append(_labels_line(found, target))
+    choices.confirm += [f"target: {_scalar(choices.values['target'])} is a guess from the labels ({why}); "
+                        f"set target: in the yaml if they mean something else",
+                        f"metric: {metric} is a guess ({alternative}); set the competition's own metric"]
+    return target, fill
 
 
 def choose(found: Survey) -> Choices:
@@ -124,23 +163,16 @@ def choose(found: Survey) -> Choices:
     choices.set("channels", channels, "gray images" if channels == 1 else "colour images")
     side, photos, why = training_size(found.images)
     choices.set("image_size", side, why)
-    classes = sort_classes(found.train_labels)
-    fmt = sample_format(found.sample, found.id_column, found.label_column, classes)
-    metric = "log_loss" if fmt == "probabilities" else "accuracy"
-    choices.set("metric", metric, "confirm: a guess; use the competition's own metric")
+    target, fill = _target(choices, found)
     choices.set("hflip", True, "confirm: a mirrored image keeps its class")
     choices.set("vflip", False, "confirm: true only if an upside-down image keeps its class")
     _presets(choices, len(found.train_ids), channels, side, photos)
-    counts = Counter(found.train_labels)
-    kind, kind_why = target_kind(found.train_labels, found.sample)
-    choices.summary = [
-        f"labels      column {found.label_column!r}: {len(classes)} classes "
-        f"({examples([f'{c} {counts[c]}' for c in classes])}); target {kind} ({kind_why})",
-        f"images      {found.images.describe()}",
-        f"submission  {'one probability column per class' if fmt == 'probabilities' else 'one label per image'}"
-        f" in {found.sample_csv}, ids in column {found.id_column!r}"]
-    choices.confirm += [f"metric: {metric} is a guess; set the competition's own metric",
-                        "hflip: true (mirrored images keep their class) and vflip: false"]
+    columns = "one column per tag" if target.kind == MULTI else "one probability column per class"
+    if fill != "probabilities":
+        columns = f"one {found.label_column!r} cell per image"
+    choices.summary += [f"images      {found.images.describe()}",
+                        f"submission  {columns} in {found.sample_csv}, ids in column {found.id_column!r}"]
+    choices.confirm.append("hflip: true (mirrored images keep their class) and vflip: false")
     if photos and not (weights_dir() / PRETRAINED_FILE).is_file():
         choices.confirm.append(
             f"the presets load {PRETRAINED_FILE} from the weights folder {weights_dir()}, which does not "
@@ -205,7 +237,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _scalar(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    return yaml.safe_dump(value, default_flow_style=True, width=1000, sort_keys=False).strip() \
+        .removesuffix("...").strip()
 
 
 def yaml_text(name: str, data_dir: Path, choices: Choices) -> str:
@@ -243,7 +276,8 @@ def init_competition(name: str, data_dir: Path, force: bool = False, kaggle: str
     for preset in comp.presets:
         resolve_run(comp, preset)
     print(f"Wrote {target} from {data_dir}:")
-    for key in ("layout", "train_csv", "test_csv", "train_images", "test_images", "image_size", "metric"):
+    for key in ("layout", "train_csv", "test_csv", "train_images", "test_images", "image_size",
+                "target", "metric"):
         if key in choices.values:
             why = choices.why.get(key)
             print(f"  {key:<18} {_scalar(choices.values[key])}{f'  ({why})' if why else ''}")

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import Competition, PipelineError
+from .config import Competition, PipelineError, target_settings
 from .files import DataDir, Problems, examples
 from .layout import folder_rows, folders_hint, unsafe_ids
+from .metrics import MULTI
 
 INTEGER = re.compile(r"^-?\d+$")
 MISSING_LABELS = frozenset({"", "nan", "NaN", "NA", "N/A", "n/a", "<NA>", "#N/A", "null", "NULL", "None"})
@@ -187,7 +188,9 @@ def load_tables(comp: Competition, data: DataDir, problems: Problems | None = No
     train_ids = [] if train is None else train[comp.id_column].tolist()
     train_labels = [] if train is None else train[comp.label_column].tolist()
     classes = sort_classes(train_labels)
-    if sample is not None and classes:
+    # a multi_label sample has a column per tag, not per label: submission_format checks its
+    # columns against the tags of the fitted target (check, train and predict call it)
+    if sample is not None and classes and target_settings(comp).kind != MULTI:
         sample_format(sample, comp.id_column, comp.label_column, classes, problems,
                       data.describe(comp.sample_submission))
     return Tables(train_ids=train_ids, train_labels=train_labels, test_ids=test_ids,
