@@ -61,6 +61,8 @@ def _searched(comp: Competition, tag: str, ids: list[str], labels: list[str], de
     table = pd.DataFrame({"split": tag, "id": [ids[i] for i in rows],
                           "file": [paths[i] for i in rows],
                           "label": [labels[i] for i in rows] if labels else ""})
+    if not len(decoded.images):  # no ids: an empty array, not a store
+        return decoded.images, table
     return decoded.images.subset(rows), table  # a view: rows are read in chunks when hashed
 
 
