@@ -114,11 +114,13 @@ def run_seed(args, part: str, seed: int, kept_name: str, kept: pd.DataFrame) -> 
     return {**plain, "refit": refit}
 
 
-def spread(values: list) -> str:
+def spread(values: list, digits: int = 4) -> str:
+    """Mean ± sample standard deviation (0 for one value) and the count."""
     values = [v for v in values if v is not None]
     if not values:
         return "-"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f} (n={len(values)})"
+    deviation = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.{digits}f} ± {deviation:.{digits}f} (n={len(values)})"
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -127,22 +129,25 @@ def table(results: dict[str, list[dict]]) -> str:
     def row(label, runs, key):
         good = [r for r in runs if "error" not in r]
         per_seed = ", ".join(f"{r[key]:.4f}" if "error" not in r else "failed" for r in runs)
-        wall = spread([r["train_wall_s"] for r in good]).split(" (")[0] if good else "-"
+        wall = spread([r["train_wall_s"] for r in good], digits=1).split(" (")[0]
         lines.append(f"| {label} | {spread([r[key] for r in good])} | {per_seed} | {wall} |")
+
+    def differences(label, values):
+        lines.append(f"| {label} | {spread(values)} | {', '.join(f'{v:+.4f}' for v in values) or '-'} | |")
     for part, runs in results.items():
         if part == "holdout":
             row("hold-out (preset's val_fraction), cross-fitted", runs, "score")
         elif part == "kfold":
             row(f"{runs[0]['folds']}-fold CV, cross-fitted", runs, "score")
         else:
+            good = [r for r in runs if "error" not in r]
+            refits = [r["refit"] for r in good]
             row("80% train: 1/9 hold-out score", runs, "score")
             row("80% train: kept 10% (pseudo-test)", runs, "pseudo_test")
-            refits = [r["refit"] for r in runs if "error" not in r]
+            differences("gap: 1/9 hold-out minus kept 10%", [r["score"] - r["pseudo_test"] for r in good])
             row("refit on 90%: kept 10%", refits, "pseudo_test")
-            gains = [r["refit"]["pseudo_test"] - r["pseudo_test"] for r in runs
-                     if "error" not in r and "error" not in r["refit"]]
-            lines.append(f"| gain of --refit on the kept 10% | {spread(gains)} | "
-                         f"{', '.join(f'{g:+.4f}' for g in gains) or '-'} | |")
+            differences("gain of --refit on the kept 10%", [r["refit"]["pseudo_test"] - r["pseudo_test"]
+                                                             for r in good if "error" not in r["refit"]])
             errors = {r.get("error") or r["refit"].get("error") for r in runs} - {None}
             lines += [f"| (failed: {error}) | | | |" for error in errors]
     return "\n".join(lines)
