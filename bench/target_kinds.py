@@ -38,8 +38,9 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from bench import machine  # noqa: E402
-from compete.ensemble import blend  # noqa: E402
+from compete.ensemble import blend_oof  # noqa: E402
 from compete.metrics import METRICS, score  # noqa: E402
+from compete.runs import RunFolder  # noqa: E402
 from compete.targets import target_of_run  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "datasets"
@@ -135,8 +136,9 @@ def oof(result: dict):
     config = json.loads((run_dir / "config.json").read_text())
     target = target_of_run(config)
     labels = pd.read_csv(Path(config["data"]) / "train.csv", dtype=str)["label"].tolist()
-    members = [np.load(path) for path in sorted(run_dir.glob("oof_m*.npy"))]
-    outputs = blend(members, summary["temperatures"], summary["weights"], target)
+    folder = RunFolder(run_dir)
+    members = [np.load(path) for path in folder.oof_paths()]
+    outputs = blend_oof(members, np.load(folder.oof_folds_path), summary, target)
     return target, target.encode(labels), outputs
 
 

@@ -11,7 +11,7 @@ from compete.data import holdout_split, load_train
 from compete.files import DataDir
 from compete.models import InputShape, build_model
 from compete.pipeline import train_competition
-from compete.predict import member_probs
+from compete.predict import fold_outputs
 from compete.runs import load_checkpoint, save_checkpoint
 
 from conftest import make_competition
@@ -52,7 +52,9 @@ def test_prediction_averages_probabilities_over_views_and_folds(tmp_path):
     tta = ["identity", "hflip", "shift_up"]
     models = [write_member(tmp_path, fold, tta) for fold in range(2)]
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
-    [probs] = member_probs(tmp_path, images, torch.device("cpu"), "fp32")
+    [folds] = fold_outputs(tmp_path, images, torch.device("cpu"), "fp32")
+    assert [fold for fold, _ in folds] == [0, 1]
+    probs = np.mean([outputs for _, outputs in folds], axis=0)
     scaled = images.float() / 255
     with torch.no_grad():
         expected = torch.stack([model(TTA[name](scaled)).softmax(1)
@@ -105,7 +107,7 @@ def test_a_checkpoint_of_an_older_run_with_a_plain_shape_dict_still_predicts(tmp
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
-    [probs] = member_probs(tmp_path, images, torch.device("cpu"), "fp32")
+    [[(_, probs)]] = fold_outputs(tmp_path, images, torch.device("cpu"), "fp32")
     with torch.no_grad():
         expected = model(images.float() / 255).softmax(1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-6)

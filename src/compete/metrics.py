@@ -167,11 +167,15 @@ def score(metric_name: str, target, targets: np.ndarray, outputs: np.ndarray,
           decisions: dict | None = None) -> float:
     """The competition's metric of `outputs` (the kind's activated model outputs): on their
     probabilities, or on the decisions they lead to (default decisions unless given)."""
-    entry = metric(metric_name, target.kind)
-    if entry.on_probabilities:
-        return float(entry.function(targets, target.probabilities(outputs)))
-    decided = target.decide(outputs, target.default_decisions() if decisions is None else decisions)
-    return float(entry.function(targets, decided))
+    return float(metric(metric_name, target.kind).function(targets, submitted(metric_name, target, outputs, decisions)))
+
+
+def submitted(metric_name: str, target, outputs: np.ndarray, decisions: dict | None = None) -> np.ndarray:
+    """What the metric scores of `outputs`: their probabilities, or the decisions they lead to
+    (default decisions unless given)."""
+    if metric(metric_name, target.kind).on_probabilities:
+        return target.probabilities(outputs)
+    return target.decide(outputs, target.default_decisions() if decisions is None else decisions)
 
 
 def decided_score(metric_name: str, target, targets: np.ndarray,

@@ -16,10 +16,10 @@ from .check import split_notes
 from .budget import apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
-from .ensemble import blend, fit_blend
+from .ensemble import Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
 from .inference import tta_probs
-from .metrics import check_metric, decided_score, score
+from .metrics import check_metric, score
 from .models import input_shape, member_model
 from .report import analyse_run
 from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
@@ -43,7 +43,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     device = distributed.setup(choose_device(run.device, run.deterministic))
     targets = dataset.train_targets
     splits = validation_splits(dataset.strata, run, dataset.groups)
-    shape = input_shape(comp, dataset, splits[0][0], run.members)
+    shapes = [input_shape(comp, dataset, train_idx, run.members) for train_idx, _ in splits]  # statistics per fold
+    shape = shapes[0]
     images = training_images(dataset.train_images, run, device)
     labels = torch.from_numpy(targets).to(device)
     plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir, target)
@@ -54,13 +55,18 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
               f"{target.kind} target, {target.outputs} output(s), device {device}, run {run_dir.name}")
         for note in split_notes(target, targets, run):
             print(f"note: {note}")
-    covered = np.unique(np.concatenate([val for _, val in splits]))
+    folds = validated_by(splits, len(targets))
+    covered = np.flatnonzero(folds >= 0)
+    parts = crossfit_parts(folds[covered], dataset.strata[covered], run.seed,
+                           None if dataset.groups is None else dataset.groups[covered])
+    if distributed.is_main():
+        np.save(RunFolder(run_dir).oof_folds_path, folds)
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
         member_started = time.perf_counter()
         oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
-            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, target,
+            val_probs = _train_fold(comp, run, member, m, f, len(splits), shapes[f], target,
                                     images, labels, train_idx, val_idx, device, run_dir)
             if val_probs is not None:
                 oof[val_idx] = val_probs
@@ -68,10 +74,11 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
             np.save(RunFolder(run_dir).oof_path(m), oof)
         oof_all.append(oof[covered])
         rows.append({"member": m, "model": member.model,
-                     "score": decided_score(comp.metric, target, targets[covered], oof[covered])[0]
+                     "score": member_score(oof[covered], targets[covered], parts, target, comp.metric)
                      if len(covered) else None,
                      "seconds": round(time.perf_counter() - member_started, 1)})
-    summary = _summarize(comp, target, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
+    summary = _summarize(comp, target, oof_all, targets[covered], folds[covered], parts, rows,
+                         len(splits), dataset.skipped, started)
     if distributed.is_main():
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
@@ -124,21 +131,34 @@ def _open_run_dir(comp, run, data_dir, shape, target: Target, resume_dir: Path |
     return distributed.share(run_dir)
 
 
-def _summarize(comp, target: Target, oof_all, targets, rows, folds, skipped, started) -> dict:
-    """Members' scores, the calibrated ensemble's weights, the decisions fitted on its
-    out-of-fold outputs (thresholds, cut-points) and its score under them, timing."""
-    decisions, undecided = target.default_decisions(), None
+def validated_by(splits, count: int) -> np.ndarray:
+    """The fold model that validated each image (-1: none)."""
+    folds = np.full(count, -1, np.int64)
+    for f, (_, val_idx) in enumerate(splits):
+        folds[val_idx] = f
+    return folds
+
+
+def _summarize(comp, target: Target, oof_all, targets, folds, parts, rows, count, skipped, started) -> dict:
+    """Members' scores, the ensemble fitted on all out-of-fold rows (temperatures per member and
+    fold model, weights, decisions such as thresholds or cut-points: what predict uses), and its
+    score cross-fitted over `parts` (printed; the in-sample one for reference), timing."""
+    def fit(oof, fit_targets, fit_folds) -> Ensemble:
+        return fit_ensemble(oof, fit_targets, fit_folds, count, target, comp.metric)
+
     if len(targets):
-        temperatures, weights = fit_blend(oof_all, targets, target, comp.metric)
-        blended = blend(oof_all, temperatures, weights, target)
-        ensemble_score, decisions = decided_score(comp.metric, target, targets, blended)
-        undecided = score(comp.metric, target, targets, blended)
+        fitted = fit(oof_all, targets, folds)
+        ensemble_score, undecided = cross_fitted(fit, oof_all, targets, folds, parts, target, comp.metric)
+        in_sample = score(comp.metric, target, targets, fitted.outputs(oof_all, folds, target), fitted.decisions)
     else:  # no validation data: equal weights, no scores
-        temperatures, weights, ensemble_score = [1.0] * len(oof_all), np.full(len(oof_all), 1 / len(oof_all)), None
+        fitted = Ensemble([[1.0] * count for _ in oof_all], np.full(len(oof_all), 1 / len(oof_all)),
+                          target.default_decisions())
+        ensemble_score = undecided = in_sample = None
     return {"metric": comp.metric, "target": target.kind, "members": rows,
-            "weights": np.asarray(weights).tolist(), "temperatures": temperatures,
-            "decisions": decisions, "ensemble_score": ensemble_score,
-            "score_default_decisions": undecided, "folds": folds,
+            "weights": np.asarray(fitted.weights).tolist(), "temperatures": fitted.temperatures,
+            "decisions": fitted.decisions, "ensemble_score": ensemble_score,
+            "ensemble_score_in_sample": in_sample, "score_default_decisions": undecided,
+            "crossfit_parts": int(len(np.unique(parts))), "folds": count,
             "validated": int(len(targets)), "skipped_images": skipped,
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -176,8 +196,9 @@ def print_summary(summary: dict) -> None:
         value = "-" if row["score"] is None else f"{row['score']:.4f}"
         print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
     if summary["ensemble_score"] is not None:
-        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}")
-    if summary["decisions"] and summary["score_default_decisions"] is not None:  # fitted out of fold
+        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  cross-fitted over "
+              f"{summary['crossfit_parts']} parts (fitted on all rows: {summary['ensemble_score_in_sample']:.4f})")
+    if summary["decisions"] and summary["score_default_decisions"] is not None:  # cross-fitted too
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
               f"fitted: {summary['decisions']}")
 

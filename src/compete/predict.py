@@ -22,15 +22,18 @@ from .submission import build_submission, validate_submission, write_submission
 from .targets import Target, fit_target, target_of_run
 
 
-def member_probs(run_dir: Path, images, device: torch.device, precision: str,
-                 target: Target | None = None):
-    """Per member: test outputs averaged over its folds and its TTA transforms; `images` a
-    batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
-    probs = {}
-    for index, path in RunFolder(run_dir).checkpoints():
+def fold_outputs(run_dir: Path, images, device: torch.device, precision: str,
+                 target: Target | None = None) -> list[list[tuple[int | None, np.ndarray]]]:
+    """Per member, a (fold, test outputs averaged over the member's TTA views) pair per fold
+    model (fold None: a model refit on all images); `images` a batch source (batches.py) or a
+    uint8 (N, C, H, W) tensor. ensemble.blend_run calibrates each before the folds are averaged."""
+    outputs = {}
+    folder = RunFolder(run_dir)
+    for index, path in folder.checkpoints():
         model, member = load_checkpoint(path, device)
-        probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision, target))
-    return [np.mean(probs[m], axis=0) for m in sorted(probs)]
+        probs = tta_probs(model, images, member.tta, device, precision, target)
+        outputs.setdefault(index, []).append((folder.checkpoint_fold(path), probs))
+    return [outputs[m] for m in sorted(outputs)]
 
 
 def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
@@ -49,7 +52,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     run = run_from_dict(config["run"])
     images = open_images(test_images, run, device)
     started = time.perf_counter()
-    probs = member_probs(run_dir, images, device, run.precision, target)
+    probs = fold_outputs(run_dir, images, device, run.precision, target)
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))

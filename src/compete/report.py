@@ -18,7 +18,7 @@ from sklearn.metrics import confusion_matrix
 
 from .config import Competition, PipelineError, run_from_dict
 from .data import training_dataset
-from .ensemble import blend_run
+from .ensemble import blend_oof
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta, score
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
@@ -54,11 +54,14 @@ def ensemble_oof(run_dir: Path, summary: dict, target: Target | None = None) -> 
     """The ensemble's out-of-fold outputs for every training image, and the indices of the
     validated ones (images never validated keep all-zero rows in the oof files)."""
     target = target or Target([])
-    members = [np.load(p) for p in RunFolder(run_dir).oof_paths()]
+    folder = RunFolder(run_dir)
+    members = [np.load(p) for p in folder.oof_paths()]
     rows = np.flatnonzero((members[0] != 0).any(1))
-    probs = blend_run(members, summary, target)
+    folds = np.load(folder.oof_folds_path) if folder.oof_folds_path.is_file() else None  # older runs: none
+    probs = blend_oof(members, folds, summary, target)
     if target.kind == SINGLE:  # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn wants better
-        probs = probs / probs.sum(1, keepdims=True)
+        sums = probs.sum(1, keepdims=True)  # 0 in rows never validated
+        probs = np.divide(probs, sums, out=np.zeros_like(probs), where=sums > 0)
     return probs, rows
 
 
@@ -178,10 +181,15 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
              f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
              else f"{summary['ensemble_score']:.4f}",
-             "member temperatures": ", ".join(f"{t:.3f}" for t in summary.get("temperatures", [])) or "-",
+             "member temperatures": ", ".join(_temperatures(t) for t in summary.get("temperatures", [])) or "-",
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
              "input hash": origin.get("input_hash", "-"), "data": config["data"]}
     return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
+
+
+def _temperatures(member) -> str:
+    """A member's temperature per fold model (older runs: one per member)."""
+    return "/".join(f"{t:.3f}" for t in member) if isinstance(member, list) else f"{member:.3f}"
 
 
 def _members(config: dict, summary: dict) -> pd.DataFrame:

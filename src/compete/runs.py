@@ -41,6 +41,12 @@ class RunFolder:
         """Member m's out-of-fold probabilities (all-zero rows where never validated)."""
         return self.path / f"oof_m{m}.npy"
 
+    @property
+    def oof_folds_path(self) -> Path:
+        """The fold model that validated each training image (-1: none): whose temperature
+        calibrates its out-of-fold row."""
+        return self.path / "oof_folds.npy"
+
     def oof_paths(self) -> list[Path]:
         return sorted(self.path.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
 
@@ -48,6 +54,13 @@ class RunFolder:
         """(member index, path) of every finished member checkpoint, member by member."""
         paths = sorted(self.members_dir.glob("m*_f[0-9]*.pt"))
         return [(int(path.stem.split("_")[0][1:]), path) for path in paths]
+
+    @staticmethod
+    def checkpoint_fold(path: Path) -> int | None:
+        """The fold of a member checkpoint m{m}_f{f}.pt; None for one refit on all images
+        (m{m}_full.pt)."""
+        part = Path(path).stem.split("_")[1]
+        return int(part[1:]) if part[1:].isdigit() else None
 
     @property
     def finished(self) -> bool:
