@@ -23,10 +23,10 @@ from .metrics import check_metric, decided_score, score
 from .models import input_shape, member_model
 from .report import analyse_run
 from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
-from .runtime import choose_device, configure_threads
+from .runtime import Runtime, choose_device, configure_threads
 from .submission import submission_format
 from .targets import Target
-from .train import fit
+from .train import FitLog, Fold, LabelledImages, fit
 
 
 def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
@@ -46,7 +46,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     shape = input_shape(comp, dataset, splits[0][0], run.members)
     images = training_images(dataset.train_images, run, device)
     labels = torch.from_numpy(targets).to(device)
-    plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir, target)
+    data, runtime = LabelledImages(images, labels, target), Runtime(device, run.precision)
+    plan = _time_plan(comp, run, splits, shape, data, runtime, resume_dir)
     splits = splits[:plan["folds"]] if plan else splits
     run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
@@ -60,8 +61,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         member_started = time.perf_counter()
         oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
-            val_probs = _train_fold(comp, run, member, m, f, len(splits), shape, target,
-                                    images, labels, train_idx, val_idx, device, run_dir)
+            fold = Fold(f, train_idx, val_idx, run.seed + f)
+            val_probs = _train_fold(comp, run, m, fold, len(splits), shape, data, runtime, RunFolder(run_dir))
             if val_probs is not None:
                 oof[val_idx] = val_probs
         if distributed.is_main():
@@ -83,8 +84,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     return run_dir
 
 
-def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Path | None,
-               target: Target) -> dict | None:
+def _time_plan(comp, run, splits, shape, data: LabelledImages, runtime: Runtime,
+               resume_dir: Path | None) -> dict | None:
     """The run's time plan (budget.py): made now by measuring every member, and applied to
     `run`; or the resumed run's own. None without a time limit."""
     if resume_dir is not None:
@@ -92,7 +93,8 @@ def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Pat
     if not run.time_limit:
         return None
     plan = distributed.share(plan_time_limit(
-        run, comp, splits, images, labels, device, lambda member: member_model(member, shape, device, run.seed), target))
+        run, comp, splits, data.images, data.labels, runtime.device,
+        lambda member: member_model(member, shape, runtime.device, run.seed), data.target))
     if distributed.is_main():
         print(describe(plan, run.members, len(splits)))
     apply_plan(plan, run)
@@ -143,29 +145,30 @@ def _summarize(comp, target: Target, oof_all, targets, rows, folds, skipped, sta
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _train_fold(comp, run, member, m, f, folds, shape, target: Target, images, labels, train_idx, val_idx,
-                device, run_dir: Path):
-    """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
-    folder = RunFolder(run_dir)
-    final = folder.member_path(m, f)
+def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: LabelledImages,
+                runtime: Runtime, folder: RunFolder):
+    """Fit member m on `fold` (of `folds`) unless a finished checkpoint exists; returns the
+    validation probabilities."""
+    member, final = run.members[m], folder.member_path(m, fold.index)
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
-    model = member_model(member, shape, device, run.seed + 1000 * m + f)
+    model = member_model(member, shape, runtime.device, fold.seed + 1000 * m)
     if run.compile:
         model.compile()
-    resume = folder.resume_path(m, f)  # state after the last complete epoch
-    photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, device, images.streamed)
-    result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
-                 run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
-                 resume_path=resume, target=target, photo=photo)
+    resume = folder.resume_path(m, fold.index)  # state after the last complete epoch
+    photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, runtime.device,
+                       data.images.streamed)
+    log = FitLog(f"m{m}:{member.model} fold {fold.index + 1}/{folds}", folder.log_path, resume)
+    result = fit(model, member, comp, data, fold, runtime, log, photo)
     val_probs = result.val_probs
-    if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
+    if len(fold.val_idx) and member.tta != ["identity"]:  # score what the submission will get
         model.load_state_dict(result.state_dict)
-        val_probs = tta_probs(model, images, member.tta, device, run.precision, target, positions=val_idx)
+        val_probs = tta_probs(model, data.images, member.tta, runtime.device, run.precision, data.target,
+                              positions=fold.val_idx)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
-                        {"epoch": result.best_epoch, "score": result.best_score, "classes": target.classes,
-                         "fold": f, "val_probs": val_probs, "seconds": result.seconds})
+                        {"epoch": result.best_epoch, "score": result.best_score, "classes": data.target.classes,
+                         "fold": fold.index, "val_probs": val_probs, "seconds": result.seconds})
         resume.unlink(missing_ok=True)
     return val_probs
 
