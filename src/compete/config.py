@@ -60,6 +60,7 @@ CHOICES = {  # settings that take one of a few names; `model` and `metric` have 
     "layout": LAYOUTS,                               # see Competition.layout
     "resize": ("squash", "crop", "letterbox"),        # see imagestore.fit_to_size
     "photo_augment": ("auto", "loader", "device"),    # see RunConfig.photo_augment
+    "select": ("last", "best"),                      # see Member.select
 }
 REGISTRIES = {"model": model_library, "metric": metric_entry}  # each raises on an unknown name
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
@@ -92,7 +93,13 @@ class Member:
                                      # by inverse frequency, as scikit-learn's) | sqrt (its square root)
     sampler: str = "uniform"         # uniform: a permutation per epoch | balanced: batches drawn with
                                      # replacement, every class (tag, grade) equally often
-    patience: int = 0                # epochs without val-loss improvement before stopping; 0 = off
+    select: str = "last"             # which epoch's weights the member keeps and scores:
+                                     # last: the final ones (the EMA where it is on), scored on
+                                     # validation data that chose nothing; best: the epoch with the
+                                     # best validation metric, a score selected on the data that
+                                     # reports it, so optimistic (the summary says so)
+    patience: int = 0                # epochs without a better validation metric before stopping;
+                                     # 0 = off; >0 needs the best epoch, so it implies select: best
     ema: float = 0.0                 # per-step decay of an exponential moving average of weights
                                      # (warmed up: min(ema, (1 + n) / (10 + n)) after n steps)
     mixup: float = 0.0               # Beta(a, a) mixup strength; 0 = off

@@ -26,7 +26,7 @@ from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
 from .runtime import Runtime, choose_device, configure_threads
 from .submission import submission_format
 from .targets import Target
-from .train import FitLog, Fold, LabelledImages, fit
+from .train import FitLog, Fold, LabelledImages, fit, selects_best
 
 
 def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
@@ -71,8 +71,10 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         rows.append({"member": m, "model": member.model,
                      "score": decided_score(comp.metric, target, targets[covered], oof[covered])[0]
                      if len(covered) else None,
+                     "selected": selects_best(member) and bool(len(covered)),  # see print_summary
                      "seconds": round(time.perf_counter() - member_started, 1)})
     summary = _summarize(comp, target, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
+    summary["selected_on_validation"] = any(row["selected"] for row in rows)
     if distributed.is_main():
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
@@ -167,8 +169,9 @@ def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: Labelled
                               positions=fold.val_idx)
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
-                        {"epoch": result.best_epoch, "score": result.best_score, "classes": data.target.classes,
-                         "fold": fold.index, "val_probs": val_probs, "seconds": result.seconds})
+                        {"epoch": result.epoch, "score": result.score, "selected": result.selected,
+                         "classes": data.target.classes, "fold": fold.index, "val_probs": val_probs,
+                         "seconds": result.seconds})
         resume.unlink(missing_ok=True)
     return val_probs
 
@@ -183,4 +186,9 @@ def print_summary(summary: dict) -> None:
     if summary["decisions"] and summary["score_default_decisions"] is not None:  # fitted out of fold
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
               f"fitted: {summary['decisions']}")
+    selected = [f"m{row['member']}" for row in summary["members"] if row.get("selected")]
+    if selected:
+        held = "the hold-out" if summary["folds"] == 1 else "the validation folds"
+        print(f"note: {', '.join(selected)} kept the best epoch (select: best or patience), selected on "
+              f"{held} that reports the score: optimistic; select: last reports what the leaderboard will see.")
 

@@ -32,11 +32,19 @@ from .targets import Target
 
 @dataclass
 class FitResult:
-    state_dict: dict                 # best weights (EMA weights where EMA is on), on the CPU
-    val_probs: np.ndarray | None     # (n_val, outputs) activated outputs of the best weights
-    best_epoch: int
-    best_score: float | None         # validation value of the competition's metric; None unvalidated
+    state_dict: dict                 # the kept weights (EMA weights where EMA is on), on the CPU
+    val_probs: np.ndarray | None     # (n_val, outputs) activated outputs of the kept weights
+    epoch: int                       # the kept weights' epoch
+    score: float | None              # the kept weights' validation value of the competition's
+                                     # metric; None unvalidated
+    selected: bool = False           # the epoch was chosen by that same validation (optimistic)
     seconds: float = 0.0
+
+
+def selects_best(member: Member) -> bool:
+    """Whether the member keeps its best validation epoch (select: best, or early stopping,
+    which needs one) rather than its last."""
+    return member.select == "best" or member.patience > 0
 
 
 def make_optimizer(model, member: Member):
@@ -238,7 +246,7 @@ class Progress:
     """Where a fit stands after a completed epoch: enough to resume it exactly."""
     epoch: int = 0                   # completed epochs
     best_value: float = -math.inf    # selection value: the metric, sign-adjusted so higher is
-                                     # better; the epoch number when there is no validation
+                                     # better (selects_best); else the epoch number: the last is kept
     best_epoch: int = 0
     stale: int = 0                   # epochs since the best
     best_state: dict = field(default_factory=dict)
@@ -298,8 +306,9 @@ def _start(model, member: Member, comp, data: LabelledImages, fold: Fold, runtim
 
 def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: Runtime,
         log: FitLog | None = None, photo: PhotoPlan | None = None) -> FitResult:
-    """Train `model` on the fold's training images; keep the weights with the best validation
-    metric. `photo` says where the photo augmentation runs (on the device when None).
+    """Train `model` on the fold's training images; keep its final weights, or (selects_best)
+    those of the epoch with the best validation metric. `photo` says where the photo
+    augmentation runs (on the device when None).
 
     With `log.resume_path`, the state after every epoch is saved there, and a fit that finds
     the file continues from it, ending exactly where an uninterrupted fit would.
@@ -338,14 +347,15 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
                   "lr": training.optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
                   "train_images_per_s": steps_per_epoch * member.batch_size / train_seconds,
                   "data_wait": waited / train_seconds}  # share of the training time spent waiting for batches
-        probs, value = None, float(epoch)  # without validation the last epoch is the best
+        probs, value = None, float(epoch)  # the last epoch is kept unless the best is selected
         if len(val_idx):
             logits = predict_logits(scored, data.images, runtime.device, runtime.precision, positions=val_idx)
             probs = target.activate(logits).numpy()
             record.update(val_loss=validation_loss(target, logits, val_targets),
                           val_acc=target.hits(logits, val_targets).item() / len(val_idx))
-            record[f"val_{comp.metric}"] = value = score(comp.metric, target, val_targets.numpy(), probs)
-            value = -math.inf if math.isnan(value) else value if higher_is_better else -value
+            record[f"val_{comp.metric}"] = measured = score(comp.metric, target, val_targets.numpy(), probs)
+            if selects_best(member):
+                value = -math.inf if math.isnan(measured) else measured if higher_is_better else -measured
         progress.epoch = epoch + 1
         if distributed.is_main():
             _log(record, log.log_path, label)
@@ -357,9 +367,10 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
             progress.stale += 1
         if log.resume_path is not None and distributed.is_main():
             _save_resume(log.resume_path, progress, training)
-    return FitResult(progress.best_state, progress.best_val_probs, progress.best_epoch,
-                     None if not len(val_idx) else progress.best_value if higher_is_better
-                     else -progress.best_value, time.perf_counter() - started)
+    kept = progress.best_val_probs
+    return FitResult(progress.best_state, kept, progress.best_epoch,
+                     None if kept is None else score(comp.metric, target, val_targets.numpy(), kept),
+                     selects_best(member) and kept is not None, time.perf_counter() - started)
 
 
 def _log(record: dict, log_path: Path | None, label: str) -> None:
