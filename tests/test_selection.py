@@ -3,6 +3,7 @@ final weights; keeping the best epoch is allowed, and then the run says that its
 selected on the data that reports it."""
 import json
 
+import pandas as pd
 import pytest
 
 from compete.cli import main
@@ -67,3 +68,42 @@ def test_select_best_keeps_the_best_epoch_and_the_summary_says_it_is_selected(wo
     assert summary["members"][0]["score"] == pytest.approx(max(accuracies))
     assert summary["selected_on_validation"] is True and summary["members"][0]["selected"] is True
     assert "selected on the hold-out that reports the score: optimistic" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_reported_score_is_the_saved_final_weights_score_with_the_submissions_views(workspace):
+    """Computed here from the checkpoint alone: its weights, its member's TTA views, the log loss
+    of scikit-learn on the hold-out rows of the run's split."""
+    import numpy as np
+    import torch
+    from sklearn.metrics import log_loss
+
+    from compete.augment import TTA
+    from compete.batches import to_tensor
+    from compete.data import training_dataset, validation_splits
+    from compete.runs import load_checkpoint
+
+    member = {**MEMBER, "ema": 0.9, "tta": ["identity", "hflip", "shift_left"]}
+    tiny = make_competition(workspace, n_train=64, metric="log_loss", hflip=True,
+                            preset={"val_fraction": 0.25, "members": [member]})
+    pd.DataFrame({"id": tiny.test_ids, **{label: 1 / 3 for label in tiny.classes}}).to_csv(
+        tiny.data_dir / "sample_submission.csv", index=False)  # log loss: a probability per class
+    assert main(["train", "tiny", "--device", "cpu", "--set", "precision=fp32"]) == 0
+    run_dir = latest_run(workspace)
+    comp = load_competition("tiny")
+    run = resolve_run(comp, "default")
+    dataset = training_dataset(comp, run, tiny.data_dir)
+    [(_, val_idx)] = validation_splits(dataset.strata, run, dataset.groups)
+    model, saved = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
+    scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
+    with torch.no_grad():
+        views = [model(TTA[name](scaled)).softmax(1).numpy() for name in saved.tta]
+    expected = log_loss(dataset.train_targets[val_idx], np.mean(views, axis=0), labels=[0, 1, 2])
+    summary = run_summary(run_dir)
+    assert summary["members"][0]["score"] == pytest.approx(expected, rel=1e-5)
+    assert kept_epoch(run_dir) == member["epochs"]
+    identity_alone = log_loss(dataset.train_targets[val_idx], views[0], labels=[0, 1, 2])
+    assert identity_alone != pytest.approx(expected, rel=1e-5)  # the views made a difference
+    logged = logged_epochs(run_dir)
+    assert logged[-1]["val_log_loss_tta"] == pytest.approx(expected, rel=1e-5)
+    assert all("val_log_loss_tta" not in row for row in logged[:-1])  # earlier epochs: identity only

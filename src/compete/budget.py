@@ -27,7 +27,7 @@ from .inference import EVAL_BATCH, predict_logits
 from .losses import criterion as make_criterion
 from .runtime import autocast
 from .targets import Target
-from .train import make_ema, make_optimizer, train_step
+from .train import make_ema, make_optimizer, selects_best, train_step
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
 END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots,
@@ -76,14 +76,17 @@ class Plan:
 
 
 def epoch_seconds(member: Member, cost: MemberCost, n_train: int, n_val: int) -> float:
-    """One epoch: its training steps, the validation of its weights, the saving of its state."""
-    return (n_train // member.batch_size) * cost.step_s + n_val * cost.image_s + cost.epoch_s
+    """One epoch: its training steps, the validation of its weights (the identity view for the
+    log; the TTA views too where every epoch may be selected, train.validation_views), the
+    saving of its state."""
+    views = 1 + (len(member.tta) if member.tta != ["identity"] and selects_best(member) else 0)
+    return (n_train // member.batch_size) * cost.step_s + n_val * views * cost.image_s + cost.epoch_s
 
 
 def fold_seconds(member: Member, cost: MemberCost, epochs: int, n_train: int, n_val: int) -> float:
-    """One member on one fold: its epochs, then the scoring of its TTA views on the validation
-    images."""
-    views = len(member.tta) if member.tta != ["identity"] else 0
+    """One member on one fold: its epochs, and (a fixed schedule) the scoring of its last
+    weights' TTA views on the validation images."""
+    views = len(member.tta) if member.tta != ["identity"] and not selects_best(member) else 0
     return epochs * epoch_seconds(member, cost, n_train, n_val) + n_val * views * cost.image_s
 
 

@@ -18,7 +18,6 @@ from .config import Competition, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
 from .ensemble import blend, fit_blend
 from .history import provenance
-from .inference import tta_probs
 from .metrics import check_metric, decided_score, score
 from .models import input_shape, member_model
 from .report import analyse_run
@@ -161,19 +160,14 @@ def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: Labelled
     photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, runtime.device,
                        data.images.streamed)
     log = FitLog(f"m{m}:{member.model} fold {fold.index + 1}/{folds}", folder.log_path, resume)
-    result = fit(model, member, comp, data, fold, runtime, log, photo)
-    val_probs = result.val_probs
-    if len(fold.val_idx) and member.tta != ["identity"]:  # score what the submission will get
-        model.load_state_dict(result.state_dict)
-        val_probs = tta_probs(model, data.images, member.tta, runtime.device, run.precision, data.target,
-                              positions=fold.val_idx)
+    result = fit(model, member, comp, data, fold, runtime, log, photo)  # scored with the TTA views
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
                         {"epoch": result.epoch, "score": result.score, "selected": result.selected,
-                         "classes": data.target.classes, "fold": fold.index, "val_probs": val_probs,
+                         "classes": data.target.classes, "fold": fold.index, "val_probs": result.val_probs,
                          "seconds": result.seconds})
         resume.unlink(missing_ok=True)
-    return val_probs
+    return result.val_probs
 
 
 def print_summary(summary: dict) -> None:

@@ -24,7 +24,7 @@ from .augment import PhotoPlan, has_photo_augment, mix_batch, train_transform
 from .batches import as_source
 from .config import Member, PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
-from .inference import predict_logits
+from .inference import predict_logits, tta_probs
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
 from .runtime import Runtime
@@ -349,11 +349,8 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
                   "data_wait": waited / train_seconds}  # share of the training time spent waiting for batches
         probs, value = None, float(epoch)  # the last epoch is kept unless the best is selected
         if len(val_idx):
-            logits = predict_logits(scored, data.images, runtime.device, runtime.precision, positions=val_idx)
-            probs = target.activate(logits).numpy()
-            record.update(val_loss=validation_loss(target, logits, val_targets),
-                          val_acc=target.hits(logits, val_targets).item() / len(val_idx))
-            record[f"val_{comp.metric}"] = measured = score(comp.metric, target, val_targets.numpy(), probs)
+            views = validation_views(member, last_epoch=epoch + 1 == member.epochs)
+            probs, measured = _validate(scored, data, val_idx, val_targets, runtime, views, comp.metric, record)
             if selects_best(member):
                 value = -math.inf if math.isnan(measured) else measured if higher_is_better else -measured
         progress.epoch = epoch + 1
@@ -371,6 +368,31 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
     return FitResult(progress.best_state, kept, progress.best_epoch,
                      None if kept is None else score(comp.metric, target, val_targets.numpy(), kept),
                      selects_best(member) and kept is not None, time.perf_counter() - started)
+
+
+def validation_views(member: Member, last_epoch: bool) -> list[str]:
+    """The TTA views an epoch's weights are scored with: the member's own, which the submission
+    uses, wherever those weights may be kept (every epoch when the best is selected, else the
+    last); the identity view alone otherwise (the epoch log only)."""
+    return member.tta if selects_best(member) or last_epoch else ["identity"]
+
+
+def _validate(model, data: LabelledImages, val_idx: np.ndarray, val_targets: torch.Tensor,
+              runtime: Runtime, views: list[str], metric_name: str, record: dict) -> tuple[np.ndarray, float]:
+    """Score `model` on the validation images: the epoch log's loss, accuracy and metric on the
+    identity view, and, when `views` are more than that, the metric on the outputs averaged over
+    them (inference.tta_probs, as the submission's), logged as val_<metric>_tta. Returns the
+    outputs averaged over `views` and their metric."""
+    target = data.target
+    logits = predict_logits(model, data.images, runtime.device, runtime.precision, positions=val_idx)
+    probs = target.activate(logits).numpy()
+    record.update(val_loss=validation_loss(target, logits, val_targets),
+                  val_acc=target.hits(logits, val_targets).item() / len(val_idx))
+    record[f"val_{metric_name}"] = measured = score(metric_name, target, val_targets.numpy(), probs)
+    if views != ["identity"]:
+        probs = tta_probs(model, data.images, views, runtime.device, runtime.precision, target, val_idx)
+        record[f"val_{metric_name}_tta"] = measured = score(metric_name, target, val_targets.numpy(), probs)
+    return probs, measured
 
 
 def _log(record: dict, log_path: Path | None, label: str) -> None:
