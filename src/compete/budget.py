@@ -209,6 +209,8 @@ def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images,
                             target)
              for member in run.members]
     sizes = [(len(train_idx), len(val_idx)) for train_idx, val_idx in splits]
+    if run.refit:  # one more fit, on every image, after the folds (the first left out to fit)
+        sizes.append((len(labels), 0))
     return plan_run(run.time_limit, process_seconds(), run.members, costs, sizes)
 
 

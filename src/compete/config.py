@@ -213,6 +213,11 @@ class RunConfig:
     photo_augment: str = "auto"      # where crop_scale/rotate/jitter run: loader (albumentations, per
                                      # image, batches streamed), device (batched tensor ops); auto:
                                      # loader on a CPU, device on a GPU (bench/photo_augment.py)
+    refit: bool = False              # after validation, train each member again on every labelled
+                                     # image (same epochs; select: best: its folds' mean best epoch)
+                                     # and predict with those models; the score stays the folds'
+    refit_blend: bool = False        # with refit: predict averages the refit model and the fold
+                                     # models' average half and half, instead of the refit alone
     members: list[Member] = field(default_factory=list)
 
 
@@ -332,6 +337,9 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in _checked(RunConfig, given, "command line").items():
         setattr(run, key, value)
+    if run.refit and run.folds <= 1 and run.val_fraction <= 0:
+        raise PipelineError(f"{where}: refit: true with val_fraction 0 and no folds: the model already "
+                            f"trains on every image. Hold some out (--set val_fraction=0.1) or drop --refit.")
     return run
 
 

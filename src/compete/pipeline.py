@@ -3,7 +3,7 @@ weights, the summary and the analysis."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
 from .batches import open_images
 from .check import split_notes
 from .budget import apply_plan, describe, plan_time_limit, process_seconds
-from .config import Competition, PipelineError, RunConfig
+from .config import Competition, Member, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
 from .ensemble import blend, fit_blend
 from .history import provenance
@@ -47,6 +47,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     labels = torch.from_numpy(targets).to(device)
     data, runtime = LabelledImages(images, labels, target), Runtime(device, run.precision)
     plan = _time_plan(comp, run, splits, shape, data, runtime, resume_dir)
+    refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     splits = splits[:plan["folds"]] if plan else splits
     run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
@@ -54,6 +55,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
               f"{target.kind} target, {target.outputs} output(s), device {device}, run {run_dir.name}")
         for note in split_notes(target, targets, run):
             print(f"note: {note}")
+        if run.refit and not refit:
+            print("note: the refit on every image does not fit the time limit: predict uses the fold models")
     covered = np.unique(np.concatenate([val for _, val in splits]))
     oof_all, rows = [], []
     for m, member in enumerate(run.members):
@@ -72,8 +75,12 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
                      if len(covered) else None,
                      "selected": selects_best(member) and bool(len(covered)),  # see print_summary
                      "seconds": round(time.perf_counter() - member_started, 1)})
+    if refit:
+        _refit(comp, run, input_shape(comp, dataset, None, run.members), data, runtime, RunFolder(run_dir),
+               len(splits), rows)
     summary = _summarize(comp, target, oof_all, targets[covered], rows, len(splits), dataset.skipped, started)
     summary["selected_on_validation"] = any(row["selected"] for row in rows)
+    summary["refit"] = refit
     if distributed.is_main():
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
@@ -146,20 +153,46 @@ def _summarize(comp, target: Target, oof_all, targets, rows, folds, skipped, sta
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def _refit(comp, run, shape, data: LabelledImages, runtime: Runtime, folder: RunFolder, folds: int,
+           rows: list[dict]) -> None:
+    """train --refit: every member again on every labelled image (normalised by their
+    statistics), seeded apart from its folds; its epochs and seconds go into its summary row."""
+    everything = np.arange(len(data.labels))
+    fold = Fold(None, everything, everything[:0], run.seed + folds)
+    for m, row in enumerate(rows):
+        started = time.perf_counter()
+        _train_fold(comp, run, m, fold, folds, shape, data, runtime, folder)
+        row.update(refit_epochs=_member_on(run, m, fold, folder, folds).epochs,
+                   refit_seconds=round(time.perf_counter() - started, 1))
+
+
+def _member_on(run, m: int, fold: Fold, folder: RunFolder, folds: int) -> Member:
+    """Member m as it trains on `fold`. The refit (fold index None) runs the same schedule; a
+    member that kept its best epoch refits for its folds' mean best epoch, rounded."""
+    member = run.members[m]
+    if fold.index is not None or not selects_best(member):
+        return member
+    kept = [torch.load(folder.member_path(m, f), map_location="cpu", weights_only=False)["epoch"]
+            for f in range(folds)]
+    return replace(member, epochs=max(1, int(np.mean(kept) + 0.5)))
+
+
 def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: LabelledImages,
                 runtime: Runtime, folder: RunFolder):
-    """Fit member m on `fold` (of `folds`) unless a finished checkpoint exists; returns the
-    validation probabilities."""
-    member, final = run.members[m], folder.member_path(m, fold.index)
+    """Fit member m on `fold` (of `folds`; index None: the refit on every image) unless a
+    finished checkpoint exists; returns the validation probabilities (None for the refit)."""
+    final = folder.member_path(m, fold.index)
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
+    member = _member_on(run, m, fold, folder, folds)
     model = member_model(member, shape, runtime.device, fold.seed + 1000 * m)
     if run.compile:
         model.compile()
     resume = folder.resume_path(m, fold.index)  # state after the last complete epoch
     photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, runtime.device,
                        data.images.streamed)
-    log = FitLog(f"m{m}:{member.model} fold {fold.index + 1}/{folds}", folder.log_path, resume)
+    name = f"refit on all {len(fold.train_idx)} images" if fold.index is None else f"fold {fold.index + 1}/{folds}"
+    log = FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume)
     result = fit(model, member, comp, data, fold, runtime, log, photo)  # scored with the TTA views
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
@@ -180,6 +213,11 @@ def print_summary(summary: dict) -> None:
     if summary["decisions"] and summary["score_default_decisions"] is not None:  # fitted out of fold
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
               f"fitted: {summary['decisions']}")
+    refits = [f"m{row['member']} {row['refit_epochs']} epochs ({row['refit_seconds']} s)"
+              for row in summary["members"] if "refit_epochs" in row]
+    if refits:
+        print(f"refit on every labelled image: {', '.join(refits)}; predict uses them; the scores "
+              f"above are the fold models', on their validation data")
     selected = [f"m{row['member']}" for row in summary["members"] if row.get("selected")]
     if selected:
         held = "the hold-out" if summary["folds"] == 1 else "the validation folds"

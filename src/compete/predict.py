@@ -23,11 +23,12 @@ from .targets import Target, fit_target, target_of_run
 
 
 def member_probs(run_dir: Path, images, device: torch.device, precision: str,
-                 target: Target | None = None):
-    """Per member: test outputs averaged over its folds and its TTA transforms; `images` a
-    batch source (batches.py) or a uint8 (N, C, H, W) tensor."""
+                 target: Target | None = None, checkpoints: list[tuple[int, Path]] | None = None):
+    """Per member: test outputs averaged over its models (`checkpoints`, (member, path) pairs;
+    default: its folds) and its TTA transforms; `images` a batch source (batches.py) or a uint8
+    (N, C, H, W) tensor."""
     probs = {}
-    for index, path in RunFolder(run_dir).checkpoints():
+    for index, path in RunFolder(run_dir).checkpoints() if checkpoints is None else checkpoints:
         model, member = load_checkpoint(path, device)
         probs.setdefault(index, []).append(tta_probs(model, images, member.tta, device, precision, target))
     return [np.mean(probs[m], axis=0) for m in sorted(probs)]
@@ -49,7 +50,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     run = run_from_dict(config["run"])
     images = open_images(test_images, run, device)
     started = time.perf_counter()
-    probs = member_probs(run_dir, images, device, run.precision, target)
+    probs, used = predicting_models(run_dir, run, images, device, target)
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
@@ -59,6 +60,22 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
                         target, comp.metric)
     path = write_submission(frame, submissions_dir() / comp.name)
     write_manifest(path, run_dir, summary)  # which run made this file
-    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name} ({used}); inference "
           f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
     return path
+
+
+def predicting_models(run_dir: Path, run, images, device: torch.device, target: Target):
+    """Per member, the test outputs of the models that predict, and which they are: the refit on
+    every labelled image where the run has one (with run.refit_blend, averaged half and half
+    with the fold models' average), else the fold models."""
+    folder = RunFolder(run_dir)
+    refits = folder.refits()
+    folds = member_probs(run_dir, images, device, run.precision, target) \
+        if not refits or run.refit_blend else None
+    if not refits:
+        return folds, "fold models"
+    refit = member_probs(run_dir, images, device, run.precision, target, refits)
+    if folds is None:
+        return refit, "refit models, trained on every labelled image"
+    return [(a + b) / 2 for a, b in zip(refit, folds)], "refit and fold models, half and half"

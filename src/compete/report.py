@@ -175,6 +175,10 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
     facts = {"competition": config["competition"]["name"], "run": run_dir.name,
              "preset": config["run"]["preset"], "started": origin.get("started_at", "-"),
              "wall time (s)": summary["seconds"], "folds": summary["folds"],
+             "models that predict": _predicting(config, summary),
+             "score": {True: "selected on validation (optimistic)", None: "selected on validation (older run)",
+                       False: "the kept weights', on validation that chose nothing"}[
+                 summary.get("selected_on_validation")],
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
              f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
              else f"{summary['ensemble_score']:.4f}",
@@ -182,6 +186,14 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
              "input hash": origin.get("input_hash", "-"), "data": config["data"]}
     return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
+
+
+def _predicting(config: dict, summary: dict) -> str:
+    """Which models `predict` uses (predict.predicting_models)."""
+    if not summary.get("refit"):
+        return "the fold models"
+    blend = " and the fold models, half and half" if config["run"].get("refit_blend") else ""
+    return f"the refit on every labelled image{blend} (the scores are the fold models')"
 
 
 def _members(config: dict, summary: dict) -> pd.DataFrame:
