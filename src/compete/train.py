@@ -203,7 +203,7 @@ class Fold:
     """One split a member is fitted on: its number, its training and validation rows (positions
     in the labelled images) and the seed of its random draws (the model's initial weights are
     seeded from it too, per member)."""
-    index: int
+    index: int | None  # None: the refit on every labelled image (train --refit)
     train_idx: np.ndarray
     val_idx: np.ndarray
     seed: int
@@ -251,6 +251,17 @@ class Progress:
     stale: int = 0                   # epochs since the best
     best_state: dict = field(default_factory=dict)
     best_val_probs: np.ndarray | None = None
+
+    def count(self, value: float, model, probs: np.ndarray | None) -> None:
+        """Count the epoch just completed; keep its weights and validation outputs when its
+        selection value beats the kept one's (the first is always kept: a NaN metric keeps one)."""
+        self.epoch += 1
+        if value > self.best_value or not self.best_state:
+            self.best_value, self.best_epoch, self.stale = value, self.epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.best_val_probs = probs
+        else:
+            self.stale += 1
 
 
 def _save_resume(path: Path, progress: Progress, training: Training) -> None:
@@ -353,15 +364,9 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
             probs, measured = _validate(scored, data, val_idx, val_targets, runtime, views, comp.metric, record)
             if selects_best(member):
                 value = -math.inf if math.isnan(measured) else measured if higher_is_better else -measured
-        progress.epoch = epoch + 1
         if distributed.is_main():
             _log(record, log.log_path, label)
-        if value > progress.best_value or not progress.best_state:  # an undefined (NaN) metric keeps one
-            progress.best_value, progress.best_epoch, progress.stale = value, epoch + 1, 0
-            progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
-            progress.best_val_probs = probs
-        else:
-            progress.stale += 1
+        progress.count(value, scored, probs)
         if log.resume_path is not None and distributed.is_main():
             _save_resume(log.resume_path, progress, training)
     kept = progress.best_val_probs
