@@ -172,8 +172,8 @@ def _member_on(run, m: int, fold: Fold, folder: RunFolder, folds: int) -> Member
     member = run.members[m]
     if fold.index is not None or not selects_best(member):
         return member
-    kept = [torch.load(folder.member_path(m, f), map_location="cpu", weights_only=False)["epoch"]
-            for f in range(folds)]
+    kept = distributed.share([torch.load(folder.member_path(m, f), map_location="cpu", weights_only=False)["epoch"]
+                              for f in range(folds)] if distributed.is_main() else None)  # main writes them
     return replace(member, epochs=max(1, int(np.mean(kept) + 0.5)))
 
 
