@@ -83,6 +83,28 @@ def test_tta_views_are_scored_once_per_fold():
     assert extra == pytest.approx(200 * 4 * 0.001)
 
 
+def test_selecting_the_best_epoch_scores_the_tta_views_every_epoch():
+    views = ["identity", "hflip", "shift_left", "shift_right"]
+    plain, four_views = Member(batch_size=100, select="best"), Member(batch_size=100, select="best", tta=views)
+    cost = MemberCost(step_s=0.1, image_s=0.001)
+    extra = fold_seconds(four_views, cost, 3, 1000, 200) - fold_seconds(plain, cost, 3, 1000, 200)
+    assert extra == pytest.approx(3 * 200 * 4 * 0.001)
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_a_refit_is_planned_as_one_more_fit_on_every_image(monkeypatch, refit):
+    import numpy as np
+    import torch
+    from compete.config import RunConfig
+    planned = {}
+    monkeypatch.setattr(budget, "measure_member", lambda *args: MemberCost(0.1, 0.001))
+    monkeypatch.setattr(budget, "plan_run", lambda limit, elapsed, members, costs, sizes: planned.update(sizes=sizes))
+    run = RunConfig(time_limit=100, refit=refit, members=[Member()])
+    splits = [(np.arange(90), np.arange(90, 100))]
+    budget.plan_time_limit(run, None, splits, None, torch.zeros(100), torch.device("cpu"), lambda m: None, None)
+    assert planned["sizes"] == [(90, 10)] + ([(100, 0)] if refit else [])
+
+
 def test_folds_are_left_out_before_members():
     members = [Member(epochs=4, batch_size=100), Member(epochs=4, batch_size=100)]
     costs = [MemberCost(1.0, 1e-6), MemberCost(1.0, 1e-6)]  # 100 s per epoch and fold

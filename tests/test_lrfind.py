@@ -13,12 +13,13 @@ from compete.config import Competition, Member
 from compete import lrfind
 from compete.finetune import head_parameters
 from compete.lrfind import lr_sweep, suggest
-from compete.train import train_step
+from compete.runtime import Runtime
+from compete.train import LabelledImages, train_step
 from compete.models import build_model
 
 from conftest import TINY_PRESET, pattern
 
-CPU = torch.device("cpu")
+CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_sweep_restores_every_weight_and_buffer_exactly(setup):
     model, member, comp, images, labels = setup
     model.eval()
     before = copy.deepcopy(model.state_dict())
-    sweep = lr_sweep(model, member, comp, images, labels, CPU, "fp32", steps=30)
+    sweep = lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, steps=30)
     assert len(sweep.lrs) > 5  # it did train: BatchNorm statistics and weights moved meanwhile
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -52,7 +53,7 @@ def test_sweep_restores_a_given_optimizer(setup):
     model(images[:8].float() / 255).sum().backward()
     optimizer.step()  # some Adam state to keep
     before = copy.deepcopy(optimizer.state_dict())
-    lr_sweep(model, member, comp, images, labels, CPU, "fp32", optimizer=optimizer, steps=20)
+    lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, optimizer=optimizer, steps=20)
     after = optimizer.state_dict()
     assert after["param_groups"] == before["param_groups"]
     for key, state in before["state"].items():
@@ -70,7 +71,7 @@ def test_a_member_that_trains_its_head_first_is_swept_with_the_backbone_frozen(s
         return train_step(net, *args)
 
     monkeypatch.setattr(lrfind, "train_step", spy)
-    lr_sweep(model, member, comp, images, labels, CPU, "fp32", steps=5)
+    lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, steps=5)
     assert seen and all(trainable == head for trainable in seen)
     assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
 
@@ -78,7 +79,7 @@ def test_a_member_that_trains_its_head_first_is_swept_with_the_backbone_frozen(s
 @pytest.mark.slow
 def test_suggestion_lies_inside_the_swept_range(setup):
     model, member, comp, images, labels = setup
-    sweep = lr_sweep(model, member, comp, images, labels, CPU, "fp32", start_lr=1e-5, end_lr=10.0, steps=60)
+    sweep = lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, start_lr=1e-5, end_lr=10.0, steps=60)
     assert 1e-5 <= sweep.suggestion <= 10.0
     assert sweep.suggestion == pytest.approx(max(sweep.lrs[int(np.argmin(sweep.smoothed))] / 10, 1e-5))
     assert np.all(np.diff(sweep.lrs) > 0)

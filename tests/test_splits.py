@@ -170,8 +170,8 @@ def test_lr_find_sweeps_on_the_training_part_only(workspace, monkeypatch):
     run = resolve_run(comp)
     swept = []
 
-    def sweep(model, member, comp, images, labels, *args, **kwargs):
-        swept.append((images, labels))
+    def sweep(model, member, comp, data, *args, **kwargs):
+        swept.append((data.images, data.labels))
         return LRSweep([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], 1e-3)
 
     monkeypatch.setattr(lrfind, "lr_sweep", sweep)

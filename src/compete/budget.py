@@ -29,7 +29,7 @@ from .inference import EVAL_BATCH, predict_logits
 from .losses import criterion as make_criterion
 from .runtime import autocast
 from .targets import Target
-from .train import epoch_steps, make_ema, make_optimizer, train_step
+from .train import epoch_steps, make_ema, make_optimizer, selects_best, train_step
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
 END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots,
@@ -81,14 +81,16 @@ class Plan:
 
 def epoch_seconds(member: Member, cost: MemberCost, n_train: int, n_val: int) -> float:
     """One epoch: its training steps (member.epoch_steps caps them), the validation of its
-    weights, the saving of its state."""
-    return epoch_steps(member, n_train) * cost.step_s + n_val * cost.image_s + cost.epoch_s
+    weights (the identity view for the log; the TTA views too where every epoch may be selected,
+    train.validation_views), the saving of its state."""
+    views = 1 + (len(member.tta) if member.tta != ["identity"] and selects_best(member) else 0)
+    return epoch_steps(member, n_train) * cost.step_s + n_val * views * cost.image_s + cost.epoch_s
 
 
 def fold_seconds(member: Member, cost: MemberCost, epochs: int, n_train: int, n_val: int) -> float:
-    """One member on one fold: its epochs, then the scoring of its TTA views on the validation
-    images."""
-    views = len(member.tta) if member.tta != ["identity"] else 0
+    """One member on one fold: its epochs, and (a fixed schedule) the scoring of its last
+    weights' TTA views on the validation images."""
+    views = len(member.tta) if member.tta != ["identity"] and not selects_best(member) else 0
     return epochs * epoch_seconds(member, cost, n_train, n_val) + n_val * views * cost.image_s
 
 
@@ -221,6 +223,8 @@ def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images,
                             target)
              for member in run.members]
     sizes = [(len(train_idx), len(val_idx)) for train_idx, val_idx in splits]
+    if run.refit:  # one more fit, on every image, after the folds (the first left out to fit)
+        sizes.append((len(labels), 0))
     return plan_run(run.time_limit, process_seconds(), run.members, costs, sizes)
 
 

@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
                        help="data-parallel over N processes via torchrun (one per GPU; gloo on CPU)")
     train.add_argument("--skip-bad-images", action="store_true",
                        help="drop unreadable training images (counted in the log) instead of stopping")
+    train.add_argument("--refit", action="store_true", default=None,
+                       help="after validation, train each member again on every labelled image; "
+                            "predict uses those models (--set refit_blend=true: half fold models)")
     train.add_argument("--time-limit", type=int, metavar="SECONDS",
                        help="size epochs (then folds, members) so the whole command ends within SECONDS; "
                             "0 turns a preset's limit off")
@@ -101,7 +104,8 @@ def _train(args, comp, folder) -> int:
     member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                           ("lr", args.lr)) if v not in (None, "auto")})
     run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
-                                       ("device", args.device), ("time_limit", args.time_limit))
+                                       ("device", args.device), ("time_limit", args.time_limit),
+                                       ("refit", args.refit))
                      if v is not None})
     if "epochs" in member_sets and run_sets.get("time_limit"):
         raise PipelineError("--epochs and --time-limit both size the run: give one of them.")

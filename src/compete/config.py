@@ -60,6 +60,7 @@ CHOICES = {  # settings that take one of a few names; `model` and `metric` have 
     "layout": LAYOUTS,                               # see Competition.layout
     "resize": ("squash", "crop", "letterbox"),        # see imagestore.fit_to_size
     "photo_augment": ("auto", "loader", "device"),    # see RunConfig.photo_augment
+    "select": ("last", "best"),                      # see Member.select
 }
 REGISTRIES = {"model": model_library, "metric": metric_entry}  # each raises on an unknown name
 TYPES = {"bool": bool, "int": int, "float": float, "str": str, "dict": dict, "list": list}
@@ -92,7 +93,13 @@ class Member:
                                      # by inverse frequency, as scikit-learn's) | sqrt (its square root)
     sampler: str = "uniform"         # uniform: a permutation per epoch | balanced: batches drawn with
                                      # replacement, every class (tag, grade) equally often
-    patience: int = 0                # epochs without val-loss improvement before stopping; 0 = off
+    select: str = "last"             # which epoch's weights the member keeps and scores:
+                                     # last: the final ones (the EMA where it is on), scored on
+                                     # validation data that chose nothing; best: the epoch with the
+                                     # best validation metric, a score selected on the data that
+                                     # reports it, so optimistic (the summary says so)
+    patience: int = 0                # epochs without a better validation metric before stopping;
+                                     # 0 = off; >0 needs the best epoch, so it implies select: best
     ema: float = 0.0                 # per-step decay of an exponential moving average of weights
                                      # (warmed up: min(ema, (1 + n) / (10 + n)) after n steps)
     mixup: float = 0.0               # Beta(a, a) mixup strength; 0 = off
@@ -206,6 +213,11 @@ class RunConfig:
     photo_augment: str = "auto"      # where crop_scale/rotate/jitter run: loader (albumentations, per
                                      # image, batches streamed), device (batched tensor ops); auto:
                                      # loader on a CPU, device on a GPU (bench/photo_augment.py)
+    refit: bool = False              # after validation, train each member again on every labelled
+                                     # image (same epochs; select: best: its folds' mean best epoch)
+                                     # and predict with those models; the score stays the folds'
+    refit_blend: bool = False        # with refit: predict averages the refit model and the fold
+                                     # models' average half and half, instead of the refit alone
     members: list[Member] = field(default_factory=list)
 
 
@@ -325,6 +337,9 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in _checked(RunConfig, given, "command line").items():
         setattr(run, key, value)
+    if run.refit and run.folds <= 1 and run.val_fraction <= 0:
+        raise PipelineError(f"{where}: refit: true with val_fraction 0 and no folds: the model already "
+                            f"trains on every image. Hold some out (--set val_fraction=0.1) or drop --refit.")
     return run
 
 

@@ -188,10 +188,19 @@ def blend_run(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: 
     members = []
     for outputs, temperatures in zip(fold_outputs, summary.get("temperatures", [1.0] * len(fold_outputs))):
         if isinstance(temperatures, list):
-            members.append(np.mean([target.calibrate(p, fold_temperature(temperatures, f)) for f, p in outputs], 0))
+            members.append(_average_models([(f, target.calibrate(p, fold_temperature(temperatures, f)))
+                                            for f, p in outputs]))
         else:
-            members.append(target.calibrate(np.mean([p for _, p in outputs], 0), temperatures))
+            members.append(target.calibrate(_average_models(outputs), temperatures))
     return combine(members, summary["weights"])
+
+
+def _average_models(outputs: list[tuple[int | None, np.ndarray]]) -> np.ndarray:
+    """One member's models averaged: its fold models equally, and a model refit on all images
+    (fold None) half and half with their average (train --refit with refit_blend)."""
+    folds = [p for f, p in outputs if f is not None]
+    parts = ([np.mean(folds, 0)] if folds else []) + [p for f, p in outputs if f is None]
+    return np.mean(parts, 0)
 
 
 def blend_oof(oof: list[np.ndarray], folds: np.ndarray | None, summary: dict,

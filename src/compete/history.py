@@ -127,8 +127,9 @@ def format_runs(competition: str, rows: list[dict], submitted: str | None = None
                          f"({row['epochs_logged']} epochs logged)")
             continue
         value = "-" if summary["ensemble_score"] is None else f"{summary['ensemble_score']:.4f}"
+        folds = f"{summary['folds']}{'+r' if summary.get('refit') else ''}"  # +r: refit on every image
         lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}{row['public']:>10}  "
-                     f"{members:<24}{summary['folds']:>5}{_wall(_taken(summary)):>9}{limit:>8}  {row['commit']}")
+                     f"{members:<24}{folds:>5}{_wall(_taken(summary)):>9}{limit:>8}  {row['commit']}")
     return "\n".join(lines)
 
 

@@ -26,9 +26,8 @@ from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import input_shape, member_model
 from .plots import plot_lr_sweep
 from .losses import criterion as make_criterion
-from .runtime import autocast, choose_device, configure_threads
-from .targets import Target
-from .train import make_optimizer, train_step
+from .runtime import Runtime, choose_device, configure_threads
+from .train import LabelledImages, make_optimizer, train_step
 
 START_LR = 1e-6        # first learning rate of the sweep
 END_LR = 1.0           # last learning rate of the sweep
@@ -53,15 +52,13 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
     return float(min(max(lrs[best] / MIN_LR_DIVISOR, lrs[0]), lrs[-1]))
 
 
-def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Tensor,
-             device: torch.device, precision: str = "auto", optimizer=None, seed: int = 0,
-             start_lr: float = START_LR, end_lr: float = END_LR, steps: int = STEPS,
-             target: Target | None = None) -> LRSweep:
-    """Sweep the learning rate over `steps` mini-batches drawn with replacement from `images` (a
-    batch source, or a uint8 (N, C, H, W) tensor on `device`). `optimizer` defaults to the
-    member's own (with its discriminative ratios: every group is scaled by the same factor). The
-    loss is the member's for `target` (default: single_label). Model and optimizer states are
-    restored afterwards."""
+def lr_sweep(model, member: Member, comp: Competition, data: LabelledImages, runtime: Runtime,
+             optimizer=None, seed: int = 0, start_lr: float = START_LR, end_lr: float = END_LR,
+             steps: int = STEPS) -> LRSweep:
+    """Sweep the learning rate over `steps` mini-batches drawn with replacement from `data`.
+    `optimizer` defaults to the member's own (with its discriminative ratios: every group is
+    scaled by the same factor). The loss is the member's for the data's target kind. Model and
+    optimizer states are restored afterwards."""
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
     was_training = model.training
@@ -69,11 +66,12 @@ def lr_sweep(model, member: Member, comp: Competition, images, labels: torch.Ten
     optimizer = optimizer or make_optimizer(model, member)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
+    labels, device = data.labels, runtime.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    context = autocast(device, precision)
-    criterion = make_criterion(target or Target([]), member, labels.cpu().numpy(), labels.device)
+    context = runtime.autocast()
+    criterion = make_criterion(data.target, member, labels.cpu().numpy(), labels.device)
     index_batches = list(torch.randint(len(labels), (steps, member.batch_size), device=device, generator=generator))
-    batches = as_source(images).batches(index_batches)
+    batches = as_source(data.images).batches(index_batches)
     photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
     lrs, losses, smoothed, average = [], [], [], 0.0
     try:
@@ -123,16 +121,16 @@ def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
     train_idx = validation_splits(dataset.train_targets, run, dataset.groups)[0][0]
     device = choose_device(run.device, run.deterministic)
     shape = input_shape(comp, dataset, train_idx, [run.members[m] for m in chosen])
-    images = open_images(dataset.train_images.subset(train_idx), run, device)
-    labels = torch.from_numpy(dataset.train_targets[train_idx]).to(device)
+    data = LabelledImages(open_images(dataset.train_images.subset(train_idx), run, device),
+                          torch.from_numpy(dataset.train_targets[train_idx]).to(device), dataset.target)
+    runtime = Runtime(device, run.precision)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)
     suggestions = {}
     for m in chosen:
         member = run.members[m]
         model = member_model(member, shape, device, run.seed + 1000 * m)
-        sweep = lr_sweep(model, member, comp, images, labels, device, run.precision, seed=run.seed,
-                         target=dataset.target)
+        sweep = lr_sweep(model, member, comp, data, runtime, seed=run.seed)
         path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
                              out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")
         low = sweep.lrs[int(np.argmin(sweep.smoothed))]

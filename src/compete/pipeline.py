@@ -3,7 +3,7 @@ weights, the summary and the analysis."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +14,18 @@ from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
 from .batches import open_images
 from .check import split_notes
 from .budget import apply_plan, describe, plan_time_limit, process_seconds
-from .config import Competition, PipelineError, RunConfig
+from .config import Competition, Member, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
 from .ensemble import Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
-from .inference import tta_probs
 from .metrics import check_metric, score
 from .models import input_shape, member_model
 from .report import analyse_run
 from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
-from .runtime import choose_device, configure_threads
+from .runtime import Runtime, choose_device, configure_threads
 from .submission import submission_format
 from .targets import Target
-from .train import fit
+from .train import FitLog, Fold, LabelledImages, fit, selects_best
 
 
 def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False,
@@ -47,7 +46,9 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     shape = shapes[0]
     images = training_images(dataset.train_images, run, device)
     labels = torch.from_numpy(targets).to(device)
-    plan = _time_plan(comp, run, splits, shape, images, labels, device, resume_dir, target)
+    data, runtime = LabelledImages(images, labels, target), Runtime(device, run.precision)
+    plan = _time_plan(comp, run, splits, shape, data, runtime, resume_dir)
+    refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     splits = splits[:plan["folds"]] if plan else splits
     run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
@@ -55,6 +56,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
               f"{target.kind} target, {target.outputs} output(s), device {device}, run {run_dir.name}")
         for note in split_notes(target, targets, run):
             print(f"note: {note}")
+        if run.refit and not refit:
+            print("note: the refit on every image does not fit the time limit: predict uses the fold models")
     folds = validated_by(splits, len(targets))
     covered = np.flatnonzero(folds >= 0)
     parts = crossfit_parts(folds[covered], dataset.strata[covered], run.seed,
@@ -66,8 +69,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         member_started = time.perf_counter()
         oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
-            val_probs = _train_fold(comp, run, member, m, f, len(splits), shapes[f], target,
-                                    images, labels, train_idx, val_idx, device, run_dir)
+            fold = Fold(f, train_idx, val_idx, run.seed + f)
+            val_probs = _train_fold(comp, run, m, fold, len(splits), shapes[f], data, runtime, RunFolder(run_dir))
             if val_probs is not None:
                 oof[val_idx] = val_probs
         if distributed.is_main():
@@ -76,9 +79,15 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         rows.append({"member": m, "model": member.model,
                      "score": member_score(oof[covered], targets[covered], parts, target, comp.metric)
                      if len(covered) else None,
+                     "selected": selects_best(member) and bool(len(covered)),  # see print_summary
                      "seconds": round(time.perf_counter() - member_started, 1)})
+    if refit:
+        _refit(comp, run, input_shape(comp, dataset, None, run.members), data, runtime, RunFolder(run_dir),
+               len(splits), rows)
     summary = _summarize(comp, target, oof_all, targets[covered], folds[covered], parts, rows,
                          len(splits), dataset.skipped, started)
+    summary["selected_on_validation"] = any(row["selected"] for row in rows)
+    summary["refit"] = refit
     if distributed.is_main():
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
@@ -90,8 +99,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     return run_dir
 
 
-def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Path | None,
-               target: Target) -> dict | None:
+def _time_plan(comp, run, splits, shape, data: LabelledImages, runtime: Runtime,
+               resume_dir: Path | None) -> dict | None:
     """The run's time plan (budget.py): made now by measuring every member, and applied to
     `run`; or the resumed run's own. None without a time limit."""
     if resume_dir is not None:
@@ -99,7 +108,8 @@ def _time_plan(comp, run, splits, shape, images, labels, device, resume_dir: Pat
     if not run.time_limit:
         return None
     plan = distributed.share(plan_time_limit(
-        run, comp, splits, images, labels, device, lambda member: member_model(member, shape, device, run.seed), target))
+        run, comp, splits, data.images, data.labels, runtime.device,
+        lambda member: member_model(member, shape, runtime.device, run.seed), data.target))
     if distributed.is_main():
         print(describe(plan, run.members, len(splits)))
     apply_plan(plan, run)
@@ -163,31 +173,54 @@ def _summarize(comp, target: Target, oof_all, targets, folds, parts, rows, count
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _train_fold(comp, run, member, m, f, folds, shape, target: Target, images, labels, train_idx, val_idx,
-                device, run_dir: Path):
-    """Fit member m on fold f unless a finished checkpoint exists; returns validation probs."""
-    folder = RunFolder(run_dir)
-    final = folder.member_path(m, f)
+def _refit(comp, run, shape, data: LabelledImages, runtime: Runtime, folder: RunFolder, folds: int,
+           rows: list[dict]) -> None:
+    """train --refit: every member again on every labelled image (normalised by their
+    statistics), seeded apart from its folds; its epochs and seconds go into its summary row."""
+    everything = np.arange(len(data.labels))
+    fold = Fold(None, everything, everything[:0], run.seed + folds)
+    for m, row in enumerate(rows):
+        started = time.perf_counter()
+        _train_fold(comp, run, m, fold, folds, shape, data, runtime, folder)
+        row.update(refit_epochs=_member_on(run, m, fold, folder, folds).epochs,
+                   refit_seconds=round(time.perf_counter() - started, 1))
+
+
+def _member_on(run, m: int, fold: Fold, folder: RunFolder, folds: int) -> Member:
+    """Member m as it trains on `fold`. The refit (fold index None) runs the same schedule; a
+    member that kept its best epoch refits for its folds' mean best epoch, rounded."""
+    member = run.members[m]
+    if fold.index is not None or not selects_best(member):
+        return member
+    kept = distributed.share([torch.load(folder.member_path(m, f), map_location="cpu", weights_only=False)["epoch"]
+                              for f in range(folds)] if distributed.is_main() else None)  # main writes them
+    return replace(member, epochs=max(1, int(np.mean(kept) + 0.5)))
+
+
+def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: LabelledImages,
+                runtime: Runtime, folder: RunFolder):
+    """Fit member m on `fold` (of `folds`; index None: the refit on every image) unless a
+    finished checkpoint exists; returns the validation probabilities (None for the refit)."""
+    final = folder.member_path(m, fold.index)
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
-    model = member_model(member, shape, device, run.seed + 1000 * m + f)
+    member = _member_on(run, m, fold, folder, folds)
+    model = member_model(member, shape, runtime.device, fold.seed + 1000 * m)
     if run.compile:
         model.compile()
-    resume = folder.resume_path(m, f)  # state after the last complete epoch
-    photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, device, images.streamed)
-    result = fit(model, member, comp, images, labels, train_idx, val_idx, device, run.precision,
-                 run.seed + f, folder.log_path, label=f"m{m}:{member.model} fold {f + 1}/{folds}",
-                 resume_path=resume, target=target, photo=photo)
-    val_probs = result.val_probs
-    if len(val_idx) and member.tta != ["identity"]:  # score what the submission will get
-        model.load_state_dict(result.state_dict)
-        val_probs = tta_probs(model, images, member.tta, device, run.precision, target, positions=val_idx)
+    resume = folder.resume_path(m, fold.index)  # state after the last complete epoch
+    photo = photo_plan(member, member.image_size or comp.image_size, run.photo_augment, runtime.device,
+                       data.images.streamed)
+    name = f"refit on all {len(fold.train_idx)} images" if fold.index is None else f"fold {fold.index + 1}/{folds}"
+    log = FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume)
+    result = fit(model, member, comp, data, fold, runtime, log, photo)  # scored with the TTA views
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
-                        {"epoch": result.best_epoch, "score": result.best_score, "classes": target.classes,
-                         "fold": f, "val_probs": val_probs, "seconds": result.seconds})
+                        {"epoch": result.epoch, "score": result.score, "selected": result.selected,
+                         "classes": data.target.classes, "fold": fold.index, "val_probs": result.val_probs,
+                         "seconds": result.seconds})
         resume.unlink(missing_ok=True)
-    return val_probs
+    return result.val_probs
 
 
 def print_summary(summary: dict) -> None:
@@ -201,4 +234,14 @@ def print_summary(summary: dict) -> None:
     if summary["decisions"] and summary["score_default_decisions"] is not None:  # cross-fitted too
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
               f"fitted: {summary['decisions']}")
+    refits = [f"m{row['member']} {row['refit_epochs']} epochs ({row['refit_seconds']} s)"
+              for row in summary["members"] if "refit_epochs" in row]
+    if refits:
+        print(f"refit on every labelled image: {', '.join(refits)}; predict uses them; the scores "
+              f"above are the fold models', on their validation data")
+    selected = [f"m{row['member']}" for row in summary["members"] if row.get("selected")]
+    if selected:
+        held = "the hold-out" if summary["folds"] == 1 else "the validation folds"
+        print(f"note: {', '.join(selected)} kept the best epoch (select: best or patience), selected on "
+              f"{held} that reports the score: optimistic; select: last reports what the leaderboard will see.")
 

@@ -23,13 +23,15 @@ from .targets import Target, fit_target, target_of_run
 
 
 def fold_outputs(run_dir: Path, images, device: torch.device, precision: str,
-                 target: Target | None = None) -> list[list[tuple[int | None, np.ndarray]]]:
-    """Per member, a (fold, test outputs averaged over the member's TTA views) pair per fold
-    model (fold None: a model refit on all images); `images` a batch source (batches.py) or a
-    uint8 (N, C, H, W) tensor. ensemble.blend_run calibrates each before the folds are averaged."""
+                 target: Target | None = None,
+                 checkpoints: list[tuple[int, Path]] | None = None) -> list[list[tuple[int | None, np.ndarray]]]:
+    """Per member, a (fold, test outputs averaged over the member's TTA views) pair per model
+    (`checkpoints`, (member, path) pairs; default: its fold models; fold None: a model refit on
+    all images); `images` a batch source (batches.py) or a uint8 (N, C, H, W) tensor.
+    ensemble.blend_run calibrates each before they are averaged."""
     outputs = {}
     folder = RunFolder(run_dir)
-    for index, path in folder.checkpoints():
+    for index, path in folder.checkpoints() if checkpoints is None else checkpoints:
         model, member = load_checkpoint(path, device)
         probs = tta_probs(model, images, member.tta, device, precision, target)
         outputs.setdefault(index, []).append((folder.checkpoint_fold(path), probs))
@@ -52,7 +54,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     run = run_from_dict(config["run"])
     images = open_images(test_images, run, device)
     started = time.perf_counter()
-    probs = fold_outputs(run_dir, images, device, run.precision, target)
+    probs, used = predicting_models(run_dir, run, images, device, target)
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
@@ -62,6 +64,22 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
                         target, comp.metric)
     path = write_submission(frame, submissions_dir() / comp.name)
     write_manifest(path, run_dir, summary)  # which run made this file
-    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name}; inference "
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name} ({used}); inference "
           f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
     return path
+
+
+def predicting_models(run_dir: Path, run, images, device: torch.device, target: Target):
+    """Per member, the (fold, test outputs) pairs of the models that predict, and which they are:
+    the refit on every labelled image where the run has one (with run.refit_blend, averaged half
+    and half with the fold models' average, see ensemble.blend_run), else the fold models."""
+    folder = RunFolder(run_dir)
+    refits = folder.refits()
+    if not refits:
+        return fold_outputs(run_dir, images, device, run.precision, target), "fold models"
+    if not run.refit_blend:
+        return (fold_outputs(run_dir, images, device, run.precision, target, refits),
+                "refit models, trained on every labelled image")
+    both = sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])
+    return (fold_outputs(run_dir, images, device, run.precision, target, both),
+            "refit and fold models, half and half")

@@ -178,6 +178,10 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
     facts = {"competition": config["competition"]["name"], "run": run_dir.name,
              "preset": config["run"]["preset"], "started": origin.get("started_at", "-"),
              "wall time (s)": summary["seconds"], "folds": summary["folds"],
+             "models that predict": _predicting(config, summary),
+             "score": {True: "selected on validation (optimistic)", None: "selected on validation (older run)",
+                       False: "the kept weights', on validation that chose nothing"}[
+                 summary.get("selected_on_validation")],
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
              f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
              else f"{summary['ensemble_score']:.4f}",
@@ -190,6 +194,14 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
 def _temperatures(member) -> str:
     """A member's temperature per fold model (older runs: one per member)."""
     return "/".join(f"{t:.3f}" for t in member) if isinstance(member, list) else f"{member:.3f}"
+
+
+def _predicting(config: dict, summary: dict) -> str:
+    """Which models `predict` uses (predict.predicting_models)."""
+    if not summary.get("refit"):
+        return "the fold models"
+    blend = " and the fold models, half and half" if config["run"].get("refit_blend") else ""
+    return f"the refit on every labelled image{blend} (the scores are the fold models')"
 
 
 def _members(config: dict, summary: dict) -> pd.DataFrame:

@@ -29,13 +29,14 @@ class RunFolder:
         self.members_dir = self.path / "members"
         self.uploads_path = self.path / "uploads.json"  # each upload of its predictions, public score
 
-    def member_path(self, m: int, f: int) -> Path:
-        """The finished checkpoint of member m on fold f."""
-        return self.members_dir / f"m{m}_f{f}.pt"
+    def member_path(self, m: int, f: int | None) -> Path:
+        """The finished checkpoint of member m on fold f; f None: its refit on every labelled image."""
+        return self.members_dir / (f"m{m}_full.pt" if f is None else f"m{m}_f{f}.pt")
 
-    def resume_path(self, m: int, f: int) -> Path:
-        """Training state after the last complete epoch of an unfinished member m, fold f."""
-        return self.members_dir / f"resume_m{m}_f{f}.pt"
+    def resume_path(self, m: int, f: int | None) -> Path:
+        """Training state after the last complete epoch of an unfinished member m, fold f (None:
+        the refit)."""
+        return self.members_dir / (f"resume_m{m}_full.pt" if f is None else f"resume_m{m}_f{f}.pt")
 
     def oof_path(self, m: int) -> Path:
         """Member m's out-of-fold probabilities (all-zero rows where never validated)."""
@@ -51,7 +52,7 @@ class RunFolder:
         return sorted(self.path.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
 
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """(member index, path) of every finished member checkpoint, member by member."""
+        """(member index, path) of every finished fold checkpoint, member by member."""
         paths = sorted(self.members_dir.glob("m*_f[0-9]*.pt"))
         return [(int(path.stem.split("_")[0][1:]), path) for path in paths]
 
@@ -61,6 +62,11 @@ class RunFolder:
         (m{m}_full.pt)."""
         part = Path(path).stem.split("_")[1]
         return int(part[1:]) if part[1:].isdigit() else None
+
+    def refits(self) -> list[tuple[int, Path]]:
+        """(member index, path) of every finished refit on all labelled images (train --refit)."""
+        paths = sorted(self.members_dir.glob("m*_full.pt"), key=lambda p: int(p.stem.split("_")[0][1:]))
+        return [(int(path.stem.split("_")[0][1:]), path) for path in paths]
 
     @property
     def finished(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
@@ -37,6 +38,17 @@ def autocast(device: torch.device, precision: str):
     if precision == "auto" and device.type == "cpu" and not cpu_has_bf16():
         return nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where models train and run, chosen once per command and passed to whatever computes."""
+    device: torch.device
+    precision: str = "auto"  # RunConfig.precision: auto | bf16 | fp32
+
+    def autocast(self):
+        """The autocast context factory for this device and precision (see `autocast`)."""
+        return autocast(self.device, self.precision)
 
 
 def configure_threads(run: RunConfig) -> None:

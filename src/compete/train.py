@@ -24,19 +24,27 @@ from .augment import PhotoPlan, has_photo_augment, mix_batch, train_transform
 from .batches import as_source
 from .config import Member, PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
-from .inference import predict_logits
+from .inference import predict_logits, tta_probs
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
-from .runtime import autocast
+from .runtime import Runtime
 from .targets import Target
 
 @dataclass
 class FitResult:
-    state_dict: dict                 # best weights (EMA weights where EMA is on), on the CPU
-    val_probs: np.ndarray | None     # (n_val, outputs) activated outputs of the best weights
-    best_epoch: int
-    best_score: float | None         # validation value of the competition's metric; None unvalidated
+    state_dict: dict                 # the kept weights (EMA weights where EMA is on), on the CPU
+    val_probs: np.ndarray | None     # (n_val, outputs) activated outputs of the kept weights
+    epoch: int                       # the kept weights' epoch
+    score: float | None              # the kept weights' validation value of the competition's
+                                     # metric; None unvalidated
+    selected: bool = False           # the epoch was chosen by that same validation (optimistic)
     seconds: float = 0.0
+
+
+def selects_best(member: Member) -> bool:
+    """Whether the member keeps its best validation epoch (select: best, or early stopping,
+    which needs one) rather than its last."""
+    return member.select == "best" or member.patience > 0
 
 
 def make_optimizer(model, member: Member):
@@ -86,38 +94,40 @@ def epoch_steps(member: Member, images: int) -> int:
     return min(steps, member.epoch_steps) if member.epoch_steps else steps
 
 
-def _train_epoch(model, net, ema, optimizer, scheduler, images, targets, train_idx, member, comp,
-                 context, generator, photo: PhotoPlan, progress: str, objective):
-    """One pass over images[train_idx]. `net` is `model`, or its DistributedDataParallel wrapper:
-    every process draws the same order (a permutation, or the balanced sampler's draws) and takes
-    its own slice of each global batch. Returns the loss, the accuracy and the seconds spent
-    waiting for batches."""
+def _train_epoch(training: "Training", net, data: "LabelledImages", positions: torch.Tensor,
+                 member: Member, comp, runtime: Runtime, progress: str):
+    """One pass over the images at `positions`. `net` is `training.model`, or its
+    DistributedDataParallel wrapper: every process draws the same order (a permutation, or the
+    balanced sampler's draws) and takes its own slice of each global batch. Returns the loss,
+    the accuracy and the seconds spent waiting for batches."""
+    model, objective, generator, photo = training.model, training.objective, training.generator, training.photo
     model.train()
     if member.freeze_bn:
         freeze_batchnorm(model.net)
-    order = train_idx[epoch_order(len(train_idx), objective.draw, generator)]
+    order = positions[epoch_order(len(positions), objective.draw, generator)]
     steps = epoch_steps(member, len(order))
     shard = slice(distributed.rank(), None, distributed.world_size())
     index_batches = [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
     seeds = None if photo.per_image is None else \
         torch.randint(0, 2 ** 31 - 1, (steps,), device=generator.device, generator=generator).tolist()
-    batches = images.batches(index_batches, photo.per_image, seeds)
+    batches = data.images.batches(index_batches, photo.per_image, seeds)
     # running sums stay on the device: reading them every step would stall a GPU
     loss_sum = torch.zeros((), device=generator.device)
     correct = torch.zeros((), device=generator.device, dtype=torch.long)
     waited = 0.0
+    context = runtime.autocast()
     bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0,
                disable=not distributed.is_main())
     for step in bar:
         asked = time.perf_counter()
         batch = next(batches)
         waited += time.perf_counter() - asked
-        labels = targets[index_batches[step]]
-        logits, loss = train_step(net, optimizer, batch, labels, member, comp, context, generator,
+        labels = data.labels[index_batches[step]]
+        logits, loss = train_step(net, training.optimizer, batch, labels, member, comp, context, generator,
                                   objective.criterion, photo.size)
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        training.scheduler.step()
+        if training.ema is not None:
+            training.ema.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
         correct += objective.target.hits(logits.detach(), labels)
         if step % 50 == 49 and distributed.world_size() == 1:
@@ -189,20 +199,76 @@ def objective_for(target: Target, member: Member, train_targets: np.ndarray,
 
 
 @dataclass
+class Fold:
+    """One split a member is fitted on: its number, its training and validation rows (positions
+    in the labelled images) and the seed of its random draws (the model's initial weights are
+    seeded from it too, per member)."""
+    index: int | None  # None: the refit on every labelled image (train --refit)
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    seed: int
+
+
+@dataclass
+class LabelledImages:
+    """What a member trains and validates on: the images (a batch source of batches.py, or a
+    uint8 (N, C, H, W) tensor on the training device), their labels encoded for `target`, on
+    the device, and the target kind."""
+    images: object
+    labels: torch.Tensor
+    target: Target = field(default_factory=lambda: Target([]))
+
+
+@dataclass
+class FitLog:
+    """Where a fit reports: the label of its printed lines, the epoch log file (None: printed
+    only), and the file its state is saved to after every epoch (None: not resumable)."""
+    label: str = ""
+    log_path: Path | None = None
+    resume_path: Path | None = None
+
+
+@dataclass
+class Training:
+    """One fit's moving parts: the model and what updates it step by step (saved after every
+    epoch, so that a fit resumes exactly), the objective, and where photo augmentation runs."""
+    model: torch.nn.Module
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    objective: Objective
+    photo: PhotoPlan
+
+
+@dataclass
 class Progress:
     """Where a fit stands after a completed epoch: enough to resume it exactly."""
     epoch: int = 0                   # completed epochs
     best_value: float = -math.inf    # selection value: the metric, sign-adjusted so higher is
-                                     # better; the epoch number when there is no validation
+                                     # better (selects_best); else the epoch number: the last is kept
     best_epoch: int = 0
     stale: int = 0                   # epochs since the best
     best_state: dict = field(default_factory=dict)
     best_val_probs: np.ndarray | None = None
 
+    def count(self, value: float, model, probs: np.ndarray | None) -> None:
+        """Count the epoch just completed; keep its weights and validation outputs when its
+        selection value beats the kept one's (the first is always kept: a NaN metric keeps one)."""
+        self.epoch += 1
+        if value > self.best_value or not self.best_state:
+            self.best_value, self.best_epoch, self.stale = value, self.epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            self.best_val_probs = probs
+        else:
+            self.stale += 1
 
-def _save_resume(path: Path, progress: Progress, model, ema, optimizer, scheduler, generator) -> None:
-    state = {"progress": progress, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+
+def _save_resume(path: Path, progress: Progress, training: Training) -> None:
+    generator, ema = training.generator, training.ema
+    state = {"progress": progress, "model": training.model.state_dict(),
+             "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
+             "ema": ema.state_dict() if ema is not None else None,
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
              # dropout and mixing strengths draw from the device's global generator
              "cuda_rng": torch.cuda.get_rng_state(generator.device)
@@ -210,61 +276,66 @@ def _save_resume(path: Path, progress: Progress, model, ema, optimizer, schedule
     write_atomically(path, lambda file: torch.save(state, file))  # a kill keeps the last epoch's
 
 
-def _load_resume(path: Path, model, ema, optimizer, scheduler, generator) -> Progress:
+def _load_resume(path: Path, training: Training) -> Progress:
     state = torch.load(path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if ema is not None:
-        ema.load_state_dict(state["ema"])
-    generator.set_state(state["generator"])
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    if training.ema is not None:
+        training.ema.load_state_dict(state["ema"])
+    training.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"], generator.device)
+        torch.cuda.set_rng_state(state["cuda_rng"], training.generator.device)
     progress = state["progress"]
     if "best_score" in vars(progress):  # resume files written before the rename to best_value
         progress.best_value = vars(progress).pop("best_score")
     return progress
 
 
-def fit(model, member: Member, comp, images, targets: torch.Tensor,
-        train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device, precision: str,
-        seed: int, log_path: Path | None = None, label: str = "",
-        resume_path: Path | None = None, target: Target | None = None,
-        photo: PhotoPlan | None = None) -> FitResult:
-    """Train `model` on images[train_idx]; keep the weights with the best validation metric.
-    `images`: a batch source (batches.py), or a uint8 (N, C, H, W) tensor on `device`;
-    `targets` on `device`; `photo` says where the photo augmentation runs (on the device when
-    None).
-
-    With `resume_path`, the state after every epoch is saved there, and a fit that finds the
-    file continues from it, ending exactly where an uninterrupted fit would. `target` is the
-    kind the labels are encoded for (default: single_label).
-    """
-    started = time.perf_counter()
-    torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
-    images = as_source(images)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    photo = photo or PhotoPlan(size=(member.image_size or comp.image_size) if has_photo_augment(member) else None)
-    train_positions = torch.as_tensor(train_idx, device=device)
-    val_targets = targets[torch.as_tensor(val_idx, device=targets.device)].cpu()
-    steps_per_epoch = epoch_steps(member, len(train_idx))
+def _start(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: Runtime,
+           photo: PhotoPlan | None) -> Training:
+    """A fit's moving parts, after checking that its batches fit the training images."""
+    steps_per_epoch = epoch_steps(member, len(fold.train_idx))
     if member.batch_size % distributed.world_size():
         raise PipelineError(f"batch_size {member.batch_size} does not split evenly over "
                             f"{distributed.world_size()} processes: pick a multiple.")
     if steps_per_epoch == 0:
         raise PipelineError(
-            f"batch_size {member.batch_size} is larger than the {len(train_idx)} training images: "
+            f"batch_size {member.batch_size} is larger than the {len(fold.train_idx)} training images: "
             f"lower it with --batch-size.")
-    target = target or Target([])
-    objective = objective_for(target, member, targets[train_positions].cpu().numpy(), device)
+    device = runtime.device
+    train_labels = data.labels[torch.as_tensor(fold.train_idx, device=data.labels.device)]
     optimizer = make_optimizer(model, member)
-    scheduler = _scheduler(optimizer, member, member.epochs * steps_per_epoch)
-    ema = make_ema(model, member)
-    context = autocast(device, precision)
+    return Training(model, make_ema(model, member), optimizer,
+                    _scheduler(optimizer, member, member.epochs * steps_per_epoch),
+                    torch.Generator(device=device).manual_seed(fold.seed),
+                    objective_for(data.target, member, train_labels.cpu().numpy(), device),
+                    photo or PhotoPlan(size=(member.image_size or comp.image_size)
+                                       if has_photo_augment(member) else None))
+
+
+def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: Runtime,
+        log: FitLog | None = None, photo: PhotoPlan | None = None) -> FitResult:
+    """Train `model` on the fold's training images; keep its final weights, or (selects_best)
+    those of the epoch with the best validation metric. `photo` says where the photo
+    augmentation runs (on the device when None).
+
+    With `log.resume_path`, the state after every epoch is saved there, and a fit that finds
+    the file continues from it, ending exactly where an uninterrupted fit would.
+    """
+    started = time.perf_counter()
+    torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
+    log = log or FitLog()
+    data = LabelledImages(as_source(data.images), data.labels, data.target)
+    training = _start(model, member, comp, data, fold, runtime, photo)
+    target, ema, val_idx, label = data.target, training.ema, fold.val_idx, log.label
+    train_positions = torch.as_tensor(fold.train_idx, device=runtime.device)
+    val_targets = data.labels[torch.as_tensor(val_idx, device=data.labels.device)].cpu()
+    steps_per_epoch = epoch_steps(member, len(fold.train_idx))
     progress = Progress()
-    if resume_path is not None and resume_path.is_file():
-        progress = _load_resume(resume_path, model, ema, optimizer, scheduler, generator)
+    if log.resume_path is not None and log.resume_path.is_file():
+        progress = _load_resume(log.resume_path, training)
         tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
     higher_is_better = metric(comp.metric, target.kind).higher_is_better
     net, trainable = model, None
@@ -276,39 +347,57 @@ def fit(model, member: Member, comp, images, targets: torch.Tensor,
         if trainable != (epoch >= member.freeze_epochs):  # DDP must see the new trainable set
             trainable = epoch >= member.freeze_epochs
             set_backbone_trainable(model, trainable)
-            net = distributed.wrap(model, device)
+            net = distributed.wrap(model, runtime.device)
         epoch_started = time.perf_counter()
         train_loss, train_acc, waited = _train_epoch(
-            model, net, ema, optimizer, scheduler, images, targets, train_positions, member, comp, context,
-            generator, photo, f"{label} epoch {epoch + 1}/{member.epochs}", objective)
+            training, net, data, train_positions, member, comp, runtime,
+            f"{label} epoch {epoch + 1}/{member.epochs}")
         train_seconds = time.perf_counter() - epoch_started
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
+                  "lr": training.optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
                   "train_images_per_s": steps_per_epoch * member.batch_size / train_seconds,
                   "data_wait": waited / train_seconds}  # share of the training time spent waiting for batches
-        probs, value = None, float(epoch)  # without validation the last epoch is the best
+        probs, value = None, float(epoch)  # the last epoch is kept unless the best is selected
         if len(val_idx):
-            logits = predict_logits(scored, images, device, precision, positions=val_idx)
-            probs = target.activate(logits).numpy()
-            record.update(val_loss=validation_loss(target, logits, val_targets),
-                          val_acc=target.hits(logits, val_targets).item() / len(val_idx))
-            record[f"val_{comp.metric}"] = value = score(comp.metric, target, val_targets.numpy(), probs)
-            value = -math.inf if math.isnan(value) else value if higher_is_better else -value
-        progress.epoch = epoch + 1
+            views = validation_views(member, last_epoch=epoch + 1 == member.epochs)
+            probs, measured = _validate(scored, data, val_idx, val_targets, runtime, views, comp.metric, record)
+            if selects_best(member):
+                value = -math.inf if math.isnan(measured) else measured if higher_is_better else -measured
         if distributed.is_main():
-            _log(record, log_path, label)
-        if value > progress.best_value or not progress.best_state:  # an undefined (NaN) metric keeps one
-            progress.best_value, progress.best_epoch, progress.stale = value, epoch + 1, 0
-            progress.best_state = {k: v.detach().cpu().clone() for k, v in scored.state_dict().items()}
-            progress.best_val_probs = probs
-        else:
-            progress.stale += 1
-        if resume_path is not None and distributed.is_main():
-            _save_resume(resume_path, progress, model, ema, optimizer, scheduler, generator)
-    return FitResult(progress.best_state, progress.best_val_probs, progress.best_epoch,
-                     None if not len(val_idx) else progress.best_value if higher_is_better
-                     else -progress.best_value, time.perf_counter() - started)
+            _log(record, log.log_path, label)
+        progress.count(value, scored, probs)
+        if log.resume_path is not None and distributed.is_main():
+            _save_resume(log.resume_path, progress, training)
+    kept = progress.best_val_probs
+    return FitResult(progress.best_state, kept, progress.best_epoch,
+                     None if kept is None else score(comp.metric, target, val_targets.numpy(), kept),
+                     selects_best(member) and kept is not None, time.perf_counter() - started)
+
+
+def validation_views(member: Member, last_epoch: bool) -> list[str]:
+    """The TTA views an epoch's weights are scored with: the member's own, which the submission
+    uses, wherever those weights may be kept (every epoch when the best is selected, else the
+    last); the identity view alone otherwise (the epoch log only)."""
+    return member.tta if selects_best(member) or last_epoch else ["identity"]
+
+
+def _validate(model, data: LabelledImages, val_idx: np.ndarray, val_targets: torch.Tensor,
+              runtime: Runtime, views: list[str], metric_name: str, record: dict) -> tuple[np.ndarray, float]:
+    """Score `model` on the validation images: the epoch log's loss, accuracy and metric on the
+    identity view, and, when `views` are more than that, the metric on the outputs averaged over
+    them (inference.tta_probs, as the submission's), logged as val_<metric>_tta. Returns the
+    outputs averaged over `views` and their metric."""
+    target = data.target
+    logits = predict_logits(model, data.images, runtime.device, runtime.precision, positions=val_idx)
+    probs = target.activate(logits).numpy()
+    record.update(val_loss=validation_loss(target, logits, val_targets),
+                  val_acc=target.hits(logits, val_targets).item() / len(val_idx))
+    record[f"val_{metric_name}"] = measured = score(metric_name, target, val_targets.numpy(), probs)
+    if views != ["identity"]:
+        probs = tta_probs(model, data.images, views, runtime.device, runtime.precision, target, val_idx)
+        record[f"val_{metric_name}_tta"] = measured = score(metric_name, target, val_targets.numpy(), probs)
+    return probs, measured
 
 
 def _log(record: dict, log_path: Path | None, label: str) -> None:
