@@ -19,7 +19,7 @@ from compete.layout import unsafe_ids
 from compete.tables import MISSING_LABELS, load_tables
 from compete.submission import build_submission, validate_submission, write_submission
 
-from conftest import make_competition, workspace_at
+from conftest import image_bytes, make_competition, workspace_at
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", 40))  # raise it to hunt for bugs at length
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
@@ -82,6 +82,7 @@ def fresh_folder(root, files: dict) -> DataDir:
     return DataDir(folder)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(train=ROWS, test=st.one_of(st.lists(GOOD_ID, min_size=1, max_size=6, unique_by=str.strip),
                                 st.lists(CELL, max_size=6)), encoding=ENCODING,
@@ -120,9 +121,7 @@ def good_png(kind: str, side: int, seed: int) -> bytes:
     else:
         base = Image.fromarray(rng.integers(0, 255, (side, side, 4), dtype=np.uint8), "RGBA")
         image = base.convert(kind)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image_bytes(image)
 
 
 IMAGE = st.builds(good_png, st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16"]),

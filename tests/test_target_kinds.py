@@ -11,7 +11,7 @@ from sklearn import metrics as sk
 
 from compete.cli import main
 
-from conftest import png_bytes
+from conftest import image_bytes, only_run, run_summary
 
 QUADRANTS = 4
 TINY_MEMBER = {"model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
@@ -40,7 +40,7 @@ def write_competition(root, name: str, labels: list[str], quadrants: list, sampl
     ids = [f"img{i:03d}" for i in range(len(quadrants))]
     for i, (image_id, lit) in enumerate(zip(ids, quadrants)):
         folder = "train" if i < len(labels) else "test"
-        (data / folder / f"{image_id}.png").write_bytes(png_bytes(quadrant_image(lit, rng)))
+        (data / folder / f"{image_id}.png").write_bytes(image_bytes(quadrant_image(lit, rng)))
     pd.DataFrame({"id": ids[:len(labels)], "label": labels}).to_csv(data / "train.csv", index=False)
     test_ids = ids[len(labels):]
     pd.DataFrame({"id": test_ids}).to_csv(data / "test.csv", index=False)
@@ -71,18 +71,18 @@ def leaderboard_read(workspace, name: str) -> pd.DataFrame:
 
 
 def summary_of(workspace, name: str) -> dict:
-    run_dir = next((workspace / "submissions" / name / "runs").iterdir())
-    return json.loads((run_dir / "summary.json").read_text())
+    return run_summary(only_run(workspace, name))
 
 
 def report_metrics(workspace, name: str) -> list[str]:
     """The metrics the run's HTML report lists, after writing it."""
     assert main(["report", name]) == 0
-    run_dir = next((workspace / "submissions" / name / "runs").iterdir())
+    run_dir = only_run(workspace, name)
     page = (run_dir / "report.html").read_text()
     return [m for m in json.loads((run_dir / "analysis.json").read_text())["metrics"] if f">{m}<" in page]
 
 
+@pytest.mark.slow
 def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
     """"Aerial Cactus"-like: id,has_cactus, P(has_cactus = 1), scored by ROC-AUC."""
     rng = np.random.default_rng(1)
@@ -99,6 +99,7 @@ def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
     assert summary_of(workspace, "cactus")["metric"] == "roc_auc"
 
 
+@pytest.mark.slow
 def test_multi_label_with_space_separated_tags_is_scored_by_sample_f2(workspace):
     """"Planet"-like: id,tags with space-separated tags, sample-averaged F2 of the tag sets."""
     rng = np.random.default_rng(2)
@@ -121,6 +122,7 @@ def test_multi_label_with_space_separated_tags_is_scored_by_sample_f2(workspace)
     assert report_metrics(workspace, "planet")[0] == "f2_samples"
 
 
+@pytest.mark.slow
 def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspace):
     """"APTOS"-like: id,diagnosis with grades 0-4, quadratic weighted kappa; the grade here is
     the number of bright quadrants."""
@@ -140,6 +142,7 @@ def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspac
     assert report_metrics(workspace, "aptos") == ["quadratic_weighted_kappa", "rmse", "mae"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [[], ["--set", "class_weights=balanced", "--set", "sampler=balanced"]],
                          ids=["plain", "weighted-and-balanced"])
 def test_strongly_imbalanced_single_label_is_scored_by_macro_f1(workspace, options):
