@@ -8,7 +8,7 @@ import pytest
 
 from compete.cli import main
 from compete.config import load_competition
-from compete.history import input_hash
+from compete.history import git_commit, input_hash
 
 from conftest import REPO, run_summary, TINY_PRESET, make_competition, workspace_at
 
@@ -70,7 +70,18 @@ def test_config_records_commit_and_input_hash(two_runs):
     for run_dir in runs.iterdir():
         origin = json.loads((run_dir / "config.json").read_text())["provenance"]
         assert origin["input_hash"] == input_hash(load_competition(tiny.name), tiny.data_dir)
-        assert origin["git_commit"] == HEAD  # this checkout is a git repository
+        assert origin["git_commit"] == HEAD and isinstance(origin["git_dirty"], bool)
+
+
+def test_the_commit_is_this_checkouts_head():
+    assert re.fullmatch(r"[0-9a-f]{40}", HEAD), "the tests run in a git checkout"
+    origin = git_commit()
+    assert origin["git_commit"] == HEAD and isinstance(origin["git_dirty"], bool)
+
+
+def test_without_git_the_commit_is_unknown(monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no git executable to run
+    assert git_commit() == {"git_commit": None, "git_dirty": None}
 
 
 def test_input_hash_changes_with_the_input_files(workspace):
