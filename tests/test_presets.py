@@ -21,6 +21,7 @@ def assert_starts_from(model, path: str) -> None:
         assert torch.equal(own[key], state[key].to(own[key].dtype)), f"{key} is not the file's"
 
 
+@pytest.mark.slow  # builds every shipped network at full size (about 5 s on 2 CPU cores)
 @pytest.mark.parametrize("name,preset", SHIPPED)
 def test_shipped_preset_builds_every_member(name, preset):
     comp = load_competition(name)
