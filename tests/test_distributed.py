@@ -22,7 +22,8 @@ def train(workspace: Path, *extra: str) -> tuple[int, str]:
     return process.returncode, output
 
 
-def summary_of(output: str) -> dict:
+def summary_printed(output: str) -> dict:
+    """The summary of the run that `train` printed it saved."""
     saved = [line for line in output.splitlines() if line.startswith("Run saved in ")]
     return run_summary(Path(saved[-1][len("Run saved in "):]))
 
@@ -32,7 +33,7 @@ def test_two_gloo_processes_match_one_process(workspace):
     (single_status, single_output), (parallel_status, parallel_output) = \
         train(workspace), train(workspace, "--gpus", "2")
     assert single_status == 0 and parallel_status == 0, single_output[-2000:] + parallel_output[-2000:]
-    single, parallel = summary_of(single_output), summary_of(parallel_output)
+    single, parallel = summary_printed(single_output), summary_printed(parallel_output)
     assert parallel["validated"] == single["validated"]
     assert abs(parallel["ensemble_score"] - single["ensemble_score"]) <= TOLERANCE
     assert parallel["ensemble_score"] > 0.8  # it learned, rather than both failing alike

@@ -70,10 +70,6 @@ def leaderboard_read(workspace, name: str) -> pd.DataFrame:
     return submission
 
 
-def summary_of(workspace, name: str) -> dict:
-    return run_summary(only_run(workspace, name))
-
-
 def report_metrics(workspace, name: str) -> list[str]:
     """The metrics the run's HTML report lists, after writing it."""
     assert main(["report", name]) == 0
@@ -96,7 +92,7 @@ def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
     probs = submission["label"].astype(float).to_numpy()  # a hard 0/1 column would not do
     assert ((probs >= 0) & (probs <= 1)).all() and len(np.unique(probs)) > 2
     assert sk.roc_auc_score(truth[96:], probs) > 0.9
-    assert summary_of(workspace, "cactus")["metric"] == "roc_auc"
+    assert run_summary(only_run(workspace, "cactus"))["metric"] == "roc_auc"
 
 
 @pytest.mark.slow
@@ -117,7 +113,7 @@ def test_multi_label_with_space_separated_tags_is_scored_by_sample_f2(workspace)
     truth = np.array([[q in lit for q in range(4)] for lit in sets[120:]], dtype=int)
     every_tag = sk.fbeta_score(truth, np.ones_like(truth), beta=2, average="samples")  # about 0.75
     assert sk.fbeta_score(truth, guess, beta=2, average="samples") > every_tag + 0.15
-    thresholds = summary_of(workspace, "planet")["decisions"]["thresholds"]
+    thresholds = run_summary(only_run(workspace, "planet"))["decisions"]["thresholds"]
     assert len(thresholds) == 4 and all(0 < t < 1 for t in thresholds)  # fitted out of fold
     assert report_metrics(workspace, "planet")[0] == "f2_samples"
 
@@ -137,7 +133,7 @@ def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspac
     assert submission["label"].str.fullmatch(r"[0-4]").all(), "grades must be whole numbers 0-4"
     guess = submission["label"].astype(int).to_numpy()
     assert sk.cohen_kappa_score(grades[120:], guess, weights="quadratic") > 0.6
-    cuts = summary_of(workspace, "aptos")["decisions"]["cuts"]
+    cuts = run_summary(only_run(workspace, "aptos"))["decisions"]["cuts"]
     assert len(cuts) == 4 and cuts == sorted(cuts)
     assert report_metrics(workspace, "aptos") == ["quadratic_weighted_kappa", "rmse", "mae"]
 
