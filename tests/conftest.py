@@ -1,6 +1,7 @@
 """Tiny competitions written by the tests themselves, in a temporary workspace."""
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -27,6 +28,8 @@ TINY_PRESET = {"val_fraction": 0.25, "members": [{
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
+                                          reason="albumentations (requirements.txt) is not installed")
 
 
 def compete_env(workspace: Path) -> dict:
@@ -43,6 +46,31 @@ def cli_process(workspace: Path, *args: str) -> subprocess.Popen:
 def run_summary(run_dir: Path) -> dict:
     """A finished run's summary.json."""
     return json.loads((run_dir / "summary.json").read_text())
+
+
+def only_run(root: Path, name: str) -> Path:
+    """The run folder of competition `name` in a workspace where it was trained once."""
+    return next((root / "submissions" / name / "runs").iterdir())
+
+
+def decode_calls(monkeypatch) -> list:
+    """A list that grows by one each time data.py decodes a split's images (not read from cache)."""
+    from compete import data
+    calls = []
+    original = data._decode_all
+    monkeypatch.setattr(data, "_decode_all", lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    """A seeded CPU random generator, as the augmentations take."""
+    return torch.Generator().manual_seed(seed)
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
 
 
 def member_weights(run_dir: Path) -> dict:
@@ -87,9 +115,13 @@ def pattern(label_index: int, channels: int, size: int, rng) -> np.ndarray:
     return image
 
 
-def png_bytes(array: np.ndarray) -> bytes:
+def image_bytes(image: np.ndarray | Image.Image, fmt: str = "PNG", **options) -> bytes:
+    """The file bytes of `image` (a PIL image, or a (height, width, channels) uint8 array) in
+    format `fmt`, with PIL's save `options` (quality=, exif=)."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
     buffer = io.BytesIO()
-    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
+    image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
 
 
@@ -107,9 +139,9 @@ def make_competition(root: Path, name: str = "tiny", n_train: int = 48, n_test: 
     files = {"train.csv": train.to_csv(index=False).encode(),
              "test.csv": pd.DataFrame({"id": test_ids}).to_csv(index=False).encode()}
     for image_id, label in zip(train["id"], labels):
-        files[f"train/{image_id}.png"] = png_bytes(pattern(classes.index(label), channels, size, rng))
+        files[f"train/{image_id}.png"] = image_bytes(pattern(classes.index(label), channels, size, rng))
     for image_id in test_ids:
-        files[f"test/{image_id}.png"] = png_bytes(pattern(int(rng.integers(len(classes))), channels, size, rng))
+        files[f"test/{image_id}.png"] = image_bytes(pattern(int(rng.integers(len(classes))), channels, size, rng))
     if zipped:
         for split in ("train", "test"):
             with zipfile.ZipFile(data_dir / f"{split}.zip", "w") as archive:
@@ -197,5 +229,5 @@ def with_pictures(tiny: Tiny, seed: int = 0) -> dict[str, np.ndarray]:
     for split, ids in (("train", tiny.train["id"]), ("test", tiny.test_ids)):
         for image_id in ids:
             pixels[f"{split}/{image_id}.png"] = picture(rng, spec["channels"], spec["image_size"])
-            put_file(tiny, f"{split}/{image_id}.png", png_bytes(pixels[f"{split}/{image_id}.png"]))
+            put_file(tiny, f"{split}/{image_id}.png", image_bytes(pixels[f"{split}/{image_id}.png"]))
     return pixels

@@ -5,9 +5,7 @@ import torch.nn.functional as F
 
 from compete.augment import cutout, mix_batch, random_crop
 
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from conftest import gen
 
 
 def test_each_crop_is_a_window_of_the_padded_image():

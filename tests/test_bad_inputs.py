@@ -1,6 +1,6 @@
-"""Bad inputs (issues 2 and 6): each works, or stops before training with one `error:` line that
-names the file, the row or id, and the fix, leaving no run, cache or submission half-written."""
-import io
+"""Bad inputs (broken tables, images and settings): each works, or stops before training with
+one `error:` line that names the file, the row or id, and the fix, leaving no run, cache or
+submission half-written."""
 import json
 import struct
 import zlib
@@ -15,7 +15,7 @@ from compete.config import load_competition
 from compete.data import load_train
 from compete.files import DataDir
 
-from conftest import assert_nothing_half_written, make_competition, put_file, read_file
+from conftest import assert_nothing_half_written, image_bytes, make_competition, put_file, read_file
 
 
 def train_csv(tiny) -> str:
@@ -27,9 +27,7 @@ def replace_row(tiny, old: str, new: str):
 
 
 def jpeg() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8), (90, 90, 90)).save(buffer, format="JPEG")
-    return buffer.getvalue()
+    return image_bytes(Image.new("RGB", (8, 8), (90, 90, 90)), "JPEG")
 
 
 def huge_png_header() -> bytes:
@@ -217,9 +215,7 @@ def test_ids_with_leading_zeros_stay_strings(workspace):
 def test_odd_images_still_load(workspace):
     tiny = make_competition(workspace, channels=3)
     put_file(tiny, "train/1.png", jpeg())  # a JPEG named .png: the content decides
-    buffer = io.BytesIO()
-    Image.new("RGBA", (20, 11), (9, 9, 9, 0)).save(buffer, format="PNG")
-    put_file(tiny, "train/2.png", buffer.getvalue())  # other size and mode, transparent
+    put_file(tiny, "train/2.png", image_bytes(Image.new("RGBA", (20, 11), (9, 9, 9, 0))))  # other size and mode, transparent
     dataset = load(tiny)
     assert dataset.train_images.shape == (48, 8, 8, 3)
     assert (dataset.train_images[1] == 255).all() and abs(int(dataset.train_images[0].mean()) - 90) <= 2

@@ -1,7 +1,5 @@
 """Batch sources: the resident and streamed paths give the same batches, per-image transforms
 run on the loader threads reproducibly, and streaming keeps resident memory flat."""
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -12,8 +10,7 @@ from compete.augment import PhotoTransform
 from compete.config import Member, RunConfig
 from compete.imagestore import ImageFile
 
-needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
-                                          reason="albumentations (requirements.txt) is not installed")
+from conftest import needs_albumentations, resident_bytes
 
 
 CPU = torch.device("cpu")
@@ -75,11 +72,6 @@ def test_open_images_keeps_what_fits_the_budget_and_streams_the_rest(tmp_path):
         open_images(array, run(0), CPU)
 
 
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
-
-
 def peak_growth_while_streaming(path, count: int) -> int:
     """Highest resident-memory growth of this process over one streamed pass of a store of
     `count` 192 KiB images, read in shuffled batches of 16 by two loader threads."""
@@ -103,7 +95,6 @@ def test_streaming_a_four_times_larger_store_needs_no_more_resident_memory(tmp_p
     large = peak_growth_while_streaming(tmp_path / "large.npy", 1024)  # 192 MiB of images
     assert large < 64 * 2 ** 20                # a few batches in flight, not the 192 MiB read
     assert large < small + 32 * 2 ** 20        # flat: does not grow with the store
-
 
 
 @needs_albumentations

@@ -1,5 +1,4 @@
 """bench/blend_runs.py: members of separate runs scored on their shared hold-out split."""
-import json
 import subprocess
 import sys
 
@@ -7,7 +6,7 @@ import pytest
 
 from compete.cli import main
 
-from conftest import REPO, compete_env, make_competition
+from conftest import REPO, compete_env, make_competition, run_summary
 
 pytestmark = pytest.mark.slow  # trains for real
 
@@ -26,8 +25,8 @@ def test_blend_rebuilds_each_runs_split_and_refuses_runs_split_otherwise(workspa
     for seed in ("0", "0", "1"):
         assert main(["train", "tiny", "--device", "cpu", "--seed", seed]) == 0
     first, second, other_seed = sorted((workspace / "submissions" / "tiny" / "runs").iterdir())
-    scores = [m["score"] for m in json.loads((first / "summary.json").read_text())["members"]]
-    scores.append(json.loads((second / "summary.json").read_text())["members"][1]["score"])
+    scores = [m["score"] for m in run_summary(first)["members"]]
+    scores.append(run_summary(second)["members"][1]["score"])
 
     result = blend_runs(workspace, first.name, f"{first.name}:1", f"{second.name}:1")
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ from compete.budget import MARGIN, MemberCost, fold_seconds, plan_run, run_secon
 from compete.cli import main
 from compete.config import Member, PipelineError
 
-from conftest import REPO, TINY_PRESET, compete_env, make_competition
+from conftest import REPO, TINY_PRESET, compete_env, make_competition, only_run, run_summary
 
 ELAPSED, END = 12.0, 5.0  # seconds gone before planning, and after the last fold
 
@@ -124,6 +124,7 @@ def test_a_limit_too_short_for_one_epoch_is_refused_with_what_would_do():
         plan_run(20, ELAPSED, [member], [cost], [(54000, 6000)], end_s=END)
 
 
+@pytest.mark.slow
 def test_process_seconds_counts_from_the_process_start_not_the_import():
     code = "import time; time.sleep(0.6); from compete.budget import process_seconds; print(process_seconds())"
     out = subprocess.run([sys.executable, "-c", code], env=compete_env(REPO), capture_output=True, text=True)
@@ -134,10 +135,7 @@ def log_epochs(run_dir) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
 
 
-def only_run(workspace, name):
-    return next((workspace / "submissions" / name / "runs").iterdir())
-
-
+@pytest.mark.slow
 def test_train_measures_plans_and_trains_the_planned_epochs(workspace, monkeypatch, capsys):
     """Real measurements; a clock on which nothing has gone yet and the end costs nothing, so
     the run trains for about 6 s whatever the machine's load."""
@@ -165,6 +163,7 @@ def fake_costs(monkeypatch):
     monkeypatch.setattr(budget, "measure_member", lambda *args: MemberCost(step_s=4.0, image_s=0.01))
 
 
+@pytest.mark.slow
 def test_folds_that_do_not_fit_are_not_trained_even_when_resumed(workspace, fake_costs):
     tiny = make_competition(workspace, n_train=36)  # 3 folds: 24 training images (3 steps), 12 validated
     # one epoch of a fold: 3 steps x 4 s + 12 x 0.01 s = 12.1 s; 45 s less 10 gone, 6 at the end and
@@ -172,7 +171,7 @@ def test_folds_that_do_not_fit_are_not_trained_even_when_resumed(workspace, fake
     assert main(["train", tiny.name, "--device", "cpu", "--folds", "3", "--time-limit", "45"]) == 0
     run_dir = only_run(workspace, tiny.name)
     assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.pt", "m0_f1.pt"]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_summary(run_dir)
     assert summary["folds"] == 2 and summary["validated"] == 24
     (run_dir / "summary.json").unlink()  # as if killed during the second fold
     (run_dir / "members" / "m0_f1.pt").unlink()
@@ -181,6 +180,7 @@ def test_folds_that_do_not_fit_are_not_trained_even_when_resumed(workspace, fake
     assert main(["predict", tiny.name, "--device", "cpu"]) == 0
 
 
+@pytest.mark.slow
 def test_a_preset_limit_applies_unless_epochs_are_given(workspace, fake_costs, capsys):
     tiny = make_competition(workspace, presets={"default": {**TINY_PRESET, "time_limit": 100}})
     assert main(["train", tiny.name, "--device", "cpu", "--epochs", "2"]) == 0
@@ -191,6 +191,7 @@ def test_a_preset_limit_applies_unless_epochs_are_given(workspace, fake_costs, c
     assert "--epochs and --time-limit" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_runs_lists_the_limit_beside_the_time_taken(workspace, fake_costs, capsys):
     tiny = make_competition(workspace)
     assert main(["train", tiny.name, "--device", "cpu", "--time-limit", "95"]) == 0

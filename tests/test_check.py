@@ -9,7 +9,7 @@ from compete.check import check_competition
 from compete.cli import main
 from compete.config import load_competition
 
-from conftest import make_competition, put_file, read_file
+from conftest import decode_calls, make_competition, put_file, read_file
 
 
 def test_a_clean_competition_has_no_problems(tiny, capsys):
@@ -60,9 +60,7 @@ def test_check_reads_another_data_folder_and_writes_nothing_into_it(workspace, t
 
 
 def test_check_decodes_once_so_training_reuses_its_cache(tiny, monkeypatch):
-    calls = []
-    original = data_module._decode_all
-    monkeypatch.setattr(data_module, "_decode_all", lambda *args: calls.append(1) or original(*args))
+    calls = decode_calls(monkeypatch)
     comp = load_competition(tiny.name)
     assert not check_competition(comp, tiny.data_dir).found
     assert len(calls) == 2  # train and test

@@ -1,5 +1,4 @@
 """Loading tiny competitions: folders and zips, labels, every PNG flavour, splits, the cache."""
-import io
 import os
 
 import numpy as np
@@ -7,20 +6,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from compete import data as data_module
 from compete.config import load_competition
 from compete.data import decode_image, holdout_split, kfold_splits, load_images, load_train
 from compete.files import DataDir
 from compete.tables import load_tables
 from compete.submission import build_submission, write_submission
 
-from conftest import make_competition, png_bytes, put_file
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from conftest import decode_calls, image_bytes, make_competition, put_file
 
 
 @pytest.mark.parametrize("channels,classes", [(1, ("0", "1", "2")), (3, ("cat", "dog", "frog", "ship"))])
@@ -74,22 +66,20 @@ FLAVOURS = {
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_png_flavour_decodes_to_the_declared_channels(flavour, channels):
     image, gray, colour = FLAVOURS[flavour]
-    array = decode_image(png(image), channels, 8)
+    array = decode_image(image_bytes(image), channels, 8)
     assert array.shape == (8, 8, channels) and array.dtype == np.uint8
     assert tuple(array[0, 0]) == (gray if channels == 1 else colour)
 
 
 def test_half_transparent_pixels_blend_with_white_not_with_the_hidden_colour():
-    array = decode_image(png(Image.new("RGBA", (8, 8), (0, 0, 200, 128))), 3, 8)
+    array = decode_image(image_bytes(Image.new("RGBA", (8, 8), (0, 0, 200, 128))), 3, 8)
     assert np.abs(array[0, 0].astype(int) - [127, 127, 227]).max() <= 1  # 50% blue over white
 
 
 def jpeg_with_orientation(image: Image.Image, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=95, exif=exif)
-    return buffer.getvalue()
+    return image_bytes(image, "JPEG", quality=95, exif=exif)
 
 
 @pytest.mark.parametrize("orientation,turned", [(1, "as stored"), (3, "upside down"), (6, "rotated"),
@@ -107,7 +97,7 @@ def test_exif_orientation_turns_photos_upright(orientation, turned):
 
 
 def test_other_sizes_are_resized_to_the_declared_size():
-    assert decode_image(png(Image.new("L", (13, 5), 9)), 1, 8).shape == (8, 8, 1)
+    assert decode_image(image_bytes(Image.new("L", (13, 5), 9)), 1, 8).shape == (8, 8, 1)
 
 
 def test_labels_and_leading_zero_ids_round_trip_to_the_submission(workspace):
@@ -160,13 +150,6 @@ def test_kfold_trains_small_classes_in_every_fold():
         assert {9, 10} <= set(train_idx) and not {9, 10} & set(val_idx)
 
 
-def decode_calls(monkeypatch) -> list:
-    calls = []
-    original = data_module._decode_all
-    monkeypatch.setattr(data_module, "_decode_all", lambda *args: calls.append(1) or original(*args))
-    return calls
-
-
 @pytest.mark.parametrize("zipped", [False, True])
 def test_cache_is_reused_and_invalidated_when_an_image_changes(workspace, monkeypatch, zipped):
     tiny = make_competition(workspace, zipped=zipped)
@@ -176,7 +159,7 @@ def test_cache_is_reused_and_invalidated_when_an_image_changes(workspace, monkey
     again = load_images(comp, DataDir(tiny.data_dir), "train", tiny.train["id"].tolist(), "train")
     assert len(calls) == 1 and np.array_equal(first.images, again.images)
 
-    put_file(tiny, "train/1.png", png_bytes(np.full((8, 8, 1), 123, dtype=np.uint8)))
+    put_file(tiny, "train/1.png", image_bytes(np.full((8, 8, 1), 123, dtype=np.uint8)))
     changed = tiny.data_dir / ("train.zip" if zipped else "train/1.png")
     os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
     fresh = load_images(comp, DataDir(tiny.data_dir), "train", tiny.train["id"].tolist(), "train")

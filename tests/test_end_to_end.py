@@ -1,13 +1,11 @@
 """train -> predict as a user runs it, on tiny competitions the tests write."""
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from compete.cli import main
 
-from conftest import make_competition
+from conftest import make_competition, only_run, run_summary
 
 pytestmark = pytest.mark.slow  # trains for real
 
@@ -33,8 +31,8 @@ def test_kfold_ensemble_validates_every_image_out_of_fold(workspace):
     preset = {"members": [member, {**member, "model_args": {"widths": [4, 8], "convs": 1}}]}
     tiny = make_competition(workspace, n_train=36, preset=preset)
     assert main(["train", tiny.name, "--device", "cpu", "--folds", "3"]) == 0
-    run_dir = next((workspace / "submissions" / tiny.name / "runs").iterdir())
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir = only_run(workspace, tiny.name)
+    summary = run_summary(run_dir)
     assert summary["folds"] == 3 and summary["validated"] == 36
     assert len(summary["weights"]) == 2 and abs(sum(summary["weights"]) - 1) < 1e-6
     assert sorted(p.name for p in (run_dir / "members").iterdir()) == \

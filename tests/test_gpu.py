@@ -1,7 +1,6 @@
 """The CUDA path, end to end: reproducibility, the NCCL launch, torch.compile, and GPU inference
 against CPU inference. Skipped without a CUDA GPU; `bench/gpu.sh` runs it on the device machine
 (`pytest -s` prints the measured differences)."""
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from compete.config import load_competition, resolve_run
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import compete_env, make_competition, member_weights, needs_cuda
+from conftest import compete_env, make_competition, member_weights, needs_cuda, run_summary
 
 pytestmark = [pytest.mark.slow, needs_cuda]  # trains for real, on a GPU
 
@@ -40,7 +39,7 @@ def train_and_predict(tiny, **settings):
     run = resolve_run(comp, "default", {"seed": 3, "device": "cuda", **settings})
     run_dir = train_competition(comp, run, tiny.data_dir)
     submission = pd.read_csv(predict_competition(comp, tiny.data_dir, run_dir.name, "cuda"), dtype=str)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = run_summary(run_dir)
     return run_dir, submission, summary, member_weights(run_dir)
 
 
@@ -95,5 +94,5 @@ def test_the_nccl_path_runs_under_torchrun(gpu_tiny, workspace):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = list((workspace / "submissions" / gpu_tiny.name / "runs").iterdir())
     assert len(runs) == 1
-    assert json.loads((runs[0] / "summary.json").read_text())["ensemble_score"] > 0.8
+    assert run_summary(runs[0])["ensemble_score"] > 0.8
     assert Path(runs[0] / "members").is_dir()

@@ -11,6 +11,8 @@ from PIL import Image
 from compete import imagestore
 from compete.imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size
 
+from conftest import image_bytes, resident_bytes
+
 
 def stripes(width: int, height: int) -> Image.Image:
     """Red left third, green middle third, blue right third."""
@@ -51,9 +53,7 @@ def jpeg(width: int, height: int, seed: int = 0) -> bytes:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
     image = Image.fromarray(small).resize((width, height), Image.BILINEAR)  # smooth, photo-like
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    return image_bytes(image, "JPEG", quality=90)
 
 
 def test_jpeg_draft_decodes_smaller_but_never_below_the_target():
@@ -66,9 +66,7 @@ def test_jpeg_draft_decodes_smaller_but_never_below_the_target():
 
 
 def test_draft_leaves_png_alone():
-    buffer = io.BytesIO()
-    Image.new("RGB", (640, 480)).save(buffer, format="PNG")
-    image = Image.open(io.BytesIO(buffer.getvalue()))
+    image = Image.open(io.BytesIO(image_bytes(Image.new("RGB", (640, 480)))))
     draft(image, "RGB", 224)
     assert image.size == (640, 480)
 
@@ -80,7 +78,7 @@ def decode_value(scale: int, item):
     return np.full((8, 8, 3), item * scale % 256, np.uint8), f"value {item % 2}"
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])  # 2: a process pool
 def test_decode_into_writes_every_row_and_lists_the_failures(tmp_path, monkeypatch, workers):
     monkeypatch.setattr(imagestore, "POOL_MIN_IMAGES", 0)  # use the pool even for a small set
     monkeypatch.setattr(imagestore, "CHUNK_IMAGES", 7)     # several chunks, the last one ragged
@@ -122,11 +120,6 @@ def test_channel_stats_match_numpy_and_a_sample_stays_close(monkeypatch):
     monkeypatch.setattr(imagestore, "STATS_IMAGES", 60)
     sampled_mean, sampled_std = channel_stats(images)
     assert np.allclose(sampled_mean, exact.mean(0), atol=0.02) and np.allclose(sampled_std, exact.std(0), atol=0.02)
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs Linux /proc")

@@ -20,7 +20,7 @@ from compete.data import load_train
 from compete.files import DataDir
 from compete.layout import unsafe_ids
 
-from conftest import pattern
+from conftest import image_bytes, pattern
 
 MODES = ["RGB", "L", "RGBA", "P"]  # cycled over the images (RGBA and P as PNG, the others JPEG)
 
@@ -33,16 +33,13 @@ def picture(label_index: int, size: tuple[int, int], mode: str, rng) -> Image.Im
 
 def encoded(image: Image.Image, orientation: int = 1) -> tuple[bytes, str]:
     """(bytes, extension): JPEG with an EXIF orientation for RGB and gray, PNG for alpha and palette."""
-    buffer = io.BytesIO()
     if image.mode in ("RGB", "L"):
         exif = Image.Exif()
         exif[0x0112] = orientation
         # stored sideways, as a camera does: the viewer (and the pipeline) turns it back
         stored = image.transpose(Image.ROTATE_90) if orientation == 6 else image
-        stored.save(buffer, format="JPEG", quality=90, exif=exif)
-        return buffer.getvalue(), "jpg"
-    image.save(buffer, format="PNG")
-    return buffer.getvalue(), "png"
+        return image_bytes(stored, "JPEG", quality=90, exif=exif), "jpg"
+    return image_bytes(image), "png"
 
 
 def write(folder: Path, files: dict[str, bytes]) -> None:
@@ -106,11 +103,7 @@ def path_id_download(folder: Path, n_train=24, n_test=8) -> None:
 def nested_zip_download(folder: Path, name: str, n_train=24, n_test=8) -> None:
     """One NAME.zip holding train.zip (train.csv, train/<id>.png), test.zip and the sample."""
     rng = np.random.default_rng(2)
-    png = {}
-    for i in range(1, n_train + n_test + 1):
-        buffer = io.BytesIO()
-        Image.fromarray(pattern(i % 3, 1, 8, rng)[:, :, 0]).save(buffer, format="PNG")
-        png[i] = buffer.getvalue()
+    png = {i: image_bytes(pattern(i % 3, 1, 8, rng)) for i in range(1, n_train + n_test + 1)}
     train_ids, test_ids = range(1, n_train + 1), range(n_train + 1, n_train + n_test + 1)
     train = pd.DataFrame({"id": list(train_ids), "label": [f"c{i % 3}" for i in train_ids]})
     inner = {"train.zip": zipped({"train.csv": train.to_csv(index=False).encode(),
@@ -146,6 +139,7 @@ def download(kind: str, workspace: Path, name: str) -> Path:
     return folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", DOWNLOADS)
 def test_init_then_check_train_predict_without_edits(workspace, capsys, kind):
     data = download(kind, workspace, "comp")

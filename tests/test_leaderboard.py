@@ -18,7 +18,7 @@ import yaml
 
 from compete.cli import main
 
-from conftest import TINY_PRESET, make_competition, workspace_at
+from conftest import TINY_PRESET, make_competition, only_run, run_summary, workspace_at
 
 SLUG = "tiny-challenge"
 ONE_EPOCH = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}
@@ -124,10 +124,6 @@ def workspace_with_run(trained, tmp_path, monkeypatch) -> Path:
     return root
 
 
-def run_dir_of(root: Path) -> Path:
-    return next((root / "submissions" / "tiny" / "runs").iterdir())
-
-
 def folder_state(folder: Path) -> dict:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 
@@ -187,9 +183,10 @@ def test_a_site_without_an_api_gets_instructions_and_no_call(workspace, kaggle, 
     assert kaggle.calls() == []
 
 
+@pytest.mark.slow
 def test_submit_uploads_with_the_runs_message_and_records_the_public_score(workspace_with_run, kaggle, capsys):
-    run_dir = run_dir_of(workspace_with_run)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir = only_run(workspace_with_run, "tiny")
+    summary = run_summary(run_dir)
     kaggle.script(score="0.87500")
     assert main(["submit", "tiny"]) == 0
     submitted, listed = kaggle.calls()
@@ -208,8 +205,9 @@ def test_submit_uploads_with_the_runs_message_and_records_the_public_score(works
     assert row.split()[3:5] == [f"{summary['ensemble_score']:.4f}", "0.8750"]  # local beside public
 
 
+@pytest.mark.slow
 def test_a_pending_score_is_read_back_later(workspace_with_run, kaggle, capsys):
-    run_dir = run_dir_of(workspace_with_run)
+    run_dir = only_run(workspace_with_run, "tiny")
     kaggle.script(status="SubmissionStatus.PENDING", score="")
     assert main(["submit", "tiny", "-m", "first try", "--wait", "0"]) == 0
     assert kaggle.calls()[0][-2:] == ["-m", "first try"]
@@ -225,8 +223,9 @@ def test_a_pending_score_is_read_back_later(workspace_with_run, kaggle, capsys):
     assert upload["status"] == "complete" and upload["public_score"] == 0.9
 
 
+@pytest.mark.slow
 def test_each_upload_of_a_run_is_kept(workspace_with_run, kaggle):
-    run_dir = run_dir_of(workspace_with_run)
+    run_dir = only_run(workspace_with_run, "tiny")
     for score in ("0.8", "0.9"):
         kaggle.script(score=score)
         assert main(["submit", "tiny", "-m", "same words"]) == 0
@@ -240,9 +239,10 @@ def test_each_upload_of_a_run_is_kept(workspace_with_run, kaggle):
     ("daily limit", DAILY_LIMIT, "midnight UTC"),
     ("no network", NO_NETWORK, "Cannot reach kaggle.com"),
 ])
+@pytest.mark.slow
 def test_a_failed_upload_says_what_to_do_and_changes_nothing(workspace_with_run, kaggle, capsys,
                                                               failure, output, fix):
-    run_dir = run_dir_of(workspace_with_run)
+    run_dir = only_run(workspace_with_run, "tiny")
     before = folder_state(run_dir)
     kaggle.script(fail={"submit": output}, stderr=failure != "credentials")  # 2.x prints that one on stdout
     assert main(["submit", "tiny"]) == 2
@@ -260,17 +260,19 @@ def test_download_without_credentials_or_network_says_what_to_do(workspace, kagg
         assert not (workspace / "fresh").exists()
 
 
+@pytest.mark.slow
 def test_without_the_kaggle_tool_the_error_says_how_to_install_it(workspace_with_run, kaggle, tmp_path,
                                                                   monkeypatch, capsys):
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    before = folder_state(run_dir_of(workspace_with_run))
+    before = folder_state(only_run(workspace_with_run, "tiny"))
     assert main(["submit", "tiny"]) == 2
     assert "pip install kaggle" in capsys.readouterr().err
-    assert folder_state(run_dir_of(workspace_with_run)) == before
+    assert folder_state(only_run(workspace_with_run, "tiny")) == before
 
 
+@pytest.mark.slow
 def test_a_submission_that_no_longer_matches_the_sample_is_not_uploaded(workspace_with_run, kaggle, capsys):
     path = workspace_with_run / "submissions" / "tiny" / "submission.csv"
     frame = pd.read_csv(path, dtype=str)
@@ -279,12 +281,14 @@ def test_a_submission_that_no_longer_matches_the_sample_is_not_uploaded(workspac
     assert "rows" in capsys.readouterr().err and kaggle.calls() == []
 
 
+@pytest.mark.slow
 def test_submit_refuses_a_run_that_did_not_make_submission_csv(workspace_with_run, kaggle, capsys):
     assert main(["submit", "tiny", "--run", "20000101-000000-other"]) == 2
     assert "./run.sh predict tiny --run 20000101-000000-other" in capsys.readouterr().err
     assert kaggle.calls() == []
 
 
+@pytest.mark.slow
 def test_scores_with_nothing_waiting_asks_kaggle_nothing(workspace_with_run, kaggle, capsys):
     assert main(["scores", "tiny"]) == 0
     assert "No upload of tiny is waiting" in capsys.readouterr().out and kaggle.calls() == []

@@ -1,7 +1,6 @@
 """Duplicate images: `check` names exact and near-duplicate images within train (labels that
 disagree called out) and across train and test; the perceptual hash finds edited copies and
 never pairs distinct pictures; the bucketed search finds exactly what comparing all pairs finds."""
-import io
 
 import numpy as np
 import pandas as pd
@@ -14,27 +13,21 @@ from compete.config import Competition
 from compete.data import decode_image
 from compete.leakage import exact_hashes, near_pairs, perceptual_hashes
 
-from conftest import make_competition, picture, put_file, with_pictures
+from conftest import image_bytes, make_competition, picture, put_file, with_pictures
 
 MAX_BITS = Competition("defaults").near_duplicate_bits
 
 
-def encoded(array: np.ndarray, fmt: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
 def resized(array: np.ndarray, side: int) -> bytes:
     image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).resize((side, side), Image.BILINEAR)
-    return encoded(np.asarray(image).reshape(side, side, array.shape[2]))
+    return image_bytes(np.asarray(image).reshape(side, side, array.shape[2]))
 
 
 EDITS = {  # file bytes of a copy; the pipeline decodes any of them back to 32 x 32
-    "jpeg": lambda a: encoded(a, "JPEG", quality=90),
+    "jpeg": lambda a: image_bytes(a, "JPEG", quality=90),
     "smaller": lambda a: resized(a, 30),
     "larger": lambda a: resized(a, 34),
-    "brighter": lambda a: encoded(np.clip(a.astype(np.int16) + 20, 0, 255).astype(np.uint8)),
+    "brighter": lambda a: image_bytes(np.clip(a.astype(np.int16) + 20, 0, 255).astype(np.uint8)),
 }
 
 
@@ -52,7 +45,7 @@ def test_an_edited_copy_is_near_its_original_and_distinct_pictures_are_not(edit,
 
 def test_exact_hashes_are_of_the_pixels_not_the_file_bytes():
     image = picture(np.random.default_rng(0))
-    files = [encoded(image, compress_level=0), encoded(image, compress_level=9), encoded(image, "BMP")]
+    files = [image_bytes(image, compress_level=0), image_bytes(image, compress_level=9), image_bytes(image, "BMP")]
     assert len(set(files)) == 3
     assert len(set(exact_hashes(np.stack([decode_image(file, 1, 32) for file in files])))) == 1
 
@@ -98,9 +91,9 @@ def test_check_names_planted_duplicates_within_train_and_across_train_and_test(p
     tiny, pixels = pictured
     labels = dict(zip(tiny.train["id"], tiny.train["label"]))
     assert labels["3"] != labels["7"] and labels["4"] == labels["19"]
-    put_file(tiny, "train/7.png", encoded(pixels["train/3.png"], compress_level=0))  # same pixels, other bytes
+    put_file(tiny, "train/7.png", image_bytes(pixels["train/3.png"], compress_level=0))  # same pixels, other bytes
     put_file(tiny, "train/19.png", EDITS["jpeg"](pixels["train/4.png"]))
-    put_file(tiny, "test/33.png", encoded(pixels["train/10.png"], "BMP"))
+    put_file(tiny, "test/33.png", image_bytes(pixels["train/10.png"], "BMP"))
     put_file(tiny, "test/34.png", EDITS["brighter"](pixels["train/11.png"]))
     put_file(tiny, "test/35.png", EDITS["smaller"](pixels["train/16.png"]))
 

@@ -17,7 +17,7 @@ from compete.runtime import Runtime
 from compete.train import LabelledImages, train_step
 from compete.models import build_model
 
-from conftest import TINY_PRESET, pattern
+from conftest import TINY_PRESET, only_run, pattern
 
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 
@@ -39,7 +39,7 @@ def test_sweep_restores_every_weight_and_buffer_exactly(setup):
     model, member, comp, images, labels = setup
     model.eval()
     before = copy.deepcopy(model.state_dict())
-    sweep = lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, steps=30)
+    sweep = lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, steps=12)
     assert len(sweep.lrs) > 5  # it did train: BatchNorm statistics and weights moved meanwhile
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -110,7 +110,7 @@ def test_lr_find_rejects_a_member_the_preset_lacks(tiny, capsys):
 def test_train_with_lr_auto_trains_at_the_suggestion(tiny, workspace, capsys):
     assert main(["train", tiny.name, "--device", "cpu", "--lr", "auto"]) == 0
     suggested = float(re.search(r"suggested lr ([0-9.e+-]+) ", capsys.readouterr().out)[1])
-    run_dir = next((workspace / "submissions" / tiny.name / "runs").iterdir())
+    run_dir = only_run(workspace, tiny.name)
     lr = json.loads((run_dir / "config.json").read_text())["run"]["members"][0]["lr"]
     assert lr == pytest.approx(suggested, rel=5e-3)
     assert lr != TINY_PRESET["members"][0]["lr"]

@@ -1,7 +1,5 @@
 """Photo augmentation, batched (device) and per image (albumentations, loader side), and the
 multi-crop test-time views."""
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -9,13 +7,7 @@ import torch
 from compete.augment import TTA, PhotoTransform, colour_jitter, crop_and_rotate, photo_transform, train_transform
 from compete.config import Member
 
-needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
-                                          reason="albumentations (requirements.txt) is not installed")
-
-
-
-def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from conftest import gen, needs_albumentations
 
 
 def ramp(n: int = 16, side: int = 32, channels: int = 3) -> torch.Tensor:

@@ -1,8 +1,6 @@
 """Photo competitions: JPEGs of mixed sizes decoded in parallel to the training size by the
 competition's resize policy, trained with photo augmentation, and the streamed path giving what
 the resident one gives."""
-import importlib.util
-import io
 import json
 
 import numpy as np
@@ -21,11 +19,7 @@ from compete.files import DataDir
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import make_competition, member_weights
-
-needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentations") is None,
-                                          reason="albumentations (requirements.txt) is not installed")
-
+from conftest import image_bytes, make_competition, member_weights, needs_albumentations, run_summary
 
 TINTS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 
@@ -34,9 +28,7 @@ def photo(tint, width: int, height: int, rng, mode: str = "RGB") -> bytes:
     """A JPEG of noise around one colour (the class): survives crops, rotation and jitter."""
     noise = rng.integers(-50, 50, (height, width, 3))
     image = Image.fromarray(np.clip(np.array(tint) + noise, 0, 255).astype(np.uint8)).convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
+    return image_bytes(image, "JPEG", quality=85)
 
 
 def make_photos(root, name: str = "photos", n_train: int = 60, n_test: int = 9, preset=None,
@@ -84,7 +76,7 @@ def test_a_photo_competition_trains_and_predicts_on_the_loader_and_on_the_device
         assert submission.columns.tolist() == ["id", "label"]
         assert submission["id"].tolist() == [f"p{i:03d}" for i in range(60, 69)]
         assert set(submission["label"]) <= set(TINTS)
-        scores[where] = json.loads((run_dir / "summary.json").read_text())["ensemble_score"]
+        scores[where] = run_summary(run_dir)["ensemble_score"]
         log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
         assert all(0 <= record["data_wait"] <= 1 for record in log)
     assert scores["loader"] >= 0.8 and scores["device"] >= 0.8  # the colour is learnt either way
@@ -121,9 +113,7 @@ def test_streamed_training_needs_no_more_than_the_cli(workspace):
 
 
 def put_image(folder, name: str, image: Image.Image, fmt: str) -> None:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    (folder / name).write_bytes(buffer.getvalue())
+    (folder / name).write_bytes(image_bytes(image, fmt))
 
 
 @pytest.mark.parametrize("policy", ["squash", "crop", "letterbox"])
@@ -146,6 +136,7 @@ def test_the_resize_policy_decides_the_geometry_of_the_stored_images(workspace, 
         assert (image[:8] == 0).all() and (image[16:] == 0).all() and middle[1, 0] > 200 and middle[22, 2] > 200
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("zipped", [False, True])
 def test_parallel_decoding_matches_decoding_in_this_process(workspace, monkeypatch, zipped):
     data_dir = make_photos(workspace, n_train=40, n_test=0)

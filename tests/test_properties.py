@@ -1,9 +1,11 @@
 """Property-based: generated CSVs, image files and samples never end in an unexplained traceback
 and never in a malformed submission. Each input either works or raises one PipelineError."""
+import contextlib
 import io
 import itertools
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +21,7 @@ from compete.layout import unsafe_ids
 from compete.tables import MISSING_LABELS, load_tables
 from compete.submission import build_submission, validate_submission, write_submission
 
-from conftest import make_competition, workspace_at
+from conftest import image_bytes, make_competition, workspace_at
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", 40))  # raise it to hunt for bugs at length
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None,
@@ -82,6 +84,7 @@ def fresh_folder(root, files: dict) -> DataDir:
     return DataDir(folder)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(train=ROWS, test=st.one_of(st.lists(GOOD_ID, min_size=1, max_size=6, unique_by=str.strip),
                                 st.lists(CELL, max_size=6)), encoding=ENCODING,
@@ -120,9 +123,7 @@ def good_png(kind: str, side: int, seed: int) -> bytes:
     else:
         base = Image.fromarray(rng.integers(0, 255, (side, side, 4), dtype=np.uint8), "RGBA")
         image = base.convert(kind)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image_bytes(image)
 
 
 IMAGE = st.builds(good_png, st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16"]),
@@ -192,6 +193,21 @@ def test_written_submissions_read_back_exactly(tmp_path_factory, ids, classes, p
     assert all(p.name.startswith("submission") for p in out.iterdir())  # no temporary files left
 
 
+# What each edit of a 12-row sample (test ids 49..60) does to `predict`, with and without a
+# test.csv beside it: None = a submission is written; else a fragment of the one error line,
+# which names the file and the offending id.
+SAMPLE_EDITS = {
+    "keep": (None, None), "shuffle": (None, None), "spaces": (None, None),
+    "extra column": (None, None), "class columns": (None, None),
+    "drop": ("1 test id(s) missing from the sample: '49'", None),  # the sample alone may list fewer
+    "duplicate": ("sample_submission.csv: id '49' appears on lines 2, 14",) * 2,
+    "unknown": ("1 sample id(s) not in the test set: '999'", "test/999.png not found"),
+    "zero-pad": ("sample id(s) not in the test set: '049'", "test/049.png not found"),
+    "path": ("sample_submission.csv line(s) 2, 3, 4, 5, 6 and 7 more: id '../49' does not name a file",) * 2,
+}
+EDITS = list(SAMPLE_EDITS)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny competition trained once (one epoch); examples only change its test-side files."""
@@ -202,20 +218,9 @@ def trained(tmp_path_factory):
         yield root, tiny
 
 
-SAMPLE_EDIT = st.sampled_from(["keep", "drop", "duplicate", "unknown", "shuffle", "zero-pad",
-                               "spaces", "extra column", "class columns", "path"])
-
-
-@pytest.mark.slow
-@settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(edits=st.lists(SAMPLE_EDIT, min_size=1, max_size=3), test_csv=st.booleans(), seed=st.integers(0, 99))
-def test_predict_writes_a_valid_submission_or_nothing(trained, edits, test_csv, seed):
-    root, tiny = trained
-    rng = np.random.default_rng(seed)
-    ids = list(tiny.test_ids)
-    sample = pd.DataFrame({"id": ids, "label": "a"})
-    for edit in edits:
-        sample = edit_sample(sample, edit, rng)
+def predict_with(root, tiny, sample: pd.DataFrame, test_csv: bool) -> tuple[int, str, Path]:
+    """`predict` on a copy of the data with `sample` as sample_submission.csv (and test.csv
+    removed unless `test_csv`): the exit status, the error output and the submission's path."""
     data = root / "gen" / str(next(COUNTER))
     shutil.copytree(tiny.data_dir, data)
     sample.to_csv(data / "sample_submission.csv", index=False)
@@ -223,18 +228,67 @@ def test_predict_writes_a_valid_submission_or_nothing(trained, edits, test_csv, 
         os.remove(data / "test.csv")
     target = root / "submissions" / tiny.name / "submission.csv"
     target.unlink(missing_ok=True)
-    status = main(["predict", tiny.name, "--device", "cpu", "--data", str(data)])
-    if status != 0:
-        assert status == 2 and not target.exists()
-        event("refused")
-        return
-    event("written")
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        status = main(["predict", tiny.name, "--device", "cpu", "--data", str(data)])
+    return status, errors.getvalue(), target
+
+
+def assert_written_like(target: Path, sample: pd.DataFrame) -> None:
+    """The submission has the sample's header and its ids in its order, and training classes."""
     written = pd.read_csv(target, dtype=str, keep_default_na=False)
-    expected = DataDir(data).read_csv("sample_submission.csv")  # as the pipeline reads it
-    assert list(written.columns) == list(expected.columns)
-    assert written["id"].tolist() == expected["id"].tolist()
+    assert list(written.columns) == [str(c).strip() for c in sample.columns]
+    assert written["id"].tolist() == [str(i).strip() for i in sample["id"]]
     if "label" in written:
         assert set(written["label"]) <= {"a", "b", "c"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("test_csv", [True, False], ids=["with test.csv", "sample alone"])
+@pytest.mark.parametrize("edit", EDITS)
+def test_each_sample_edit_is_predicted_or_refused_by_name(trained, edit, test_csv):
+    root, tiny = trained
+    sample = edit_sample(pd.DataFrame({"id": tiny.test_ids, "label": "a"}), edit, np.random.default_rng(0))
+    status, errors, target = predict_with(root, tiny, sample, test_csv)
+    refusal = SAMPLE_EDITS[edit][0 if test_csv else 1]
+    if refusal is None:
+        assert status == 0, errors
+        assert_written_like(target, sample)
+    else:
+        assert status == 2 and not target.exists()
+        assert errors.count("error:") == 1 and refusal in errors, errors
+
+
+def offending_ids(sample: pd.DataFrame, test_ids: list, test_csv: bool) -> set:
+    """The ids (as the pipeline strips them) a prediction must refuse to write: paths, duplicates,
+    ids without a test image, and, beside a test.csv, test ids the sample lacks. Empty: valid."""
+    ids = [str(i).strip() for i in sample["id"]]
+    paths = {i for i in ids if "/" in i or ".." in i}
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    missing = set(test_ids) - set(ids) if test_csv else set()
+    return paths | duplicates | (set(ids) - set(test_ids)) | missing
+
+
+@pytest.mark.slow
+@settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.sampled_from(EDITS), min_size=1, max_size=3), test_csv=st.booleans(),
+       seed=st.integers(0, 99))
+def test_edited_samples_are_predicted_or_refused_by_name(trained, edits, test_csv, seed):
+    root, tiny = trained
+    rng = np.random.default_rng(seed)
+    sample = pd.DataFrame({"id": tiny.test_ids, "label": "a"})
+    for edit in edits:
+        sample = edit_sample(sample, edit, rng)
+    status, errors, target = predict_with(root, tiny, sample, test_csv)
+    offending = offending_ids(sample, tiny.test_ids, test_csv)
+    if offending:
+        event("refused")
+        assert status == 2 and not target.exists()
+        assert any(f"'{i}'" in errors for i in offending), errors  # names one of them
+    else:
+        event("written")
+        assert status == 0, errors
+        assert_written_like(target, sample)
 
 
 def edit_sample(sample, edit, rng):

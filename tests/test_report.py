@@ -11,21 +11,19 @@ from compete.cli import main
 from compete.plots import highest_loss
 from compete.report import ANALYSIS, PLOTS, confusion, ensemble_oof
 
-from conftest import make_competition, workspace_at
-
-pytestmark = pytest.mark.slow  # trains for real
+from conftest import make_competition, only_run, workspace_at
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny 4-class run shared by the tests of this module (training is the slow part)."""
+    """One tiny 4-class run shared by the tests of this module (training for real: they are slow)."""
     root = tmp_path_factory.mktemp("workspace")
     with workspace_at(root):
         tiny = make_competition(root, classes=("cat", "dog", "frog", "ship"), n_train=64)
         assert main(["train", tiny.name, "--device", "cpu"]) == 0
-        run_dir = next((root / "submissions" / tiny.name / "runs").iterdir())
+        run_dir = only_run(root, tiny.name)
         yield tiny, run_dir, root
 
 
@@ -33,6 +31,7 @@ def read(run_dir, name):
     return json.loads((run_dir / name).read_text())
 
 
+@pytest.mark.slow
 def test_training_writes_every_plot(trained):
     _, run_dir, _ = trained
     for name in PLOTS:
@@ -41,6 +40,7 @@ def test_training_writes_every_plot(trained):
         assert len(content) > 2000, name  # axes, text and pixels, not an empty canvas
 
 
+@pytest.mark.slow
 def test_confusion_matrix_counts_every_validated_image(trained):
     tiny, run_dir, _ = trained
     summary, analysis = read(run_dir, "summary.json"), read(run_dir, ANALYSIS)
@@ -57,6 +57,7 @@ def test_confusion_rows_are_true_classes():
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
 
 
+@pytest.mark.slow
 def test_per_class_table_counts_the_labelled_images(trained):
     tiny, run_dir, _ = trained
     per_class = read(run_dir, ANALYSIS)["per_class"]
@@ -66,6 +67,7 @@ def test_per_class_table_counts_the_labelled_images(trained):
         assert row["accuracy"] == pytest.approx(matrix[i, i] / matrix[i].sum())
 
 
+@pytest.mark.slow
 def test_out_of_fold_rows_are_the_validation_images(trained):
     _, run_dir, _ = trained
     summary = read(run_dir, "summary.json")
@@ -80,6 +82,7 @@ def test_highest_loss_picks_the_least_probable_true_class():
     assert highest_loss(targets, probs, 2).tolist() == [2, 1]
 
 
+@pytest.mark.slow
 def test_report_embeds_every_plot_and_the_tables(trained, capsys):
     tiny, run_dir, _ = trained
     capsys.readouterr()
@@ -96,6 +99,7 @@ def test_report_embeds_every_plot_and_the_tables(trained, capsys):
     assert "src=\"file:" not in page and "<img src=\"/" not in page  # nothing outside the page
 
 
+@pytest.mark.slow
 def test_report_analyses_a_run_trained_before_the_plots_existed(trained, capsys):
     tiny, run_dir, _ = trained
     analysis = read(run_dir, ANALYSIS)
@@ -106,6 +110,7 @@ def test_report_analyses_a_run_trained_before_the_plots_existed(trained, capsys)
     assert read(run_dir, ANALYSIS)["confusion"] == analysis["confusion"]
 
 
+@pytest.mark.slow
 def test_report_of_an_unknown_run_says_how_to_list_runs(trained, capsys):
     tiny, _, _ = trained
     assert main(["report", tiny.name, "--run", "no-such-run"]) == 2

@@ -8,11 +8,10 @@ import pytest
 
 from compete.cli import main
 from compete.config import load_competition
-from compete.history import input_hash
+from compete.history import git_commit, input_hash
 
 from conftest import REPO, run_summary, TINY_PRESET, make_competition, workspace_at
 
-HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
 SHORT_PRESET = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}
 
 
@@ -25,6 +24,11 @@ def two_runs(tmp_path_factory):
         assert main(["train", tiny.name, "--device", "cpu"]) == 0
         assert main(["train", tiny.name, "--device", "cpu", "--preset", "short"]) == 0
         yield tiny, root / "submissions" / tiny.name / "runs"
+
+
+def head() -> str:
+    """This checkout's commit now (read when asserting: a commit meanwhile moves it)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -70,7 +74,18 @@ def test_config_records_commit_and_input_hash(two_runs):
     for run_dir in runs.iterdir():
         origin = json.loads((run_dir / "config.json").read_text())["provenance"]
         assert origin["input_hash"] == input_hash(load_competition(tiny.name), tiny.data_dir)
-        assert origin["git_commit"] == HEAD  # this checkout is a git repository
+        assert origin["git_commit"] == head() and isinstance(origin["git_dirty"], bool)
+
+
+def test_the_commit_is_this_checkouts_head():
+    assert re.fullmatch(r"[0-9a-f]{40}", head()), "the tests run in a git checkout"
+    origin = git_commit()
+    assert origin["git_commit"] == head() and isinstance(origin["git_dirty"], bool)
+
+
+def test_without_git_the_commit_is_unknown(monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no git executable to run
+    assert git_commit() == {"git_commit": None, "git_dirty": None}
 
 
 def test_input_hash_changes_with_the_input_files(workspace):

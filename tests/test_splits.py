@@ -18,7 +18,7 @@ from compete.data import (always_trained, channel_stats, holdout_split, kfold_sp
 from compete.lrfind import LRSweep, find_lrs
 from compete.pipeline import train_competition, training_dataset
 
-from conftest import TINY_PRESET, make_competition, png_bytes, put_file, read_file, with_pictures
+from conftest import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
 
 
 def random_groups(draw_seed: int, n: int, classes: int, groups: int):
@@ -123,8 +123,8 @@ def test_near_duplicate_groups_keep_copies_on_one_side(workspace):
     pixels = with_pictures(tiny)
     copies = {"2": "9", "5": "6", "30": "31"}  # original -> copy (the same pixels, or brighter)
     brighter = np.clip(pixels["train/5.png"].astype(int) + 15, 0, 255).astype(np.uint8)
-    put_file(tiny, "train/9.png", png_bytes(pixels["train/2.png"]))
-    put_file(tiny, "train/6.png", png_bytes(brighter))
+    put_file(tiny, "train/9.png", image_bytes(pixels["train/2.png"]))
+    put_file(tiny, "train/6.png", image_bytes(brighter))
     put_file(tiny, "train/31.png", read_file(tiny, "train/30.png"))
     comp = load_competition(tiny.name)
     run = resolve_run(comp)
@@ -149,6 +149,7 @@ def test_group_settings_are_one_or_the_other(workspace):
         training_dataset(comp, resolve_run(comp), tiny.data_dir)
 
 
+@pytest.mark.slow
 def test_normalization_statistics_come_from_the_training_part_only(workspace):
     tiny = make_competition(workspace, n_train=48, seed=5)
     comp = load_competition(tiny.name)

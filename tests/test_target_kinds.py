@@ -11,7 +11,7 @@ from sklearn import metrics as sk
 
 from compete.cli import main
 
-from conftest import png_bytes
+from conftest import image_bytes, only_run, run_summary
 
 BANDS = 4
 TINY_MEMBER = {"model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
@@ -39,7 +39,7 @@ def write_download(data, labels: list[str], bands: list, sample_cell: dict, colu
     ids = [f"img{i:03d}" for i in range(len(bands))]
     for i, (image_id, lit) in enumerate(zip(ids, bands)):
         folder = "train" if i < len(labels) else "test"
-        (data / folder / f"{image_id}.png").write_bytes(png_bytes(banded_image(lit, rng)))
+        (data / folder / f"{image_id}.png").write_bytes(image_bytes(banded_image(lit, rng)))
     pd.DataFrame({"id": ids[:len(labels)], column: labels}).to_csv(data / "train.csv", index=False)
     test_ids = ids[len(labels):]
     pd.DataFrame({"id": test_ids}).to_csv(data / "test.csv", index=False)
@@ -76,15 +76,10 @@ def leaderboard_read(workspace, name: str) -> pd.DataFrame:
     return submission
 
 
-def summary_of(workspace, name: str) -> dict:
-    run_dir = next((workspace / "submissions" / name / "runs").iterdir())
-    return json.loads((run_dir / "summary.json").read_text())
-
-
 def report_metrics(workspace, name: str) -> list[str]:
     """The metrics the run's HTML report lists, after writing it."""
     assert main(["report", name]) == 0
-    run_dir = next((workspace / "submissions" / name / "runs").iterdir())
+    run_dir = only_run(workspace, name)
     page = (run_dir / "report.html").read_text()
     return [m for m in json.loads((run_dir / "analysis.json").read_text())["metrics"] if f">{m}<" in page]
 
@@ -154,6 +149,7 @@ def macro_f1_of(cells: pd.Series, truth) -> float:
     return sk.f1_score(truth, cells, average="macro")
 
 
+@pytest.mark.slow
 def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
     """id,label with P(label = 1), scored by ROC-AUC."""
     labels, bands, truth = cactus_task()
@@ -161,20 +157,22 @@ def test_binary_with_one_probability_column_is_scored_by_auc(workspace):
                       {"target": "binary", "metric": "roc_auc"}, n_test=24)
     train_and_predict("cactus")
     assert auc_of(leaderboard_read(workspace, "cactus")["label"], truth) > 0.9
-    assert summary_of(workspace, "cactus")["metric"] == "roc_auc"
+    assert run_summary(only_run(workspace, "cactus"))["metric"] == "roc_auc"
 
 
+@pytest.mark.slow
 def test_multi_label_with_space_separated_tags_is_scored_by_sample_f2(workspace):
     labels, sets, truth = planet_task()
     write_competition(workspace, "planet", labels, sets, {"label": "cloudy haze"},
                       {"target": {"kind": "multi_label", "delimiter": " "}, "metric": "f2_samples"}, n_test=30)
     train_and_predict("planet")
     assert f2_gain_of(leaderboard_read(workspace, "planet")["label"], truth) > 0.15
-    thresholds = summary_of(workspace, "planet")["decisions"]["thresholds"]
+    thresholds = run_summary(only_run(workspace, "planet"))["decisions"]["thresholds"]
     assert len(thresholds) == 4 and all(0 < t < 1 for t in thresholds)  # fitted out of fold
     assert report_metrics(workspace, "planet")[0] == "f2_samples"
 
 
+@pytest.mark.slow
 def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspace):
     labels, bands, truth = aptos_task()
     write_competition(workspace, "aptos", labels, bands, {"label": 0},
@@ -182,11 +180,12 @@ def test_regression_graded_0_to_4_is_scored_by_quadratic_weighted_kappa(workspac
                        "metric": "quadratic_weighted_kappa"}, n_test=30)
     train_and_predict("aptos", "--epochs", "12")
     assert kappa_of(leaderboard_read(workspace, "aptos")["label"], truth) > 0.6
-    cuts = summary_of(workspace, "aptos")["decisions"]["cuts"]
+    cuts = run_summary(only_run(workspace, "aptos"))["decisions"]["cuts"]
     assert len(cuts) == 4 and cuts == sorted(cuts)
     assert report_metrics(workspace, "aptos") == ["quadratic_weighted_kappa", "rmse", "mae"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [[], ["--set", "class_weights=balanced", "--set", "sampler=balanced"]],
                          ids=["plain", "weighted-and-balanced"])
 def test_strongly_imbalanced_single_label_is_scored_by_macro_f1(workspace, options):
@@ -235,7 +234,7 @@ def test_init_infers_each_kind_and_its_submission_scores_without_edits(workspace
     assert main(["check", name]) == 0, capsys.readouterr().out
     train_and_predict(name)
     assert scorer(leaderboard_read(workspace, name), truth) > bar
-    assert summary_of(workspace, name)["metric"] == metric_name
+    assert run_summary(only_run(workspace, name))["metric"] == metric_name
 
 
 def test_hard_labels_for_a_log_loss_metric_are_refused_before_training(workspace, capsys):
