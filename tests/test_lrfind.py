@@ -120,3 +120,4 @@ def test_lr_must_be_a_number_or_auto(tiny, capsys):
     with pytest.raises(SystemExit):
         main(["train", tiny.name, "--lr", "fast"])
     assert "number or 'auto'" in capsys.readouterr().err
+

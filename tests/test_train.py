@@ -1,10 +1,21 @@
-"""The weight average kept during training."""
+"""Training internals: the weight average, schedules run to their end, and a fit that meets a deadline."""
+import copy
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from compete.train import ema_update
+from compete.config import Competition, Member
+from compete.models import build_model
+from compete.runtime import Runtime
+from compete.train import FitLog, Fold, LabelledImages, ema_update, fit
+
+from conftest import TINY_PRESET, pattern
 
 
 def average_of(values: list[float], decay: float) -> tuple[float, AveragedModel]:
@@ -59,3 +70,84 @@ def test_every_short_schedule_runs_to_its_end(schedule):
                 optimizer.step()
                 scheduler.step()
                 assert 0 <= optimizer.param_groups[0]["lr"] <= 0.1 + 1e-9, (warmup, total_steps)
+
+
+def walk(schedule: str, epochs: int, steps: int, replan_after: int, new_steps: int) -> tuple[list[float], list[float]]:
+    """The learning rates of a schedule built for epochs x steps, walked plainly and by a Pace
+    whose epochs after the first `replan_after` take `new_steps` steps."""
+    from compete.config import Member
+    from compete.train import Pace, _scheduler
+
+    def rates(pace):
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+        scheduler = _scheduler(optimizer, Member(schedule=schedule, warmup=0.2), epochs * steps)
+        seen = []
+        for epoch in range(epochs):
+            if pace is not None and epoch == replan_after:
+                pace.steps = new_steps
+                pace.rate = (pace.total - pace.position) / (new_steps * (epochs - epoch))
+            for _ in range(pace.steps if pace is not None else steps):
+                optimizer.step()
+                pace.advance(scheduler) if pace is not None else scheduler.step()
+                seen.append(optimizer.param_groups[0]["lr"])
+        return seen
+    return rates(None), rates(Pace(total=epochs * steps, steps=steps))
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine"])
+@pytest.mark.parametrize("new_steps", [3, 10, 17])  # fewer steps, as many, more
+def test_a_paced_schedule_keeps_its_shape_and_still_ends_at_its_last_step(schedule, new_steps):
+    plain, paced = walk(schedule, epochs=5, steps=10, replan_after=2, new_steps=new_steps)
+    assert paced[:20] == plain[:20]                  # identical until the pace changes
+    assert len(paced) == 20 + 3 * new_steps
+    assert paced[-1] == pytest.approx(plain[-1], rel=1e-6, abs=1e-12)  # annealed to the same end
+    assert max(paced) <= max(plain) + 1e-12
+
+
+def test_replan_fits_the_remaining_epochs_into_the_time_left():
+    from compete.train import Pace
+    pace = Pace(total=100, steps=20, position=40)
+    # 3 epochs left, 0.5 s a step, 2 s of validation an epoch and 4 s more for the last one's views
+    pace.replan(3, step_s=0.5, epoch_s=2.0, last_extra_s=4.0, seconds_left=40.0, full=20)
+    spent = 3 * (pace.steps * 0.5 + 2.0) + 4.0
+    assert spent <= 40.0 < spent + 3 * 0.5          # one more step per epoch would not fit
+    assert pace.rate * pace.steps * 3 == pytest.approx(60)  # the rest of the schedule, exactly
+    pace.replan(3, step_s=0.01, epoch_s=2.0, last_extra_s=4.0, seconds_left=400.0, full=20)
+    assert pace.steps == 20                          # never more than a full pass
+    pace.replan(3, step_s=5.0, epoch_s=2.0, last_extra_s=4.0, seconds_left=1.0, full=20)
+    assert pace.steps == 1                           # late: the least that still anneals
+
+
+def test_deadlines_share_the_time_left_by_the_planned_seconds(monkeypatch):
+    from compete import budget
+    clock = {"process": 10.0}
+    monkeypatch.setattr(budget, "process_seconds", lambda: clock["process"])
+    plan = {"limit_s": 130.0, "end_s": 6.0, "margin_s": 4.0, "fit_s": [[20.0, 20.0], [40.0, 40.0]]}
+    deadlines = budget.Deadlines(plan)
+    now = budget.time.monotonic()
+    assert deadlines.of(0, 0) - now == pytest.approx(110 * 20 / 120, abs=0.5)
+    clock["process"] = 50.0  # the first fit ran 40 s where 20 were planned: the rest are shortened
+    assert deadlines.of(0, 1) - budget.time.monotonic() == pytest.approx(70 * 20 / 100, abs=0.5)
+
+
+def test_a_fit_past_its_deadline_shortens_its_later_epochs_and_still_anneals(tmp_path):
+    """A fit whose deadline has passed by the end of its first epoch (a machine slower than
+    the plan measured): the later epochs take one step each, and the schedule ends where it
+    would have, at the last step of the last epoch."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(64) % 3
+    images = torch.from_numpy(np.stack([pattern(t, 1, 8, rng) for t in labels]).transpose(0, 3, 1, 2).copy())
+    member = replace(Member(**TINY_PRESET["members"][0]), epochs=4, batch_size=8)
+    torch.manual_seed(0)
+    model = build_model(member, 1, 3, 8, [0.3], [0.3])
+    comp, labels = Competition(name="tiny", image_size=8, hflip=False), torch.from_numpy(labels)
+    fold = Fold(0, np.arange(48), np.arange(48, 64), seed=0)
+    logs = {}
+    for paced in (False, True):
+        logs[paced] = tmp_path / f"log{paced}.jsonl"
+        fit(copy.deepcopy(model), member, comp, LabelledImages(images, labels), fold, Runtime(torch.device("cpu"), "fp32"),
+            FitLog(log_path=logs[paced]), deadline=time.monotonic() if paced else None)
+    plain, paced = ([json.loads(line) for line in logs[key].read_text().splitlines()] for key in (False, True))
+    assert [r["steps"] for r in plain] == [6, 6, 6, 6] and [r["steps"] for r in paced] == [6, 1, 1, 1]
+    assert paced[0]["lr"] == plain[0]["lr"]
+    assert paced[-1]["lr"] == pytest.approx(plain[-1]["lr"], rel=1e-6, abs=1e-12)

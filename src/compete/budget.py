@@ -11,6 +11,11 @@ itself), each epoch's training and validation, each fold's TTA scoring and the e
 built for those steps, so it still anneals to its end. Only when one epoch of every member on
 every fold is too long are folds, then members, left out; when one epoch of one member is too
 long, the limit is refused.
+
+A measure of a few steps is off by 10-25% on a shared or throttled machine, and the load can
+change during the run, so the plan is also corrected as it goes: each fit gets a deadline
+(Deadlines), and after every epoch it resizes its remaining epochs to meet it, walking its
+schedule at the matching rate (train.Pace).
 """
 from __future__ import annotations
 
@@ -77,6 +82,28 @@ class Plan:
     estimate_s: float                # expected wall time of the whole command
     epoch_steps: list[int] = field(default_factory=list)         # planned steps per epoch, per member
     preset_epoch_steps: list[int] = field(default_factory=list)  # a full epoch's steps (first fold)
+    fit_s: list[list[float]] = field(default_factory=list)       # per member, each planned fit (a
+                                                                 # refit on all images is the last)
+
+
+class Deadlines:
+    """When each fit of a planned run (a Plan as a dict) should end, as a time.monotonic()
+    value: the time left until the training's planned end, shared among the fits not yet
+    trained in proportion to their planned seconds. A fit that runs long or short moves the
+    deadlines of those after it, and each fit resizes its own epochs to meet its deadline
+    (train.Pace), so the run ends on time on a machine whose speed differs from the measure."""
+
+    def __init__(self, plan: dict):
+        self.end_s = plan["limit_s"] - plan["end_s"] - plan["margin_s"]
+        self.left = {(m, f): seconds for m, fits in enumerate(plan["fit_s"]) for f, seconds in enumerate(fits)}
+
+    def of(self, m: int, f: int) -> float:
+        """The deadline of member m's fit f (f: its index among the plan's folds; the refit is
+        the last), now that it starts."""
+        planned = self.left.pop((m, f), 0.0)
+        remaining = planned + sum(self.left.values())
+        share = planned / remaining if remaining > 0 else 1.0
+        return time.monotonic() + max(0.0, self.end_s - process_seconds()) * share
 
 
 def epoch_seconds(member: Member, cost: MemberCost, n_train: int, n_val: int) -> float:
@@ -157,7 +184,9 @@ def plan_run(limit_s: float, elapsed_s: float, members: list[Member], costs: lis
                         epoch_s=[epoch_seconds(member, cost, *sizes[0]) for member, cost in zip(sized, costs)],
                         estimate_s=elapsed_s + spent + end_s,
                         epoch_steps=[member.epoch_steps for member in sized],
-                        preset_epoch_steps=[epoch_steps(member, sizes[0][0]) for member, _ in pairs])
+                        preset_epoch_steps=[epoch_steps(member, sizes[0][0]) for member, _ in pairs],
+                        fit_s=[[fold_seconds(member, cost, member.epochs, n_train, n_val)
+                                for n_train, n_val in sizes[:folds]] for member, cost in zip(sized, costs)])
     shortest = elapsed_s + fold_seconds(members[0], costs[0], 1, *sizes[0]) + end_s + margin_s
     raise PipelineError(
         f"--time-limit {limit_s:.0f} is too short on this machine: {elapsed_s:.0f} s went to start-up, "

@@ -13,7 +13,7 @@ from . import distributed
 from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
 from .batches import open_images
 from .check import split_notes
-from .budget import apply_plan, describe, plan_time_limit, process_seconds
+from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, Member, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
 from .ensemble import Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
@@ -49,6 +49,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     data, runtime = LabelledImages(images, labels, target), Runtime(device, run.precision)
     plan = _time_plan(comp, run, splits, shape, data, runtime, resume_dir)
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
+    deadlines = Deadlines(plan) if plan and resume_dir is None else None  # a resumed run has no clock to meet
     splits = splits[:plan["folds"]] if plan else splits
     run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
@@ -70,7 +71,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
         oof = np.zeros((len(targets), shape.num_classes), dtype=np.float32)
         for f, (train_idx, val_idx) in enumerate(splits):
             fold = Fold(f, train_idx, val_idx, run.seed + f)
-            val_probs = _train_fold(comp, run, m, fold, len(splits), shapes[f], data, runtime, RunFolder(run_dir))
+            val_probs = _train_fold(comp, run, m, fold, len(splits), shapes[f], data, runtime, RunFolder(run_dir),
+                                    deadlines and deadlines.of(m, f))
             if val_probs is not None:
                 oof[val_idx] = val_probs
         if distributed.is_main():
@@ -83,7 +85,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
                      "seconds": round(time.perf_counter() - member_started, 1)})
     if refit:
         _refit(comp, run, input_shape(comp, dataset, None, run.members), data, runtime, RunFolder(run_dir),
-               len(splits), rows)
+               len(splits), rows, deadlines)
     summary = _summarize(comp, target, oof_all, targets[covered], folds[covered], parts, rows,
                          len(splits), dataset.skipped, started)
     summary["selected_on_validation"] = any(row["selected"] for row in rows)
@@ -174,14 +176,14 @@ def _summarize(comp, target: Target, oof_all, targets, folds, parts, rows, count
 
 
 def _refit(comp, run, shape, data: LabelledImages, runtime: Runtime, folder: RunFolder, folds: int,
-           rows: list[dict]) -> None:
+           rows: list[dict], deadlines: Deadlines | None = None) -> None:
     """train --refit: every member again on every labelled image (normalised by their
     statistics), seeded apart from its folds; its epochs and seconds go into its summary row."""
     everything = np.arange(len(data.labels))
     fold = Fold(None, everything, everything[:0], run.seed + folds)
     for m, row in enumerate(rows):
         started = time.perf_counter()
-        _train_fold(comp, run, m, fold, folds, shape, data, runtime, folder)
+        _train_fold(comp, run, m, fold, folds, shape, data, runtime, folder, deadlines and deadlines.of(m, folds))
         row.update(refit_epochs=_member_on(run, m, fold, folder, folds).epochs,
                    refit_seconds=round(time.perf_counter() - started, 1))
 
@@ -198,9 +200,10 @@ def _member_on(run, m: int, fold: Fold, folder: RunFolder, folds: int) -> Member
 
 
 def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: LabelledImages,
-                runtime: Runtime, folder: RunFolder):
+                runtime: Runtime, folder: RunFolder, deadline: float | None = None):
     """Fit member m on `fold` (of `folds`; index None: the refit on every image) unless a
-    finished checkpoint exists; returns the validation probabilities (None for the refit)."""
+    finished checkpoint exists; returns the validation probabilities (None for the refit). A
+    time-limited run gives each fit a `deadline` (budget.Deadlines)."""
     final = folder.member_path(m, fold.index)
     if final.is_file():  # finished before an interruption
         return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
@@ -213,7 +216,7 @@ def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: Labelled
                        data.images.streamed)
     name = f"refit on all {len(fold.train_idx)} images" if fold.index is None else f"fold {fold.index + 1}/{folds}"
     log = FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume)
-    result = fit(model, member, comp, data, fold, runtime, log, photo)  # scored with the TTA views
+    result = fit(model, member, comp, data, fold, runtime, log, photo, deadline)  # scored with the TTA views
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, shape,
                         {"epoch": result.epoch, "score": result.score, "selected": result.selected,

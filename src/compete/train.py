@@ -95,17 +95,18 @@ def epoch_steps(member: Member, images: int) -> int:
 
 
 def _train_epoch(training: "Training", net, data: "LabelledImages", positions: torch.Tensor,
-                 member: Member, comp, runtime: Runtime, progress: str):
+                 member: Member, comp, runtime: Runtime, progress: str, pace: "Pace | None" = None):
     """One pass over the images at `positions`. `net` is `training.model`, or its
     DistributedDataParallel wrapper: every process draws the same order (a permutation, or the
-    balanced sampler's draws) and takes its own slice of each global batch. Returns the loss,
-    the accuracy and the seconds spent waiting for batches."""
+    balanced sampler's draws) and takes its own slice of each global batch; with a `pace`, its
+    steps and the schedule's rate are the pace's. Returns the loss, the accuracy and the seconds
+    spent waiting for batches."""
     model, objective, generator, photo = training.model, training.objective, training.generator, training.photo
     model.train()
     if member.freeze_bn:
         freeze_batchnorm(model.net)
     order = positions[epoch_order(len(positions), objective.draw, generator)]
-    steps = epoch_steps(member, len(order))
+    steps = pace.steps if pace is not None else epoch_steps(member, len(order))
     shard = slice(distributed.rank(), None, distributed.world_size())
     index_batches = [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
     seeds = None if photo.per_image is None else \
@@ -125,7 +126,10 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         labels = data.labels[index_batches[step]]
         logits, loss = train_step(net, training.optimizer, batch, labels, member, comp, context, generator,
                                   objective.criterion, photo.size)
-        training.scheduler.step()
+        if pace is not None:
+            pace.advance(training.scheduler)
+        else:
+            training.scheduler.step()
         if training.ema is not None:
             training.ema.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
@@ -251,6 +255,7 @@ class Progress:
     stale: int = 0                   # epochs since the best
     best_state: dict = field(default_factory=dict)
     best_val_probs: np.ndarray | None = None
+    pace: "Pace | None" = None       # a fit with a deadline: how its schedule is walked
 
     def count(self, value: float, model, probs: np.ndarray | None) -> None:
         """Count the epoch just completed; keep its weights and validation outputs when its
@@ -262,6 +267,35 @@ class Progress:
             self.best_val_probs = probs
         else:
             self.stale += 1
+
+
+@dataclass
+class Pace:
+    """How a fit with a deadline (train --time-limit) walks its learning-rate schedule: when the
+    machine turns out faster or slower than planned, its remaining epochs take more or fewer
+    steps (at most a full pass), and the schedule is walked at the rate that still brings it to
+    its last step at the end of the last epoch."""
+    total: int                       # the schedule's steps (built for the planned epochs x steps)
+    steps: int                       # training steps of each remaining epoch
+    position: float = 0.0            # schedule steps walked
+    rate: float = 1.0                # schedule steps per training step
+
+    def advance(self, scheduler) -> None:
+        """One training step: the schedule moves on by `rate` of its steps (never past its end)."""
+        self.position = min(self.position + self.rate, self.total)
+        if self.rate != 1.0:
+            scheduler.last_epoch = self.position - 1  # step() adds the one
+        scheduler.step()
+
+    def replan(self, epochs_left: int, step_s: float, epoch_s: float, last_extra_s: float,
+               seconds_left: float, full: int) -> None:
+        """Steps per remaining epoch that end the fit `seconds_left` from now, given what a step,
+        the rest of an epoch (validation, saving) and the last epoch's extra scoring took."""
+        if epochs_left <= 0:
+            return
+        training_s = seconds_left - epochs_left * epoch_s - last_extra_s
+        self.steps = max(1, min(full, int(training_s / max(step_s, 1e-9) / epochs_left)))
+        self.rate = (self.total - self.position) / (self.steps * epochs_left)
 
 
 def _save_resume(path: Path, progress: Progress, training: Training) -> None:
@@ -316,10 +350,11 @@ def _start(model, member: Member, comp, data: LabelledImages, fold: Fold, runtim
 
 
 def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: Runtime,
-        log: FitLog | None = None, photo: PhotoPlan | None = None) -> FitResult:
+        log: FitLog | None = None, photo: PhotoPlan | None = None, deadline: float | None = None) -> FitResult:
     """Train `model` on the fold's training images; keep its final weights, or (selects_best)
     those of the epoch with the best validation metric. `photo` says where the photo
-    augmentation runs (on the device when None).
+    augmentation runs (on the device when None). With a `deadline` (time.monotonic()), the
+    epochs after the first are resized to end by then (Pace).
 
     With `log.resume_path`, the state after every epoch is saved there, and a fit that finds
     the file continues from it, ending exactly where an uninterrupted fit would.
@@ -337,6 +372,8 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
     if log.resume_path is not None and log.resume_path.is_file():
         progress = _load_resume(log.resume_path, training)
         tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
+    if deadline is not None and progress.pace is None:
+        progress.pace = Pace(total=member.epochs * steps_per_epoch, steps=steps_per_epoch)
     higher_is_better = metric(comp.metric, target.kind).higher_is_better
     net, trainable = model, None
     while progress.epoch < member.epochs:
@@ -351,13 +388,15 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
         epoch_started = time.perf_counter()
         train_loss, train_acc, waited = _train_epoch(
             training, net, data, train_positions, member, comp, runtime,
-            f"{label} epoch {epoch + 1}/{member.epochs}")
+            f"{label} epoch {epoch + 1}/{member.epochs}", progress.pace)
         train_seconds = time.perf_counter() - epoch_started
+        steps_run = progress.pace.steps if progress.pace is not None else steps_per_epoch
         scored = ema.module if ema is not None else model
         record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                   "lr": training.optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
-                  "train_images_per_s": steps_per_epoch * member.batch_size / train_seconds,
-                  "data_wait": waited / train_seconds}  # share of the training time spent waiting for batches
+                  "train_images_per_s": steps_run * member.batch_size / train_seconds,
+                  "data_wait": waited / train_seconds,  # share of the training time spent waiting for batches
+                  "steps": steps_run}
         probs, value = None, float(epoch)  # the last epoch is kept unless the best is selected
         if len(val_idx):
             views = validation_views(member, last_epoch=epoch + 1 == member.epochs)
@@ -367,12 +406,25 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
         if distributed.is_main():
             _log(record, log.log_path, label)
         progress.count(value, scored, probs)
+        if deadline is not None and progress.pace is not None:
+            _replan(progress, member, steps_per_epoch, train_seconds / steps_run,
+                    time.perf_counter() - epoch_started - train_seconds, deadline)
         if log.resume_path is not None and distributed.is_main():
             _save_resume(log.resume_path, progress, training)
     kept = progress.best_val_probs
     return FitResult(progress.best_state, kept, progress.best_epoch,
                      None if kept is None else score(comp.metric, target, val_targets.numpy(), kept),
                      selects_best(member) and kept is not None, time.perf_counter() - started)
+
+
+def _replan(progress: Progress, member: Member, full: int, step_s: float, rest_s: float,
+            deadline: float) -> None:
+    """Resize the remaining epochs to the deadline, from what this epoch's steps and the rest
+    of it (validation, saving) took; the last epoch scores every TTA view of the member."""
+    scored_once = member.tta == ["identity"] or selects_best(member)  # every epoch alike
+    extra = 0.0 if scored_once else rest_s * len(member.tta)  # the last epoch adds the TTA views
+    seconds = distributed.share(deadline - time.monotonic())  # every process plans the same
+    progress.pace.replan(member.epochs - progress.epoch, step_s, rest_s, extra, seconds, full)
 
 
 def validation_views(member: Member, last_epoch: bool) -> list[str]:
