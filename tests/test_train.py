@@ -108,13 +108,13 @@ def test_replan_fits_the_remaining_epochs_into_the_time_left():
     from compete.train import Pace
     pace = Pace(total=100, steps=20, position=40)
     # 3 epochs left, 0.5 s a step, 2 s of validation an epoch and 4 s more for the last one's views
-    pace.replan(3, step_s=0.5, epoch_s=2.0, last_extra_s=4.0, seconds_left=40.0, full=20)
+    pace.replan(3, step_s=0.5, epoch_s=2.0, last_extra_s=4.0, seconds_left=40.0, most=20)
     spent = 3 * (pace.steps * 0.5 + 2.0) + 4.0
     assert spent <= 40.0 < spent + 3 * 0.5          # one more step per epoch would not fit
     assert pace.rate * pace.steps * 3 == pytest.approx(60)  # the rest of the schedule, exactly
-    pace.replan(3, step_s=0.01, epoch_s=2.0, last_extra_s=4.0, seconds_left=400.0, full=20)
-    assert pace.steps == 20                          # never more than a full pass
-    pace.replan(3, step_s=5.0, epoch_s=2.0, last_extra_s=4.0, seconds_left=1.0, full=20)
+    pace.replan(3, step_s=0.01, epoch_s=2.0, last_extra_s=4.0, seconds_left=400.0, most=20)
+    assert pace.steps == 20                          # never more than it may take
+    pace.replan(3, step_s=5.0, epoch_s=2.0, last_extra_s=4.0, seconds_left=1.0, most=20)
     assert pace.steps == 1                           # late: the least that still anneals
 
 
@@ -130,10 +130,10 @@ def test_deadlines_share_the_time_left_by_the_planned_seconds(monkeypatch):
     assert deadlines.of(0, 1) - budget.time.monotonic() == pytest.approx(70 * 20 / 100, abs=0.5)
 
 
-def test_a_fit_past_its_deadline_shortens_its_later_epochs_and_still_anneals(tmp_path):
+def test_a_fit_resizes_its_later_epochs_to_its_deadline_and_still_anneals(tmp_path):
     """A fit whose deadline has passed by the end of its first epoch (a machine slower than
-    the plan measured): the later epochs take one step each, and the schedule ends where it
-    would have, at the last step of the last epoch."""
+    the plan measured) takes one step in each later epoch; one far ahead of its deadline takes
+    two passes; either way the schedule ends where it would have, at the last step."""
     rng = np.random.default_rng(0)
     labels = np.arange(64) % 3
     images = torch.from_numpy(np.stack([pattern(t, 1, 8, rng) for t in labels]).transpose(0, 3, 1, 2).copy())
@@ -143,11 +143,14 @@ def test_a_fit_past_its_deadline_shortens_its_later_epochs_and_still_anneals(tmp
     comp, labels = Competition(name="tiny", image_size=8, hflip=False), torch.from_numpy(labels)
     fold = Fold(0, np.arange(48), np.arange(48, 64), seed=0)
     logs = {}
-    for paced in (False, True):
-        logs[paced] = tmp_path / f"log{paced}.jsonl"
+    for name, deadline in (("plain", None), ("late", 0.0), ("early", 3600.0)):
+        logs[name] = tmp_path / f"{name}.jsonl"
         fit(copy.deepcopy(model), member, comp, LabelledImages(images, labels), fold, Runtime(torch.device("cpu"), "fp32"),
-            FitLog(log_path=logs[paced]), deadline=time.monotonic() if paced else None)
-    plain, paced = ([json.loads(line) for line in logs[key].read_text().splitlines()] for key in (False, True))
-    assert [r["steps"] for r in plain] == [6, 6, 6, 6] and [r["steps"] for r in paced] == [6, 1, 1, 1]
-    assert paced[0]["lr"] == plain[0]["lr"]
-    assert paced[-1]["lr"] == pytest.approx(plain[-1]["lr"], rel=1e-6, abs=1e-12)
+            FitLog(log_path=logs[name]), deadline=None if deadline is None else time.monotonic() + deadline)
+    plain, late, early = ([json.loads(line) for line in logs[key].read_text().splitlines()]
+                          for key in ("plain", "late", "early"))
+    assert [r["steps"] for r in plain] == [6, 6, 6, 6] and [r["steps"] for r in late] == [6, 1, 1, 1]
+    assert [r["steps"] for r in early] == [6, 12, 12, 12]  # ahead of time: up to two passes an epoch
+    for paced in (late, early):
+        assert paced[0]["lr"] == plain[0]["lr"]
+        assert paced[-1]["lr"] == pytest.approx(plain[-1]["lr"], rel=1e-6, abs=1e-12)

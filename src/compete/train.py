@@ -107,6 +107,8 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         freeze_batchnorm(model.net)
     order = positions[epoch_order(len(positions), objective.draw, generator)]
     steps = pace.steps if pace is not None else epoch_steps(member, len(order))
+    while len(order) < steps * member.batch_size:  # a paced epoch may run past one pass
+        order = torch.cat([order, positions[epoch_order(len(positions), objective.draw, generator)]])
     shard = slice(distributed.rank(), None, distributed.world_size())
     index_batches = [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
     seeds = None if photo.per_image is None else \
@@ -269,12 +271,15 @@ class Progress:
             self.stale += 1
 
 
+PACE_PASSES = 2  # a paced epoch takes at most this many passes over the images
+
+
 @dataclass
 class Pace:
     """How a fit with a deadline (train --time-limit) walks its learning-rate schedule: when the
     machine turns out faster or slower than planned, its remaining epochs take more or fewer
-    steps (at most a full pass), and the schedule is walked at the rate that still brings it to
-    its last step at the end of the last epoch."""
+    steps (at most PACE_PASSES passes over the images), and the schedule is walked at the rate
+    that still brings it to its last step at the end of the last epoch."""
     total: int                       # the schedule's steps (built for the planned epochs x steps)
     steps: int                       # training steps of each remaining epoch
     position: float = 0.0            # schedule steps walked
@@ -288,13 +293,13 @@ class Pace:
         scheduler.step()
 
     def replan(self, epochs_left: int, step_s: float, epoch_s: float, last_extra_s: float,
-               seconds_left: float, full: int) -> None:
+               seconds_left: float, most: int) -> None:
         """Steps per remaining epoch that end the fit `seconds_left` from now, given what a step,
         the rest of an epoch (validation, saving) and the last epoch's extra scoring took."""
         if epochs_left <= 0:
             return
         training_s = seconds_left - epochs_left * epoch_s - last_extra_s
-        self.steps = max(1, min(full, int(training_s / max(step_s, 1e-9) / epochs_left)))
+        self.steps = max(1, min(most, int(training_s / max(step_s, 1e-9) / epochs_left)))
         self.rate = (self.total - self.position) / (self.steps * epochs_left)
 
 
@@ -407,7 +412,7 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
             _log(record, log.log_path, label)
         progress.count(value, scored, probs)
         if deadline is not None and progress.pace is not None:
-            _replan(progress, member, steps_per_epoch, train_seconds / steps_run,
+            _replan(progress, member, PACE_PASSES * (len(fold.train_idx) // member.batch_size), train_seconds / steps_run,
                     time.perf_counter() - epoch_started - train_seconds, deadline)
         if log.resume_path is not None and distributed.is_main():
             _save_resume(log.resume_path, progress, training)
@@ -417,14 +422,14 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
                      selects_best(member) and kept is not None, time.perf_counter() - started)
 
 
-def _replan(progress: Progress, member: Member, full: int, step_s: float, rest_s: float,
+def _replan(progress: Progress, member: Member, most: int, step_s: float, rest_s: float,
             deadline: float) -> None:
     """Resize the remaining epochs to the deadline, from what this epoch's steps and the rest
     of it (validation, saving) took; the last epoch scores every TTA view of the member."""
     scored_once = member.tta == ["identity"] or selects_best(member)  # every epoch alike
     extra = 0.0 if scored_once else rest_s * len(member.tta)  # the last epoch adds the TTA views
     seconds = distributed.share(deadline - time.monotonic())  # every process plans the same
-    progress.pace.replan(member.epochs - progress.epoch, step_s, rest_s, extra, seconds, full)
+    progress.pace.replan(member.epochs - progress.epoch, step_s, rest_s, extra, seconds, most)
 
 
 def validation_views(member: Member, last_epoch: bool) -> list[str]:
