@@ -130,6 +130,7 @@ def test_deadlines_share_the_time_left_by_the_planned_seconds(monkeypatch):
     assert deadlines.of(0, 1) - budget.time.monotonic() == pytest.approx(70 * 20 / 100, abs=0.5)
 
 
+@pytest.mark.slow
 def test_a_fit_resizes_its_later_epochs_to_its_deadline_and_still_anneals(tmp_path):
     """A fit whose deadline has passed by the end of its first epoch (a machine slower than
     the plan measured) takes one step in each later epoch; one far ahead of its deadline takes
