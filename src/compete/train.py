@@ -428,7 +428,8 @@ def _replan(progress: Progress, member: Member, most: int, step_s: float, rest_s
     of it (validation, saving) took; the last epoch scores every TTA view of the member."""
     scored_once = member.tta == ["identity"] or selects_best(member)  # every epoch alike
     extra = 0.0 if scored_once else rest_s * len(member.tta)  # the last epoch adds the TTA views
-    seconds = distributed.share(deadline - time.monotonic())  # every process plans the same
+    # every process plans from the main one's clock, so all take the same steps
+    step_s, rest_s, extra, seconds = distributed.share((step_s, rest_s, extra, deadline - time.monotonic()))
     progress.pace.replan(member.epochs - progress.epoch, step_s, rest_s, extra, seconds, most)
 
 
