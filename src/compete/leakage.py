@@ -38,12 +38,20 @@ BAND_SEED = 0           # fixed shuffle of the bits before banding: every band m
 NEAR_DUPLICATES = "near_duplicates"  # the `groups` setting that clusters near-duplicate images
 
 
-def exact_hashes(images: np.ndarray) -> np.ndarray:
-    """SHA-1 of each image's decoded pixels, (N,) 20-byte strings; read in chunks."""
+def image_hashes(images) -> tuple[np.ndarray, np.ndarray]:
+    """Exact and perceptual hashes of (N, H, W, C) uint8 images, an array or an on-disk store
+    (imagestore.ImageFile) read once, a chunk at a time."""
     chunk = max(1, HASH_PIXELS // int(np.prod(images.shape[1:3])))
-    return np.array([hashlib.sha1(image.tobytes()).digest()
-                     for start in range(0, len(images), chunk) for image in images[start:start + chunk]],
-                    dtype="S20")
+    parts = [(exact_hashes(rows), perceptual_hashes(rows))
+             for rows in (images[start:start + chunk] for start in range(0, len(images), chunk))]
+    if not parts:
+        return np.zeros(0, "S20"), perceptual_hashes(images[:0])
+    return np.concatenate([d for d, _ in parts]), np.concatenate([w for _, w in parts])
+
+
+def exact_hashes(images: np.ndarray) -> np.ndarray:
+    """SHA-1 of each image's decoded pixels, (N,) 20-byte strings."""
+    return np.array([hashlib.sha1(image.tobytes()).digest() for image in images], dtype="S20")
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
@@ -166,10 +174,10 @@ def find_duplicates(train_images, test_images, max_distance: int) -> Duplicates:
     """Exact and near-duplicate pairs within train, within test and across them. Each split is
     an array or an on-disk image store (imagestore.ImageFile): only hashes are joined, so memory
     does not grow with the number of images."""
-    digests = np.concatenate([exact_hashes(train_images), exact_hashes(test_images)])
+    (train_digests, train_words), (test_digests, test_words) = image_hashes(train_images), image_hashes(test_images)
+    digests, hashes = np.concatenate([train_digests, test_digests]), np.concatenate([train_words, test_words])
     _, copies = np.unique(digests, return_inverse=True)
     exact_first, exact_second = _copy_pairs(copies)
-    hashes = np.concatenate([perceptual_hashes(train_images), perceptual_hashes(test_images)])
     first, second, distance = near_pairs(hashes, max_distance)
     near = digests[first] != digests[second]
     return Duplicates(Pairs(exact_first, exact_second, np.zeros(len(exact_first), np.int64)),

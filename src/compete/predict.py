@@ -76,10 +76,10 @@ def predicting_models(run_dir: Path, run, images, device: torch.device, target: 
     folder = RunFolder(run_dir)
     refits = folder.refits()
     if not refits:
-        return fold_outputs(run_dir, images, device, run.precision, target), "fold models"
-    if not run.refit_blend:
-        return (fold_outputs(run_dir, images, device, run.precision, target, refits),
-                "refit models, trained on every labelled image")
-    both = sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])
-    return (fold_outputs(run_dir, images, device, run.precision, target, both),
-            "refit and fold models, half and half")
+        chosen, used = folder.checkpoints(), "fold models"
+    elif not run.refit_blend:
+        chosen, used = refits, "refit models, trained on every labelled image"
+    else:
+        chosen = sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])
+        used = "refit and fold models, half and half"
+    return fold_outputs(run_dir, images, device, run.precision, target, chosen), used

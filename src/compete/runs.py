@@ -53,7 +53,11 @@ class RunFolder:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(member index, path) of every finished fold checkpoint, member by member."""
-        paths = sorted(self.members_dir.glob("m*_f[0-9]*.pt"))
+        return self._members(sorted(self.members_dir.glob("m*_f[0-9]*.pt")))
+
+    @staticmethod
+    def _members(paths: list[Path]) -> list[tuple[int, Path]]:
+        """Each checkpoint path m{m}_... with its member index m."""
         return [(int(path.stem.split("_")[0][1:]), path) for path in paths]
 
     @staticmethod
@@ -65,8 +69,7 @@ class RunFolder:
 
     def refits(self) -> list[tuple[int, Path]]:
         """(member index, path) of every finished refit on all labelled images (train --refit)."""
-        paths = sorted(self.members_dir.glob("m*_full.pt"), key=lambda p: int(p.stem.split("_")[0][1:]))
-        return [(int(path.stem.split("_")[0][1:]), path) for path in paths]
+        return sorted(self._members(list(self.members_dir.glob("m*_full.pt"))), key=lambda pair: pair[0])
 
     @property
     def finished(self) -> bool:
