@@ -1,5 +1,7 @@
 """train --refit: after validation each member trains again on every labelled image, predict
 uses those models (or blends them with the fold models), and an interrupted refit resumes."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,8 @@ import torch
 from compete import pipeline, predict, train
 from compete.cli import main
 from compete.config import PipelineError, load_competition, resolve_run
+from compete.history import MANIFEST
+from compete.leaderboard import upload_message
 
 from conftest import TINY_PRESET, make_competition, run_summary
 
@@ -63,6 +67,17 @@ def test_a_member_that_kept_its_best_epoch_refits_for_its_folds_mean_best_epoch(
 def test_predict_uses_the_refit_models_or_blends_them(workspace, monkeypatch, capsys, blend):
     make_competition(workspace, n_train=48)
     assert main(["train", "tiny", "--device", "cpu", "--refit", "--set", f"refit_blend={blend}"]) == 0
+    loaded = loaded_checkpoints(monkeypatch)
+    capsys.readouterr()
+    assert main(["predict", "tiny", "--device", "cpu"]) == 0
+    assert sorted(loaded) == (["m0_f0.pt", "m0_full.pt"] if blend else ["m0_full.pt"])
+    said = capsys.readouterr().out
+    assert ("refit and fold models, half and half" if blend else "refit models, trained on every") in said
+    assert manifest(workspace)["models"] == ("blend" if blend else "refit")
+
+
+def loaded_checkpoints(monkeypatch) -> list[str]:
+    """The names of the checkpoints predict loads from now on."""
     loaded = []
     real_load = predict.load_checkpoint
 
@@ -70,11 +85,27 @@ def test_predict_uses_the_refit_models_or_blends_them(workspace, monkeypatch, ca
         loaded.append(path.name)
         return real_load(path, device)
     monkeypatch.setattr(predict, "load_checkpoint", spy)
-    capsys.readouterr()
-    assert main(["predict", "tiny", "--device", "cpu"]) == 0
-    assert sorted(loaded) == (["m0_f0.pt", "m0_full.pt"] if blend else ["m0_full.pt"])
-    said = capsys.readouterr().out
-    assert ("refit and fold models, half and half" if blend else "refit models, trained on every") in said
+    return loaded
+
+
+def manifest(workspace) -> dict:
+    return json.loads((workspace / "submissions" / "tiny" / MANIFEST).read_text())
+
+
+@pytest.mark.slow  # trains for real
+def test_predict_models_chooses_among_a_refit_runs_models_and_each_is_its_own_prediction(workspace, monkeypatch):
+    make_competition(workspace, n_train=48)
+    assert main(["train", "tiny", "--device", "cpu", "--refit"]) == 0
+    loaded, run_dir = loaded_checkpoints(monkeypatch), latest_run(workspace)
+    probs = {}
+    for models, names in (("folds", ["m0_f0.pt"]), ("refit", ["m0_full.pt"]), ("blend", ["m0_f0.pt", "m0_full.pt"])):
+        loaded.clear()
+        assert main(["predict", "tiny", "--device", "cpu", "--models", models]) == 0
+        assert sorted(loaded) == names and manifest(workspace)["models"] == models
+        probs[models] = np.load(run_dir / "test_probs.npy")
+    assert not np.allclose(probs["folds"], probs["refit"])  # two different models
+    np.testing.assert_allclose(probs["blend"], (probs["folds"] + probs["refit"]) / 2, atol=1e-6)
+    assert "members cnn (blend) local" in upload_message(run_dir, manifest(workspace))  # what Kaggle shows
 
 
 @pytest.mark.slow  # trains for real
@@ -84,6 +115,10 @@ def test_predict_without_a_refit_uses_the_fold_models(workspace, capsys):
     assert main(["predict", "tiny", "--device", "cpu"]) == 0
     assert "(fold models)" in capsys.readouterr().out
     assert run_summary(latest_run(workspace))["refit"] is False
+    assert "members cnn local" in upload_message(latest_run(workspace), manifest(workspace))
+    capsys.readouterr()
+    assert main(["predict", "tiny", "--device", "cpu", "--models", "refit"]) == 2
+    assert "has no refit models, so --models refit has nothing to use. Train with --refit" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # trains for real

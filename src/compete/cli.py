@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
+from .config import PREDICTING_MODELS, PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
 from .files import DEFAULT_COMPETITION, data_dir
 
 
@@ -59,6 +59,10 @@ def parser() -> argparse.ArgumentParser:
                             "0 turns a preset's limit off")
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
     predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    predict.add_argument("--models", choices=PREDICTING_MODELS,
+                         help="which of the run's models predict: its fold models, its models refit on "
+                              "every labelled image (train --refit), or both half and half "
+                              "(default: refit where the run has one, as its refit_blend says)")
     runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
                                "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
@@ -127,7 +131,7 @@ def _train(args, comp, folder) -> int:
 
 def _predict(args, comp, folder) -> int:
     from .predict import predict_competition
-    predict_competition(comp, folder, args.run, args.device)
+    predict_competition(comp, folder, args.run, args.device, args.models)
     return 0
 
 

@@ -51,6 +51,9 @@ def weights_dir() -> Path:
 
 
 LAYOUTS = ("csv", "folders")  # how training images are labelled (Competition.layout)
+PREDICTING_MODELS = {  # predict --models: which of a run's models predict, as predict says it
+    "folds": "fold models", "refit": "refit models, trained on every labelled image",
+    "blend": "refit and fold models, half and half"}
 CHOICES = {  # settings that take one of a few names; `model` and `metric` have registries
     "optimizer": ("adamw", "sgd"),                   # sgd: with Nesterov momentum
     "schedule": ("onecycle", "cosine"),

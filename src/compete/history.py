@@ -54,9 +54,10 @@ def provenance(comp: Competition, data_dir: Path) -> dict:
             **git_commit(), "input_hash": input_hash(comp, data_dir)}
 
 
-def write_manifest(submission: Path, run_dir: Path, summary: dict) -> Path:
-    """Record beside `submission` which run wrote it, with the run's scores and weights."""
-    manifest = {"run": run_dir.name, "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+def write_manifest(submission: Path, run_dir: Path, summary: dict, models: str) -> Path:
+    """Record beside `submission` which run wrote it and with which of its models (`models`, one
+    of config.PREDICTING_MODELS), with the run's scores and weights."""
+    manifest = {"run": run_dir.name, "models": models, "written_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "metric": summary["metric"], "score": summary["ensemble_score"],
                 "members": [{"model": row["model"], "score": row["score"]} for row in summary["members"]],
                 "weights": summary["weights"], **git_commit()}

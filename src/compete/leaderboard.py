@@ -141,11 +141,14 @@ def _unpack_inner_zips(archive: Path) -> list[Path]:
 
 
 def upload_message(run_dir: Path, manifest: dict) -> str:
-    """What the leaderboard shows beside the submission: run, preset, members, local score, commit."""
+    """What the leaderboard shows beside the submission: run, preset, members (and which of the
+    run's models predicted, where not its fold models), local score, commit."""
     config = RunFolder(run_dir).config()
     models = ",".join(member["model"] for member in config["run"]["members"])
     local = "-" if manifest["score"] is None else f"{manifest['score']:.4f}"
     commit = (manifest.get("git_commit") or "-")[:7] + ("+" if manifest.get("git_dirty") else "")
+    if manifest.get("models", "folds") != "folds":
+        models += f" ({manifest['models']})"
     return (f"run {manifest['run']} preset {config['run']['preset']} members {models} "
             f"local {manifest['metric']} {local} commit {commit}")
 

@@ -10,7 +10,8 @@ import torch
 
 from .atomic import write_atomically
 from .batches import open_images
-from .config import Competition, PipelineError, run_from_dict, submissions_dir, target_settings
+from .config import (PREDICTING_MODELS, Competition, PipelineError, run_from_dict, submissions_dir,
+                     target_settings)
 from .data import load_test
 from .ensemble import blend_run
 from .files import DataDir
@@ -39,7 +40,7 @@ def fold_outputs(run_dir: Path, images, device: torch.device, precision: str,
 
 
 def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
-                        device_name: str = "auto") -> Path:
+                        device_name: str = "auto", models: str | None = None) -> Path:
     run_dir = find_run(comp.name, run_id)
     config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
     target = target_of_run(config)
@@ -54,7 +55,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     run = run_from_dict(config["run"])
     images = open_images(test_images, run, device)
     started = time.perf_counter()
-    probs, used = predicting_models(run_dir, run, images, device, target)
+    probs, used = predicting_models(run_dir, run, images, device, target, models)
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
@@ -63,23 +64,25 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, target.classes,
                         target, comp.metric)
     path = write_submission(frame, submissions_dir() / comp.name)
-    write_manifest(path, run_dir, summary)  # which run made this file
-    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name} ({used}); inference "
+    write_manifest(path, run_dir, summary, used)  # which run and models made this file
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name} ({PREDICTING_MODELS[used]}); inference "
           f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
     return path
 
 
-def predicting_models(run_dir: Path, run, images, device: torch.device, target: Target):
-    """Per member, the (fold, test outputs) pairs of the models that predict, and which they are:
-    the refit on every labelled image where the run has one (with run.refit_blend, averaged half
-    and half with the fold models' average, see ensemble.blend_run), else the fold models."""
+def predicting_models(run_dir: Path, run, images, device: torch.device, target: Target,
+                      models: str | None = None):
+    """Per member, the (fold, test outputs) pairs of the models that predict, and which they are
+    (a name in PREDICTING_MODELS). `models` chooses; by default the refit on every labelled image
+    where the run has one (with run.refit_blend, averaged half and half with the fold models'
+    average, see ensemble.blend_run), else the fold models."""
     folder = RunFolder(run_dir)
     refits = folder.refits()
-    if not refits:
-        chosen, used = folder.checkpoints(), "fold models"
-    elif not run.refit_blend:
-        chosen, used = refits, "refit models, trained on every labelled image"
-    else:
-        chosen = sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])
-        used = "refit and fold models, half and half"
-    return fold_outputs(run_dir, images, device, run.precision, target, chosen), used
+    if models is None:
+        models = "folds" if not refits else "blend" if run.refit_blend else "refit"
+    if models != "folds" and not refits:
+        raise PipelineError(f"Run {run_dir.name} has no refit models, so --models {models} has nothing "
+                            f"to use. Train with --refit, or predict with --models folds.")
+    chosen = {"folds": folder.checkpoints(), "refit": refits,
+              "blend": sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])}[models]
+    return fold_outputs(run_dir, images, device, run.precision, target, chosen), models
