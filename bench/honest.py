@@ -4,9 +4,10 @@
     kfold     the --folds K cross-validation score, one run per seed
     refit     a pseudo-test: the last stratified KEPT share of the labelled images (the last rows
               of each class in the train CSV) is kept aside in a scratch competition whose test
-              images they are; train on the rest with a hold-out of 1/9 (80% / 10% of all
-              images), predict and score the kept images; then the same with `train --refit`
-              (each member trained again on the 90%), and the gain of refit per seed
+              images they are; one `train --refit` on the rest with a hold-out of 1/9 (80% / 10%
+              of all images, then each member trained again on the 90%); its kept images
+              predicted and scored three times (`predict --models`): by the 80% models, by the
+              refit models, and by both half and half; and the gain of refit per seed
 
 Each figure is the mean and standard deviation over the seeds (--seed of train: the split, the
 initialization, the subset). Everything is written under --scratch (a workspace with the
@@ -88,12 +89,14 @@ def pseudo_test_competition(args, root: Path) -> tuple[str, pd.DataFrame]:
     return name, labels.loc[kept, [comp.id_column, comp.label_column]]
 
 
-def pseudo_test_score(args, name: str, kept: pd.DataFrame, result: dict) -> dict:
-    """Predict the kept images with the run and score them with the competition's metric."""
+def pseudo_test_score(args, name: str, kept: pd.DataFrame, result: dict, models: str) -> dict:
+    """Predict the kept images with the run's `models` (predict --models) and score them with the
+    competition's metric."""
     if "error" in result:
         return result
     run_dir = result["run_dir"]
-    timed([sys.executable, "-m", "compete", "predict", name, "--run", run_dir.name, "--device", args.device])
+    timed([sys.executable, "-m", "compete", "predict", name, "--run", run_dir.name, "--device", args.device,
+           "--models", models])
     config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
     target = target_of_run(config)
     probs = np.load(run_dir / "test_probs.npy")
@@ -108,10 +111,10 @@ def run_seed(args, part: str, seed: int, kept_name: str, kept: pd.DataFrame) -> 
         return train(args, args.name, *data, *seeded)
     if part == "kfold":
         return train(args, args.name, *data, *seeded, "--folds", str(args.folds))
-    holdout = ["--set", f"val_fraction={VALIDATION}", *seeded]
-    plain = pseudo_test_score(args, kept_name, kept, train(args, kept_name, *holdout))
-    refit = pseudo_test_score(args, kept_name, kept, train(args, kept_name, *holdout, "--refit"))
-    return {**plain, "refit": refit}
+    run = train(args, kept_name, "--set", f"val_fraction={VALIDATION}", *seeded, "--refit")
+    return {**pseudo_test_score(args, kept_name, kept, run, "folds"),
+            "refit": pseudo_test_score(args, kept_name, kept, run, "refit"),
+            "blend": pseudo_test_score(args, kept_name, kept, run, "blend")}
 
 
 def spread(values: list, digits: int = 4) -> str:
@@ -148,6 +151,9 @@ def table(results: dict[str, list[dict]]) -> str:
             row("refit on 90%: kept 10%", refits, "pseudo_test")
             differences("gain of --refit on the kept 10%", [r["refit"]["pseudo_test"] - r["pseudo_test"]
                                                              for r in good if "error" not in r["refit"]])
+            row("80% and refit models half and half: kept 10%", [r["blend"] for r in good], "pseudo_test")
+            differences("gain of the blend on the kept 10%", [r["blend"]["pseudo_test"] - r["pseudo_test"]
+                                                               for r in good if "error" not in r["blend"]])
             errors = {r.get("error") or r["refit"].get("error") for r in runs} - {None}
             lines += [f"| (failed: {error}) | | | |" for error in errors]
     return "\n".join(lines)
