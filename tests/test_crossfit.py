@@ -46,7 +46,7 @@ def test_members_of_pure_noise_look_better_than_chance_in_sample_but_not_cross_f
         fitted = fit(oof, targets, folds)
         in_sample.append(score("accuracy", BINARY, targets, fitted.outputs(oof, folds, BINARY), fitted.decisions))
         parts = crossfit_parts(folds, targets, seed)
-        crossed.append(cross_fitted(fit, oof, targets, folds, parts, BINARY, "accuracy")[0])
+        crossed.append(cross_fitted(fit, oof, targets, folds, parts, BINARY).score("accuracy", BINARY, targets))
     assert np.mean(in_sample) > 0.54  # chance is 0.5: the in-sample fit overstates
     assert abs(np.mean(crossed) - 0.5) < 0.03
 
@@ -67,12 +67,13 @@ def test_the_recorded_and_printed_ensemble_score_is_the_cross_fitted_one(capsys)
     parts = crossfit_parts(folds, targets, seed=0)
     comp = SimpleNamespace(metric="accuracy")
     rows = [{"member": m, "model": "cnn", "score": 0.5, "seconds": 1.0} for m in range(len(oof))]
-    summary = _summarize(comp, BINARY, oof, targets, folds, parts, rows, 1, 0, time.perf_counter())
+    summary, predictions = _summarize(comp, BINARY, oof, targets, folds, parts, rows, 1, 0, time.perf_counter())
 
     def fit(probs, fit_targets, fit_folds):
         return fit_ensemble(probs, fit_targets, fit_folds, 1, BINARY, "accuracy")
-    crossed = cross_fitted(fit, oof, targets, folds, parts, BINARY, "accuracy")[0]
+    crossed = cross_fitted(fit, oof, targets, folds, parts, BINARY).score("accuracy", BINARY, targets)
     assert summary["ensemble_score"] == crossed < summary["ensemble_score_in_sample"]
+    assert np.mean(predictions.decided == targets) == crossed  # the predictions the report analyses
     assert summary["crossfit_parts"] == 5 and np.bincount(parts).min() >= 35  # five stratified parts
     print_summary(summary)
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ensemble")]
@@ -96,7 +97,8 @@ def test_no_part_is_scored_by_a_fit_that_saw_it():
         seen.append(set(np.rint(probs[0][:, 0] * rows).astype(int)))
         return Recorded([[1.0] * 3], np.ones(1), {})
 
-    cross_fitted(fit, oof, targets, folds, crossfit_parts(folds, targets, 0), BINARY, "roc_auc")
+    crossed = cross_fitted(fit, oof, targets, folds, crossfit_parts(folds, targets, 0), BINARY)
+    np.testing.assert_array_equal(crossed.outputs, oof[0])  # each row's prediction is back in its place
     assert len(seen) == 3 and all(not (fitted & held) for fitted, held in zip(seen, predicted))
     assert sorted(row for held in predicted for row in held) == list(range(rows))
 

@@ -68,6 +68,26 @@ def test_per_class_table_counts_the_labelled_images(trained):
 
 
 @pytest.mark.slow
+def test_the_analysis_scores_the_cross_fitted_predictions_that_the_reported_score_scores(trained, capsys):
+    tiny, run_dir, _ = trained
+    summary, analysis = read(run_dir, "summary.json"), read(run_dir, ANALYSIS)
+    assert analysis["cross_fitted"] is True and analysis["metrics"]["accuracy"] == summary["ensemble_score"]
+    saved = dict(np.load(run_dir / "oof_crossfit.npz"))
+    assert len(saved["rows"]) == summary["validated"]
+    try:  # the analysis reads the saved predictions: shift every decided label by one class
+        np.savez(run_dir / "oof_crossfit.npz", **{**saved, "decided": (saved["decided"] + 1) % len(tiny.classes)})
+        (run_dir / ANALYSIS).unlink()
+        assert main(["report", tiny.name, "--run", run_dir.name]) == 0
+        shifted = np.array(read(run_dir, ANALYSIS)["confusion"])
+        np.testing.assert_array_equal(shifted, np.roll(analysis["confusion"], 1, axis=1))
+        assert "each image predicted by an ensemble fitted without it" in (run_dir / "report.html").read_text()
+    finally:
+        np.savez(run_dir / "oof_crossfit.npz", **saved)
+        (run_dir / ANALYSIS).unlink()
+        assert main(["report", tiny.name, "--run", run_dir.name]) == 0
+
+
+@pytest.mark.slow
 def test_out_of_fold_rows_are_the_validation_images(trained):
     _, run_dir, _ = trained
     summary = read(run_dir, "summary.json")

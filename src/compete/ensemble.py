@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
 from .data import group_folds
-from .metrics import decided_score, metric, score, submitted
+from .metrics import decided_score, metric, score
 from .targets import Target
 
 EPS = 1e-7  # probability floor inside the log loss
@@ -141,24 +141,38 @@ def crossfit_parts(folds: np.ndarray, strata: np.ndarray, seed: int,
     return group_folds(strata, groups, count, seed) if count > 1 else np.zeros(len(folds), np.int64)
 
 
+@dataclass
+class CrossFit:
+    """Out-of-fold rows as cross-fitting predicts them, in the rows' order: each row's ensemble
+    outputs and its labels under the decisions of the one fit that did not see its part."""
+    outputs: np.ndarray
+    decided: np.ndarray
+
+    def score(self, metric_name: str, target: Target, targets: np.ndarray) -> float:
+        """The metric under the cross-fitted decisions (on probabilities: of the outputs)."""
+        entry = metric(metric_name, target.kind)
+        return float(entry.function(targets, target.probabilities(self.outputs) if entry.on_probabilities
+                                    else self.decided))
+
+
 def cross_fitted(fit, oof: list[np.ndarray], targets: np.ndarray, folds: np.ndarray,
-                 parts: np.ndarray, target: Target, metric_name: str) -> tuple[float | None, float | None]:
-    """The metric of predictions that no fit saw: for each part, `fit(oof, targets, folds)` on
-    the other parts' rows (an Ensemble) is applied to this part's rows; the held parts'
-    predictions are scored together once. Returns the score under the fitted decisions and under
-    the default ones; None, None with fewer than two parts."""
+                 parts: np.ndarray, target: Target) -> CrossFit | None:
+    """Predictions that no fit saw: for each part, `fit(oof, targets, folds)` on the other
+    parts' rows (an Ensemble) is applied to this part's rows. None with fewer than two parts.
+    Its metric (CrossFit.score) scores the held parts' predictions together once."""
     if len(np.unique(parts)) < 2:
-        return None, None
-    order, decided, default = [], [], []
+        return None
+    outputs, decided = None, None
     for part in np.unique(parts):
         held, rest = parts == part, parts != part
         fitted = fit([p[rest] for p in oof], targets[rest], folds[rest])
-        outputs = fitted.outputs([p[held] for p in oof], folds[held], target)
-        order.append(np.flatnonzero(held))
-        decided.append(submitted(metric_name, target, outputs, fitted.decisions))
-        default.append(submitted(metric_name, target, outputs))
-    truth, entry = targets[np.concatenate(order)], metric(metric_name, target.kind)
-    return float(entry.function(truth, np.concatenate(decided))), float(entry.function(truth, np.concatenate(default)))
+        part_outputs = fitted.outputs([p[held] for p in oof], folds[held], target)
+        part_decided = target.decide(part_outputs, fitted.decisions)
+        if outputs is None:
+            outputs = np.zeros((len(parts), *part_outputs.shape[1:]), part_outputs.dtype)
+            decided = np.zeros((len(parts), *part_decided.shape[1:]), part_decided.dtype)
+        outputs[held], decided[held] = part_outputs, part_decided
+    return CrossFit(outputs, decided)
 
 
 def fits_decisions(target: Target, metric_name: str) -> bool:
@@ -176,7 +190,8 @@ def member_score(probs: np.ndarray, targets: np.ndarray, parts: np.ndarray, targ
 
     def fit(oof, fit_targets, _):
         return Ensemble([[1.0]], np.ones(1), target.fit_decisions(metric_name, fit_targets, oof[0]))
-    return cross_fitted(fit, [probs], targets, folds, parts, target, metric_name)[0]
+    crossed = cross_fitted(fit, [probs], targets, folds, parts, target)
+    return None if crossed is None else crossed.score(metric_name, target, targets)
 
 
 def blend_run(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: dict,

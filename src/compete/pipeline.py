@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from . import distributed
+from .atomic import write_atomically
 from .augment import check_tta, has_photo_augment, photo_on_loader, photo_plan
 from .batches import open_images
 from .check import split_notes
 from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, Member, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
-from .ensemble import Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
+from .ensemble import CrossFit, Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
 from .metrics import check_metric, score
 from .models import input_shape, member_model
@@ -86,11 +87,14 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     if refit:
         _refit(comp, run, input_shape(comp, dataset, None, run.members), data, runtime, RunFolder(run_dir),
                len(splits), rows, deadlines)
-    summary = _summarize(comp, target, oof_all, targets[covered], folds[covered], parts, rows,
-                         len(splits), dataset.skipped, started)
+    summary, crossed = _summarize(comp, target, oof_all, targets[covered], folds[covered], parts, rows,
+                                  len(splits), dataset.skipped, started)
     summary["selected_on_validation"] = any(row["selected"] for row in rows)
     summary["refit"] = refit
     if distributed.is_main():
+        if crossed is not None:  # what the report analyses: predictions no fit saw
+            write_atomically(RunFolder(run_dir).crossfit_path, lambda file: np.savez(
+                file, rows=covered, outputs=crossed.outputs, decided=crossed.decided))
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
@@ -151,28 +155,33 @@ def validated_by(splits, count: int) -> np.ndarray:
     return folds
 
 
-def _summarize(comp, target: Target, oof_all, targets, folds, parts, rows, count, skipped, started) -> dict:
+def _summarize(comp, target: Target, oof_all, targets, folds, parts, rows, count, skipped,
+               started) -> tuple[dict, CrossFit | None]:
     """Members' scores, the ensemble fitted on all out-of-fold rows (temperatures per member and
     fold model, weights, decisions such as thresholds or cut-points: what predict uses), and its
-    score cross-fitted over `parts` (printed; the in-sample one for reference), timing."""
+    score cross-fitted over `parts` (printed; the in-sample one for reference), timing; and the
+    cross-fitted predictions that score is of (None without two parts)."""
     def fit(oof, fit_targets, fit_folds) -> Ensemble:
         return fit_ensemble(oof, fit_targets, fit_folds, count, target, comp.metric)
 
+    ensemble_score = undecided = in_sample = crossed = None
     if len(targets):
         fitted = fit(oof_all, targets, folds)
-        ensemble_score, undecided = cross_fitted(fit, oof_all, targets, folds, parts, target, comp.metric)
+        crossed = cross_fitted(fit, oof_all, targets, folds, parts, target)
+        if crossed is not None:
+            ensemble_score = crossed.score(comp.metric, target, targets)
+            undecided = score(comp.metric, target, targets, crossed.outputs)
         in_sample = score(comp.metric, target, targets, fitted.outputs(oof_all, folds, target), fitted.decisions)
     else:  # no validation data: equal weights, no scores
         fitted = Ensemble([[1.0] * count for _ in oof_all], np.full(len(oof_all), 1 / len(oof_all)),
                           target.default_decisions())
-        ensemble_score = undecided = in_sample = None
     return {"metric": comp.metric, "target": target.kind, "members": rows,
             "weights": np.asarray(fitted.weights).tolist(), "temperatures": fitted.temperatures,
             "decisions": fitted.decisions, "ensemble_score": ensemble_score,
             "ensemble_score_in_sample": in_sample, "score_default_decisions": undecided,
             "crossfit_parts": int(len(np.unique(parts))), "folds": count,
             "validated": int(len(targets)), "skipped_images": skipped,
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": round(time.perf_counter() - started, 1)}, crossed
 
 
 def _refit(comp, run, shape, data: LabelledImages, runtime: Runtime, folder: RunFolder, folds: int,

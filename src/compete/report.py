@@ -18,8 +18,8 @@ from sklearn.metrics import confusion_matrix
 
 from .config import Competition, PipelineError, run_from_dict
 from .data import training_dataset
-from .ensemble import blend_oof
-from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta, score
+from .ensemble import CrossFit, blend_oof
+from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
 from .targets import Target, target_of_run
@@ -51,18 +51,35 @@ def read_log(run_dir: Path) -> pd.DataFrame:
 
 
 def ensemble_oof(run_dir: Path, summary: dict, target: Target | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The ensemble's out-of-fold outputs for every training image, and the indices of the
-    validated ones (images never validated keep all-zero rows in the oof files)."""
+    """The ensemble's out-of-fold outputs for every training image as predict's ensemble (fitted
+    on all of them) gives them, and the indices of the validated ones (images never validated
+    keep all-zero rows in the oof files)."""
     target = target or Target([])
     folder = RunFolder(run_dir)
     members = [np.load(p) for p in folder.oof_paths()]
     rows = np.flatnonzero((members[0] != 0).any(1))
     folds = np.load(folder.oof_folds_path) if folder.oof_folds_path.is_file() else None  # older runs: none
-    probs = blend_oof(members, folds, summary, target)
+    return _normalised(blend_oof(members, folds, summary, target), target), rows
+
+
+def _normalised(probs: np.ndarray, target: Target) -> np.ndarray:
     if target.kind == SINGLE:  # float32 softmax rows sum to 1 only to ~1e-7; scikit-learn wants better
         sums = probs.sum(1, keepdims=True)  # 0 in rows never validated
         probs = np.divide(probs, sums, out=np.zeros_like(probs), where=sums > 0)
-    return probs, rows
+    return probs
+
+
+def validated_predictions(run_dir: Path, summary: dict, target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What the analysis scores: the validated rows' indices, their ensemble outputs and their
+    decided labels. Cross-fitted where the run saved them (RunFolder.crossfit_path: each row
+    predicted by an ensemble fitted without it, like the reported score); older runs and runs with
+    one part: the ensemble fitted on all rows, and decided labels None (decide under its decisions)."""
+    path = RunFolder(run_dir).crossfit_path
+    if path.is_file():
+        with np.load(path) as saved:
+            return saved["rows"], _normalised(saved["outputs"], target), saved["decided"]
+    probs, rows = ensemble_oof(run_dir, summary, target)
+    return rows, probs[rows], None
 
 
 def confusion(targets: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
@@ -80,10 +97,10 @@ def report_metrics(target: Target, metric_name: str) -> list[str]:
     return list(names)
 
 
-def as_classes(target: Target, targets: np.ndarray, outputs: np.ndarray, decisions: dict):
+def as_classes(target: Target, targets: np.ndarray, outputs: np.ndarray, predicted: np.ndarray):
     """(true class, predicted class, class probabilities or None, class names) where the
-    outputs decide between classes: single_label, binary, graded regression; else None."""
-    predicted = target.decide(outputs, decisions)
+    outputs decide between classes (`predicted`: target.decide's labels): single_label, binary,
+    graded regression; else None."""
     if target.kind == SINGLE:
         return targets, predicted, outputs, target.classes
     if target.kind == BINARY:
@@ -113,9 +130,9 @@ def _class_analysis(run_dir: Path, config: dict, images, counts: np.ndarray, vie
                           for i, name in enumerate(classes)]}
 
 
-def _tag_analysis(target: Target, all_targets, val_targets, outputs, decisions) -> dict:
-    """Per tag: images, validated positives, F1 under the fitted threshold."""
-    predicted = target.decide(outputs, decisions)
+def _tag_analysis(target: Target, all_targets, val_targets, predicted, decisions) -> dict:
+    """Per tag: images, validated positives, F1 of the decided tags, and the threshold fitted on
+    all rows (the one predict uses)."""
     thresholds = decisions.get("thresholds") or target.default_decisions()["thresholds"]
     return {"per_class": [{"class": tag, "images": int(all_targets[:, i].sum()),
                            "validated": int(val_targets[:, i].sum()), "threshold": thresholds[i],
@@ -131,22 +148,24 @@ def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
     history = read_log(run_dir)
     if len(history):
         plot_curves(history, run_dir / "curves.png")
-    probs, rows = ensemble_oof(run_dir, summary, target)
-    if len(probs) != len(targets):
-        raise PipelineError(f"Run {run_dir.name} was trained on {len(probs)} images; the data in "
+    rows, outputs, predicted = validated_predictions(run_dir, summary, target)
+    trained_on = len(np.load(RunFolder(run_dir).oof_paths()[0], mmap_mode="r"))
+    if trained_on != len(targets):
+        raise PipelineError(f"Run {run_dir.name} was trained on {trained_on} images; the data in "
                             f"{config['data']} now has {len(targets)}. Train a new run to analyse it.")
     if len(rows):
-        outputs, val_targets = probs[rows], targets[rows]
-        decisions = summary.get("decisions") or target.default_decisions()
-        analysis = {"validated": int(len(rows)), "per_class": [],
-                    "metrics": {name: score(name, target, val_targets, outputs, decisions)
+        val_targets, decisions = targets[rows], summary.get("decisions") or target.default_decisions()
+        crossed = predicted is not None
+        predicted = predicted if crossed else target.decide(outputs, decisions)
+        analysis = {"validated": int(len(rows)), "per_class": [], "cross_fitted": crossed,
+                    "metrics": {name: CrossFit(outputs, predicted).score(name, target, val_targets)
                                 for name in report_metrics(target, summary["metric"])}}
-        view = as_classes(target, val_targets, outputs, decisions)
+        view = as_classes(target, val_targets, outputs, predicted)
         if view is not None:
             counts = np.array(list(target.counts(targets).values()))
             analysis.update(_class_analysis(run_dir, config, images, counts, view, rows))
         elif target.kind == MULTI:
-            analysis.update(_tag_analysis(target, targets, val_targets, outputs, decisions))
+            analysis.update(_tag_analysis(target, targets, val_targets, predicted, decisions))
     write_json(run_dir / ANALYSIS, analysis)
     return analysis
 
@@ -229,7 +248,9 @@ def write_report(run_dir: Path) -> Path:
     parts = [f"<h1>{html.escape(title)}</h1>", "<h2>Run</h2>", _table(_overview(run_dir, config, summary), "table facts"),
              "<h2>Members and ensemble weights</h2>", _table(_members(config, summary))]
     if analysis.get("metrics"):
-        parts += [f"<h2>Out-of-fold metrics ({analysis['validated']} validated images)</h2>",
+        how = ("each image predicted by an ensemble fitted without it" if analysis.get("cross_fitted")
+               else "the ensemble fitted on these images: optimistic")
+        parts += [f"<h2>Out-of-fold metrics ({analysis['validated']} validated images; {how})</h2>",
                   _table(pd.DataFrame({"metric": list(analysis["metrics"]), "value": list(analysis["metrics"].values())}))]
     parts.append("<h2>Plots</h2>")
     parts += [_image(run_dir / name, caption) for name, caption in PLOTS.items() if (run_dir / name).is_file()]

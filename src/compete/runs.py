@@ -48,6 +48,12 @@ class RunFolder:
         calibrates its out-of-fold row."""
         return self.path / "oof_folds.npy"
 
+    @property
+    def crossfit_path(self) -> Path:
+        """The ensemble's cross-fitted out-of-fold predictions (ensemble.CrossFit) and the training
+        rows they are of: what the reported score scores and the report analyses."""
+        return self.path / "oof_crossfit.npz"
+
     def oof_paths(self) -> list[Path]:
         return sorted(self.path.glob("oof_m*.npy"), key=lambda p: int(p.stem[len("oof_m"):]))
 
