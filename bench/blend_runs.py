@@ -5,8 +5,10 @@ them: what an ensemble preset would score, measured from runs already made on th
 
 RUN[:M] is a run id under submissions/NAME/runs (or a run folder) and its member M (default 0).
 All runs must share their hold-out split (same seed, val_fraction and subset). Each member is
-scored with its own TTA views, or with --views for all of them; blends use the pipeline's
-calibrated, log-loss-fitted weights (`fit_blend`), and equal weights beside them.
+scored with its own TTA views, or with --views for all of them. A blend is scored as a run scores
+its ensemble: temperatures, weights and decisions fitted on four stratified parts of the hold-out
+and scored on the fifth, in turn (cross-fitted, ensemble.cross_fitted); beside it the equal-weight
+average and the weights fitted on every hold-out image (what a run's predict would use).
 """
 from __future__ import annotations
 
@@ -21,13 +23,15 @@ sys.path.insert(0, str(REPO / "src"))
 import numpy as np  # noqa: E402
 
 from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
-from compete.ensemble import blend, fit_blend  # noqa: E402
+from compete.ensemble import combine, cross_fitted, crossfit_parts, fit_ensemble  # noqa: E402
 from compete.files import data_dir  # noqa: E402
 from compete.batches import to_tensor  # noqa: E402
 from compete.data import training_dataset, validation_splits  # noqa: E402
 from compete.inference import tta_probs  # noqa: E402
 from compete.runs import RunFolder, find_run, load_checkpoint  # noqa: E402
+from compete.metrics import score  # noqa: E402
 from compete.runtime import choose_device  # noqa: E402
+from compete.targets import target_of_run  # noqa: E402
 
 SPLIT_KEYS = ("seed", "val_fraction", "subset", "folds")
 
@@ -67,23 +71,32 @@ def main() -> None:
     device = choose_device(args.device)
     images = to_tensor(dataset.train_images[val], device)
     targets = dataset.train_targets[val]
+    target = target_of_run(RunFolder(specs[0][0]).config())
     probs, labels = [], []
     for run_dir, m in specs:
         model, member = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
         views = args.views.split(",") if args.views else member.tta
         precision = RunFolder(run_dir).config()["run"]["precision"]
-        probs.append(tta_probs(model, images, views, device, precision))
+        probs.append(tta_probs(model, images, views, device, precision, target))
         labels.append(f"{run_dir.name}:m{m} ({member.model}, {len(views)} views)")
-    print(f"{len(targets)} hold-out images (seed {run.seed}, val_fraction {run.val_fraction})")
+    print(f"{len(targets)} hold-out images (seed {run.seed}, val_fraction {run.val_fraction}); "
+          f"{comp.metric}, blends cross-fitted")
+    folds = np.zeros(len(targets), np.int64)  # one fold model per member: the hold-out's
+    parts = crossfit_parts(folds, dataset.strata[val], run.seed)
+
+    def fit(oof, fit_targets, fit_folds):
+        return fit_ensemble(oof, fit_targets, fit_folds, 1, target, comp.metric)
     for size in range(1, len(probs) + 1):
         for group in itertools.combinations(range(len(probs)), size):
             chosen = [probs[i] for i in group]
-            temperatures, weights = fit_blend(chosen, targets)
-            fitted = (blend(chosen, temperatures, weights).argmax(1) == targets).mean()
-            equal = (np.mean(chosen, 0).argmax(1) == targets).mean()
-            extra = f"  equal weights {equal:.4f}  weights {np.round(weights, 3).tolist()}" if size > 1 else ""
-            print(f"{fitted:.4f}{extra}  " + " + ".join(labels[i] for i in group))
-
+            if size == 1:
+                print(f"{score(comp.metric, target, targets, chosen[0]):.4f}  {labels[group[0]]}")
+                continue
+            crossed = cross_fitted(fit, chosen, targets, folds, parts, target).score(comp.metric, target, targets)
+            everything = fit(chosen, targets, folds)
+            equal = score(comp.metric, target, targets, combine(chosen, np.full(size, 1 / size)))
+            print(f"{crossed:.4f}  equal weights {equal:.4f}  weights on all rows "
+                  f"{np.round(everything.weights, 3).tolist()}  " + " + ".join(labels[i] for i in group))
 
 if __name__ == "__main__":
     try:
