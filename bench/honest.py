@@ -17,6 +17,7 @@ Prints a markdown table and appends one JSON line per run to bench/results.jsonl
 
     .venv/bin/python bench/honest.py apparel --preset default --seeds 0 1 2
     .venv/bin/python bench/honest.py apparel --parts refit -- --set subset=2000 --epochs 1   # a quick check
+    .venv/bin/python bench/honest.py apparel --table    # the table again, from bench/results.jsonl
 """
 from __future__ import annotations
 
@@ -159,6 +160,18 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def logged(args) -> dict[str, list[dict]]:
+    """Per part, the latest line of bench/results.jsonl for each seed (of this competition and
+    preset), in the order of --seeds."""
+    latest = {}
+    for line in (REPO / "bench" / "results.jsonl").read_text().splitlines():
+        result = json.loads(line)
+        if result.get("name") == args.name and result.get("preset") == args.preset and result.get("part") in PARTS:
+            latest[result["part"], result["seed"]] = result
+    return {part: runs for part in args.parts
+            if (runs := [latest[part, seed] for seed in args.seeds if (part, seed) in latest])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
@@ -169,8 +182,13 @@ def main() -> None:
     parser.add_argument("--data", help="the competition's files (default: ../shared/datasets/NAME)")
     parser.add_argument("--scratch", type=Path, help="workspace for runs and the pseudo-test (default: /tmp/honest)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--table", action="store_true",
+                        help="train nothing: print the table of the latest logged run of each part and seed")
     args, extra = parser.parse_known_args()  # the rest goes to every `train`, e.g. --set subset=2000
     args.extra = [item for item in extra if item != "--"]
+    if args.table:
+        print(table(logged(args)))
+        return
     args.data = str(Path(args.data or SHARED / args.name).resolve())
     root = (args.scratch or Path("/tmp/honest")).resolve()
     (root / "competition").mkdir(parents=True, exist_ok=True)
