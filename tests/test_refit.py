@@ -97,6 +97,8 @@ def test_predict_models_chooses_among_a_refit_runs_models_and_each_is_its_own_pr
     make_competition(workspace, n_train=48)
     assert main(["train", "tiny", "--device", "cpu", "--refit"]) == 0
     loaded, run_dir = loaded_checkpoints(monkeypatch), latest_run(workspace)
+    assert main(["predict", "tiny", "--device", "cpu"]) == 0
+    assert manifest(workspace)["models"] == "blend"  # the default: it beat the refit alone (BENCHMARKS)
     probs = {}
     for models, names in (("folds", ["m0_f0.pt"]), ("refit", ["m0_full.pt"]), ("blend", ["m0_f0.pt", "m0_full.pt"])):
         loaded.clear()

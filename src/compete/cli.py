@@ -53,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
                        help="drop unreadable training images (counted in the log) instead of stopping")
     train.add_argument("--refit", action="store_true", default=None,
                        help="after validation, train each member again on every labelled image; "
-                            "predict uses those models (--set refit_blend=true: half fold models)")
+                            "predict averages those and the fold models half and half "
+                            "(--set refit_blend=false: the refit alone)")
     train.add_argument("--time-limit", type=int, metavar="SECONDS",
                        help="size epochs (then folds, members) so the whole command ends within SECONDS; "
                             "0 turns a preset's limit off")

@@ -219,7 +219,7 @@ def _predicting(config: dict, summary: dict) -> str:
     """Which models `predict` uses (predict.predicting_models)."""
     if not summary.get("refit"):
         return "the fold models"
-    blend = " and the fold models, half and half" if config["run"].get("refit_blend") else ""
+    blend = " and the fold models, half and half" if config["run"].get("refit_blend", False) else ""
     return f"the refit on every labelled image{blend} (the scores are the fold models')"
 
 
