@@ -30,7 +30,7 @@ from compete.data import training_dataset, validation_splits  # noqa: E402
 from compete.inference import tta_probs  # noqa: E402
 from compete.runs import RunFolder, find_run, load_checkpoint  # noqa: E402
 from compete.metrics import score  # noqa: E402
-from compete.runtime import choose_device  # noqa: E402
+from compete.runtime import Runtime, choose_device  # noqa: E402
 from compete.targets import target_of_run  # noqa: E402
 
 SPLIT_KEYS = ("seed", "val_fraction", "subset", "folds")
@@ -77,7 +77,7 @@ def main() -> None:
         model, member = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
         views = args.views.split(",") if args.views else member.tta
         precision = RunFolder(run_dir).config()["run"]["precision"]
-        probs.append(tta_probs(model, images, views, device, precision, target))
+        probs.append(tta_probs(model, images, views, Runtime(device, precision), target))
         labels.append(f"{run_dir.name}:m{m} ({member.model}, {len(views)} views)")
     print(f"{len(targets)} hold-out images (seed {run.seed}, val_fraction {run.val_fraction}); "
           f"{comp.metric}, blends cross-fitted")

@@ -32,6 +32,14 @@ needs_albumentations = pytest.mark.skipif(importlib.util.find_spec("albumentatio
                                           reason="albumentations (requirements.txt) is not installed")
 
 
+def cpu_session(comp=None, run=None):
+    """A session on the CPU at full precision (fp32: the same numbers on every CPU)."""
+    from compete.config import Competition, RunConfig
+    from compete.runtime import Runtime, Session
+    return Session(comp or Competition(name="tiny", image_size=8, hflip=False), run or RunConfig(),
+                   Runtime(torch.device("cpu"), "fp32"))
+
+
 def compete_env(workspace: Path) -> dict:
     """The environment of a child process that runs this checkout's compete in `workspace`."""
     return {**os.environ, "COMPETE_ROOT": str(workspace), "PYTHONPATH": str(REPO / "src")}

@@ -13,7 +13,7 @@ from torch import nn
 
 from compete.config import Member, PipelineError
 from compete.finetune import freeze_batchnorm, head_parameters, parameter_groups, set_backbone_trainable
-from compete.models import build_model
+from compete.models import NetSpec, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 MOBILENET_FILE = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_fp16.pth"
@@ -39,7 +39,7 @@ SIZES = [(1, 28), (3, 32)]  # (channels, side): Fashion-MNIST-like and CIFAR-lik
 
 def build(model: str, channels: int = 3, size: int = 32, **settings):
     member = Member(model=model, **settings)
-    return build_model(member, channels, CLASSES, size, [0.5] * channels, [0.25] * channels)
+    return build_model(member, NetSpec(channels, size, CLASSES, [0.5] * channels, [0.25] * channels))
 
 
 def last_linear(module: nn.Module) -> nn.Linear:

@@ -26,10 +26,10 @@ def fits(monkeypatch) -> list[dict]:
     """Every fit the pipeline starts: its fold's index, training and validation rows, epochs."""
     calls = []
 
-    def spy(model, member, comp, data, fold, runtime, log=None, photo=None, deadline=None):
+    def spy(model, member, session, data, fold, log=None):
         calls.append({"index": fold.index, "train": np.sort(fold.train_idx), "val": fold.val_idx,
                       "epochs": member.epochs, "seed": fold.seed})
-        return train.fit(model, member, comp, data, fold, runtime, log, photo, deadline)
+        return train.fit(model, member, session, data, fold, log)
     monkeypatch.setattr(pipeline, "fit", spy)
     return calls
 

@@ -120,7 +120,7 @@ def test_report_embeds_every_plot_and_the_tables(trained, capsys):
 
 
 @pytest.mark.slow
-def test_report_analyses_a_run_trained_before_the_plots_existed(trained, capsys):
+def test_report_analyses_a_run_whose_analysis_is_missing(trained, capsys):
     tiny, run_dir, _ = trained
     analysis = read(run_dir, ANALYSIS)
     for name in [ANALYSIS, *PLOTS]:

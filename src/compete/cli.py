@@ -7,7 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import PREDICTING_MODELS, PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
+from .config import PREDICTING_MODELS, inputs_dir, load_competition, parse_sets, resolve_run
+from .errors import PipelineError
 from .files import DEFAULT_COMPETITION, data_dir
 
 
@@ -105,28 +106,24 @@ def _terminate(signum, frame):
 
 def _train(args, comp, folder) -> int:
     from .pipeline import train_competition
-    run_sets, member_sets = parse_sets(args.set)
-    member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                          ("lr", args.lr)) if v not in (None, "auto")})
-    run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
-                                       ("device", args.device), ("time_limit", args.time_limit),
-                                       ("refit", args.refit))
-                     if v is not None})
-    if "epochs" in member_sets and run_sets.get("time_limit"):
-        raise PipelineError("--epochs and --time-limit both size the run: give one of them.")
-    if "epochs" in member_sets:
-        run_sets["time_limit"] = 0  # explicit epochs win over a preset's time limit
+    from .runtime import start_session
     if args.resume:
         from .config import run_from_dict
         from .runs import RunFolder, find_unfinished
         resume_dir = find_unfinished(comp.name, args.run)
         run = run_from_dict(RunFolder(resume_dir).config()["run"])
     else:
+        run_sets, member_sets = parse_sets(args.set)
+        member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                              ("lr", args.lr)) if v not in (None, "auto")})
+        run_sets.update({"seed": args.seed, "folds": args.folds, "device": args.device,
+                         "time_limit": args.time_limit, "refit": args.refit})
         resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
-        if args.lr == "auto":
-            from .lrfind import apply_suggestions
-            apply_suggestions(comp, run, folder)
-    train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
+    session = start_session(comp, run)
+    if args.lr == "auto" and resume_dir is None:
+        from .lrfind import apply_suggestions
+        apply_suggestions(session, folder)
+    train_competition(session, folder, args.skip_bad_images, resume_dir)
     return 0
 
 
@@ -138,7 +135,8 @@ def _predict(args, comp, folder) -> int:
 
 def _lr_find(args, comp, folder) -> int:
     from .lrfind import find_lrs
-    find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
+    from .runtime import start_session
+    find_lrs(start_session(comp, resolve_run(comp, args.preset, {"device": args.device})), folder,
              None if args.member is None else [args.member])
     return 0
 

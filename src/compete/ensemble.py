@@ -17,11 +17,10 @@ from scipy.optimize import minimize, minimize_scalar
 
 from .data import group_folds
 from .metrics import decided_score, metric, score
-from .targets import Target
+from .targets import SINGLE_LABEL, Target
 
 EPS = 1e-7  # probability floor inside the log loss
 TEMPERATURES = (0.05, 20.0)  # search range of the calibration temperature
-SINGLE_LABEL = Target([])    # the kind of callers that name none
 HOLDOUT_PARTS = 5            # parts of a hold-out's rows held out in turn by cross-fitting
 
 
@@ -198,15 +197,9 @@ def blend_run(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: 
               target: Target = SINGLE_LABEL) -> np.ndarray:
     """A finished run's ensemble of its members' outputs on the same images: per member a
     (fold, outputs) pair per fold model (fold None: refit on all images), each calibrated by its
-    own temperature before the folds are averaged, then the members weighted. Older runs fitted
-    one temperature per member (a float): applied to the fold average, as they were."""
-    members = []
-    for outputs, temperatures in zip(fold_outputs, summary.get("temperatures", [1.0] * len(fold_outputs))):
-        if isinstance(temperatures, list):
-            members.append(_average_models([(f, target.calibrate(p, fold_temperature(temperatures, f)))
-                                            for f, p in outputs]))
-        else:
-            members.append(target.calibrate(_average_models(outputs), temperatures))
+    own temperature before the folds are averaged, then the members weighted."""
+    members = [_average_models([(f, target.calibrate(p, fold_temperature(temperatures, f))) for f, p in outputs])
+               for outputs, temperatures in zip(fold_outputs, summary["temperatures"])]
     return combine(members, summary["weights"])
 
 
@@ -218,13 +211,12 @@ def _average_models(outputs: list[tuple[int | None, np.ndarray]]) -> np.ndarray:
     return np.mean(parts, 0)
 
 
-def blend_oof(oof: list[np.ndarray], folds: np.ndarray | None, summary: dict,
+def blend_oof(oof: list[np.ndarray], folds: np.ndarray, summary: dict,
               target: Target = SINGLE_LABEL) -> np.ndarray:
     """A finished run's ensemble of its members' out-of-fold outputs, each row calibrated by
-    the temperature of the fold model that predicted it (`folds`; older runs: the member's)."""
-    temperatures = summary.get("temperatures", [1.0] * len(oof))
-    return combine([calibrate_rows(p, folds, t, target) if isinstance(t, list) else target.calibrate(p, t)
-                    for p, t in zip(oof, temperatures)], summary["weights"])
+    the temperature of the fold model that predicted it (`folds`)."""
+    return combine([calibrate_rows(p, folds, t, target) for p, t in zip(oof, summary["temperatures"])],
+                   summary["weights"])
 
 
 def combine(probs: list[np.ndarray], weights) -> np.ndarray:

@@ -3,7 +3,8 @@ HTML report built from the run folder.
 
 `analyse_run` needs the training images (they are in memory at the end of training) and writes
 the plots plus analysis.json into the run folder; `write_report` then needs the run folder alone.
-A run trained before the analysis existed is analysed on demand by `report_run`.
+A run whose analysis is missing (deleted, or interrupted while plotting) is analysed on demand by
+`report_run`.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .ensemble import CrossFit, blend_oof
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
-from .targets import Target, target_of_run
+from .targets import SINGLE_LABEL, Target, target_of_run
 
 ANALYSIS = "analysis.json"
 REPORT = "report.html"
@@ -50,15 +51,14 @@ def read_log(run_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates(["member", "epoch"], keep="last") if len(frame) else frame
 
 
-def ensemble_oof(run_dir: Path, summary: dict, target: Target | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ensemble_oof(run_dir: Path, summary: dict, target: Target = SINGLE_LABEL) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's out-of-fold outputs for every training image as predict's ensemble (fitted
     on all of them) gives them, and the indices of the validated ones (images never validated
     keep all-zero rows in the oof files)."""
-    target = target or Target([])
     folder = RunFolder(run_dir)
     members = [np.load(p) for p in folder.oof_paths()]
     rows = np.flatnonzero((members[0] != 0).any(1))
-    folds = np.load(folder.oof_folds_path) if folder.oof_folds_path.is_file() else None  # older runs: none
+    folds = np.load(folder.oof_folds_path)
     return _normalised(blend_oof(members, folds, summary, target), target), rows
 
 
@@ -72,8 +72,8 @@ def _normalised(probs: np.ndarray, target: Target) -> np.ndarray:
 def validated_predictions(run_dir: Path, summary: dict, target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """What the analysis scores: the validated rows' indices, their ensemble outputs and their
     decided labels. Cross-fitted where the run saved them (RunFolder.crossfit_path: each row
-    predicted by an ensemble fitted without it, like the reported score); older runs and runs with
-    one part: the ensemble fitted on all rows, and decided labels None (decide under its decisions)."""
+    predicted by an ensemble fitted without it, like the reported score); runs with one part: the
+    ensemble fitted on all rows, and decided labels None (decide under its decisions)."""
     path = RunFolder(run_dir).crossfit_path
     if path.is_file():
         with np.load(path) as saved:
@@ -193,33 +193,32 @@ def _image(path: Path, caption: str) -> str:
 
 
 def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
-    origin = config.get("provenance", {})
+    origin = config["provenance"]
     facts = {"competition": config["competition"]["name"], "run": run_dir.name,
-             "preset": config["run"]["preset"], "started": origin.get("started_at", "-"),
+             "preset": config["run"]["preset"], "started": origin["started_at"],
              "wall time (s)": summary["seconds"], "folds": summary["folds"],
              "models that predict": _predicting(config, summary),
-             "score": {True: "selected on validation (optimistic)", None: "selected on validation (older run)",
-                       False: "the kept weights', on validation that chose nothing"}[
-                 summary.get("selected_on_validation")],
+             "score": "selected on validation (optimistic)" if summary["selected_on_validation"]
+             else "the kept weights', on validation that chose nothing",
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
              f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
              else f"{summary['ensemble_score']:.4f}",
-             "member temperatures": ", ".join(_temperatures(t) for t in summary.get("temperatures", [])) or "-",
+             "member temperatures": ", ".join(_temperatures(t) for t in summary["temperatures"]) or "-",
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
-             "input hash": origin.get("input_hash", "-"), "data": config["data"]}
+             "input hash": origin["input_hash"], "data": config["data"]}
     return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
 
 
-def _temperatures(member) -> str:
-    """A member's temperature per fold model (older runs: one per member)."""
-    return "/".join(f"{t:.3f}" for t in member) if isinstance(member, list) else f"{member:.3f}"
+def _temperatures(member: list[float]) -> str:
+    """A member's temperature per fold model."""
+    return "/".join(f"{t:.3f}" for t in member)
 
 
 def _predicting(config: dict, summary: dict) -> str:
     """Which models `predict` uses (predict.predicting_models)."""
-    if not summary.get("refit"):
+    if not summary["refit"]:
         return "the fold models"
-    blend = " and the fold models, half and half" if config["run"].get("refit_blend", False) else ""
+    blend = " and the fold models, half and half" if config["run"]["refit_blend"] else ""
     return f"the refit on every labelled image{blend} (the scores are the fold models')"
 
 

@@ -273,6 +273,7 @@ class Regression(Target):
 
 
 KINDS = {kind.kind: kind for kind in (Target, Binary, MultiLabel, Regression)}
+SINGLE_LABEL = Target([])  # the single_label kind alone: what callers that name no target mean
 
 
 def target_from_dict(values: dict) -> Target:
@@ -282,8 +283,8 @@ def target_from_dict(values: dict) -> Target:
 
 
 def target_of_run(config: dict) -> Target:
-    """The target a run was trained for, from its config.json (runs from before kinds: single_label)."""
-    return target_from_dict(config["target"]) if "target" in config else Target(config["classes"])
+    """The target a run was trained for, from its config.json."""
+    return target_from_dict(config["target"])
 
 
 def _binary_classes(settings: TargetSettings, labels: list[str]) -> list[str]:
