@@ -35,7 +35,29 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         return sub
 
-    train = command("train", "train the competition's models into a new run folder")
+    _train_options(command("train", "train the competition's models into a new run folder"))
+    predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
+    predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    predict.add_argument("--models", choices=PREDICTING_MODELS,
+                         help="which of the run's models predict: its fold models, its models refit on "
+                              "every labelled image (train --refit), or both half and half "
+                              "(default: refit where the run has one, as its refit_blend says)")
+    runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
+                               "wall time and time limit, commit")
+    runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
+    report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
+    report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
+    report.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest finished)")
+    lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
+    lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
+    lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
+    check = command("check", "run every input check on the competition's files; list all problems")
+    check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+    _site_commands(commands)
+    return top
+
+
+def _train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--preset", default="default", help="recipe from the yaml's presets (e.g. fast, best)")
     train.add_argument("--epochs", type=int, help="epochs for every member")
     train.add_argument("--batch-size", type=int, help="batch size for every member")
@@ -59,23 +81,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=int, metavar="SECONDS",
                        help="size epochs (then folds, members) so the whole command ends within SECONDS; "
                             "0 turns a preset's limit off")
-    predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
-    predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
-    predict.add_argument("--models", choices=PREDICTING_MODELS,
-                         help="which of the run's models predict: its fold models, its models refit on "
-                              "every labelled image (train --refit), or both half and half "
-                              "(default: refit where the run has one, as its refit_blend says)")
-    runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
-                               "wall time and time limit, commit")
-    runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
-    report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
-    report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
-    report.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest finished)")
-    lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
-    lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
-    lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
-    check = command("check", "run every input check on the competition's files; list all problems")
-    check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+
+
+def _site_commands(commands) -> None:
+    """init, download, submit and scores: the commands that meet the downloaded files and the site."""
     init = commands.add_parser("init", help="write competition/NAME.yaml from the downloaded files")
     init.add_argument("name", help="competition: its files are in inputs/NAME (or --data DIR)")
     init.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
@@ -97,7 +106,6 @@ def parser() -> argparse.ArgumentParser:
                         help="how long to wait for Kaggle to score it (default 60)")
     scores = commands.add_parser("scores", help="read the public scores of earlier uploads back from Kaggle")
     scores.add_argument("name", help="competition (a file competition/NAME.yaml)")
-    return top
 
 
 def _terminate(signum, frame):
