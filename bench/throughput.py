@@ -16,12 +16,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))  # presets' weights files
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from compete.augment import train_transform  # noqa: E402
 from compete.config import inputs_dir, load_competition, resolve_run  # noqa: E402
-from compete.batches import to_tensor  # noqa: E402
 from compete.data import load_train  # noqa: E402
 from compete.files import DataDir  # noqa: E402
 from compete.inference import predict_logits  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     member = run.members[0]
     device = choose_device(args.device)
     dataset = load_train(comp, DataDir(Path(args.data) if args.data else inputs_dir() / args.name))
-    images = to_tensor(dataset.train_images, device)
+    images = torch.from_numpy(np.asarray(dataset.train_images).transpose(0, 3, 1, 2).copy()).to(device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
     model = member_model(member, net_spec(comp, dataset.train_images, dataset.target.outputs), device, run.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

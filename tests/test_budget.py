@@ -9,11 +9,12 @@ import pytest
 from compete import budget
 from compete.budget import MARGIN, MemberCost, fold_seconds, plan_run, run_seconds
 from compete.cli import main
-from compete.config import Member, PipelineError
+from compete.config import Member
+from compete.errors import PipelineError
 
 from compete.train import LabelledImages
 
-from conftest import REPO, TINY_PRESET, compete_env, cpu_session, make_competition, only_run, run_summary
+from helpers import REPO, TINY_PRESET, compete_env, cpu_session, make_competition, only_run, run_summary
 
 ELAPSED, END = 12.0, 5.0  # seconds gone before planning, and after the last fold
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from compete.config import Member, load_competition, resolve_run
-from compete.data import training_dataset, validation_splits
+from compete.data import training_dataset
+from compete.splits import validation_splits
 from compete.ensemble import (Ensemble, blend_run, calibrate_rows, cross_fitted, crossfit_parts,
                               fit_ensemble, fold_temperature, member_score)
 from compete.imagestore import channel_stats
@@ -22,7 +23,7 @@ from compete.predict import fold_outputs
 from compete.runs import save_checkpoint
 from compete.targets import target_from_dict
 
-from conftest import cpu_session, make_competition, with_pictures
+from helpers import cpu_session, make_competition, with_pictures
 
 BINARY = target_from_dict({"kind": "binary", "classes": ["no", "yes"]})
 SINGLE = target_from_dict({"kind": "single_label", "classes": ["a", "b", "c"]})

@@ -7,7 +7,7 @@ from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import make_competition, member_weights
+from helpers import make_competition, member_weights
 
 pytestmark = pytest.mark.slow  # trains for real
 

@@ -14,7 +14,7 @@ from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import compete_env, make_competition, member_weights, needs_cuda, run_summary
+from helpers import compete_env, make_competition, member_weights, needs_cuda, run_summary
 
 pytestmark = [pytest.mark.slow, needs_cuda]  # trains for real, on a GPU
 

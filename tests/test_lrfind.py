@@ -16,7 +16,7 @@ from compete import train
 from compete.train import LabelledImages
 from compete.models import NetSpec, build_model
 
-from conftest import TINY_PRESET, cpu_session, only_run, pattern
+from helpers import TINY_PRESET, cpu_session, only_run, pattern
 
 
 def sweep_of(model, member, comp, data, span=SweepRange(), optimizer=None):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from compete.config import Member, PipelineError
+from compete.config import Member
+from compete.errors import PipelineError
 from compete.finetune import freeze_batchnorm, head_parameters, parameter_groups, set_backbone_trainable
 from compete.models import NetSpec, build_model
 

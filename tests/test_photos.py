@@ -20,7 +20,7 @@ from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import image_bytes, make_competition, member_weights, needs_albumentations, run_summary
+from helpers import image_bytes, make_competition, member_weights, needs_albumentations, run_summary
 
 TINTS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 

@@ -8,11 +8,12 @@ import torch
 
 from compete import pipeline, predict, train
 from compete.cli import main
-from compete.config import PipelineError, load_competition, resolve_run
+from compete.config import load_competition, resolve_run
+from compete.errors import PipelineError
 from compete.history import MANIFEST
 from compete.leaderboard import upload_message
 
-from conftest import TINY_PRESET, make_competition, run_summary
+from helpers import TINY_PRESET, make_competition, run_summary
 
 MEMBER = TINY_PRESET["members"][0]
 

@@ -11,7 +11,7 @@ from compete.cli import main
 from compete.plots import highest_loss
 from compete.report import ANALYSIS, PLOTS, confusion, ensemble_oof
 
-from conftest import make_competition, only_run, workspace_at
+from helpers import make_competition, only_run, workspace_at
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

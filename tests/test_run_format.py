@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from compete.cli import main
-from compete.config import Member, PipelineError, RunConfig, member_from_dict, run_from_dict
+from compete.config import Member, RunConfig, member_from_dict, run_from_dict
+from compete.errors import PipelineError
 from compete.models import NetSpec, build_model
 from compete.runs import RUN_FORMAT, load_checkpoint, save_checkpoint
 
-from conftest import make_competition
+from helpers import make_competition
 
 OLD_CONFIG = {"competition": {"name": "tiny"}, "run": {"preset": "default", "seed": 3, "folds": 2, "refit": True}}
 

@@ -12,14 +12,15 @@ from hypothesis import given, settings, strategies as st
 from compete import check as check_module
 from compete import lrfind
 from compete.cli import main
-from compete.config import PipelineError, RunConfig, load_competition, resolve_run
-from compete.data import (always_trained, channel_stats, holdout_split, kfold_splits, straddling_groups,
-                          validation_splits)
+from compete.config import RunConfig, load_competition, resolve_run
+from compete.errors import PipelineError
+from compete.imagestore import channel_stats
+from compete.splits import always_trained, holdout_split, kfold_splits, straddling_groups, validation_splits
 from compete.lrfind import LRSweep, find_lrs
 from compete.runtime import start_session
 from compete.pipeline import train_competition, training_dataset
 
-from conftest import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
+from helpers import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
 
 
 def random_groups(draw_seed: int, n: int, classes: int, groups: int):

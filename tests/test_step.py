@@ -12,7 +12,7 @@ from compete.lrfind import SweepRange, lr_sweep, sweep_step
 from compete.models import NetSpec, build_model
 from compete.train import Fold, LabelledImages, TrainStep, fit
 
-from conftest import TINY_PRESET, cpu_session, pattern
+from helpers import TINY_PRESET, cpu_session, pattern
 
 
 def test_lr_find_the_time_limit_and_training_run_the_same_step_function(monkeypatch):

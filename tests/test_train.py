@@ -14,7 +14,7 @@ from compete.config import Competition, Member
 from compete.models import NetSpec, build_model
 from compete.train import FitLog, Fold, LabelledImages, ema_update, fit
 
-from conftest import TINY_PRESET, cpu_session, pattern
+from helpers import TINY_PRESET, cpu_session, pattern
 
 
 def average_of(values: list[float], decay: float) -> tuple[float, AveragedModel]:

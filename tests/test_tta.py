@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from compete.augment import TTA, check_tta
-from compete.config import Member, PipelineError, load_competition, resolve_run
-from compete.batches import to_tensor
-from compete.data import holdout_split, load_train
+from compete.config import Member, load_competition, resolve_run
+from compete.errors import PipelineError
+from compete.data import load_train
+from compete.splits import holdout_split
 from compete.files import DataDir
 from compete.models import NetSpec, build_model
 from compete.runtime import start_session
@@ -15,7 +16,7 @@ from compete.pipeline import train_competition
 from compete.predict import fold_outputs
 from compete.runs import load_checkpoint, save_checkpoint
 
-from conftest import cpu_session, make_competition
+from helpers import nchw, cpu_session, make_competition
 
 SHAPE = NetSpec(channels=1, image_size=8, num_classes=3, mean=[0.5], std=[0.25])
 
@@ -92,7 +93,7 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     dataset = load_train(comp, DataDir(tiny.data_dir))
     _, val_idx = holdout_split(dataset.train_targets, 0.25, 0)
     model, member = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
-    scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
+    scaled = nchw(dataset.train_images[val_idx]).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1) for name in member.tta]
     oof = np.load(run_dir / "oof_m0.npy")[val_idx]

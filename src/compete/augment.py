@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PipelineError
+from .errors import PipelineError
 
 CROP_RATIO = (3 / 4, 4 / 3)     # aspect ratios of random-resized crops (torchvision's default)
 ZOOM_SHARE = 0.875              # side share of the zoom and corner TTA crops (224 of 256)

@@ -220,8 +220,8 @@ class RunConfig:
                                      # image (same epochs; select: best: its folds' mean best epoch)
                                      # and predict with those models; the score stays the folds'
     refit_blend: bool = True         # with refit: predict averages the refit model and the fold
-                                     # models' average half and half (false: the refit alone); it
-                                     # beat the refit alone in 6 of 6 seeds (BENCHMARKS, issue 13)
+                                     # models' average half and half (false: the refit alone;
+                                     # measured in BENCHMARKS.md, issue 13)
     members: list[Member] = field(default_factory=list)
 
 
@@ -361,12 +361,6 @@ def weights_path(name: str, where: str) -> Path:
             f"{where}: weights: {name} must name a file inside the weights folder {weights_dir()}, "
             f"e.g. weights: {relative.name}. Put the file there, or point COMPETE_WEIGHTS at its folder.")
     return weights_dir() / relative
-
-
-def weights_files(competition: Competition) -> list[Path]:
-    """Every local weights file the competition's presets name (absolute paths)."""
-    return sorted({Path(member.weights) for preset in competition.presets
-                   for member in resolve_run(competition, preset).members if member.weights})
 
 
 def _saved(cls, values: dict, where: str):

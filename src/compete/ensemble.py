@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from .data import group_folds
+from .splits import group_folds
 from .metrics import decided_score, metric, score
 from .targets import SINGLE_LABEL, Target
 
@@ -45,24 +45,6 @@ def fit_temperature(probs: np.ndarray, targets: np.ndarray, target: Target = SIN
 
     result = minimize_scalar(loss, bounds=np.log(TEMPERATURES), method="bounded")
     return float(np.exp(result.x)) if result.success and loss(result.x) < loss(0.0) else 1.0
-
-
-def calibrate(probs: np.ndarray, temperature: float, target: Target = SINGLE_LABEL) -> np.ndarray:
-    return target.calibrate(probs, temperature)
-
-
-def blend(probs: list[np.ndarray], temperatures, weights, target: Target = SINGLE_LABEL) -> np.ndarray:
-    """The ensemble's outputs: each member calibrated, then weighted."""
-    return combine([target.calibrate(p, t) for p, t in zip(probs, temperatures)], weights)
-
-
-def fit_blend(probs: list[np.ndarray], targets: np.ndarray, target: Target = SINGLE_LABEL,
-              metric_name: str | None = None) -> tuple[list[float], np.ndarray]:
-    """Per-member temperatures, then weights fitted on the calibrated outputs (see
-    `metric_weights`)."""
-    temperatures = [fit_temperature(p, targets, target) for p in probs]
-    calibrated = [target.calibrate(p, t) for p, t in zip(probs, temperatures)]
-    return temperatures, metric_weights(calibrated, targets, target, metric_name)
 
 
 def metric_weights(calibrated: list[np.ndarray], targets: np.ndarray, target: Target,

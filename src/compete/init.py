@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import (PipelineError, TargetSettings, competitions_dir, inputs_dir, load_competition,
-                     resolve_run, weights_dir)
+from .config import (TargetSettings, competitions_dir, inputs_dir, load_competition, resolve_run,
+                     weights_dir)
+from .errors import PipelineError
 from .files import DataDir, examples
 from .leaderboard import fetch
 from .metrics import BINARY, MULTI, REGRESSION

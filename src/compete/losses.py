@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Member, PipelineError
+from .config import Member
+from .errors import PipelineError
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE
 
 LOSSES = {SINGLE: ("cross_entropy", "focal"), BINARY: ("bce", "focal"), MULTI: ("bce", "focal"),

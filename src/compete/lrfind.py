@@ -20,13 +20,14 @@ import torch
 
 from .batches import as_source, open_images
 from .config import Member, submissions_dir
-from .data import training_dataset, validation_splits
+from .data import training_dataset
 from .errors import PipelineError
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import NetSpec, member_model, member_seed, net_spec
 from .plots import plot_lr_sweep
 from .losses import criterion as make_criterion
 from .runtime import Session
+from .splits import validation_splits
 from .train import LabelledImages, TrainStep, build_step
 
 START_LR = 1e-6        # first learning rate of the sweep

@@ -16,7 +16,7 @@ from .batches import open_images
 from .check import split_notes
 from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Member, RunConfig
-from .data import training_dataset, validation_splits
+from .data import training_dataset
 from .ensemble import CrossFit, Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
 from .metrics import check_metric, score
@@ -25,6 +25,7 @@ from .models import NetSpec, member_model, member_seed, net_spec
 from .report import analyse_run
 from .runs import RUN_FORMAT, RunFolder, new_run_dir, save_checkpoint, write_json
 from .runtime import Session
+from .splits import validation_splits
 from .submission import submission_format
 from .targets import Target
 from .train import FitLog, Fold, LabelledImages, fit, selects_best

@@ -9,8 +9,8 @@ import numpy as np
 
 from .atomic import write_atomically
 from .batches import open_images
-from .config import (PREDICTING_MODELS, Competition, PipelineError, run_from_dict, submissions_dir,
-                     target_settings)
+from .config import PREDICTING_MODELS, Competition, run_from_dict, submissions_dir, target_settings
+from .errors import PipelineError
 from .data import load_test
 from .ensemble import blend_run
 from .files import DataDir

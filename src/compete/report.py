@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from .config import Competition, PipelineError, run_from_dict
+from .config import Competition, run_from_dict
+from .errors import PipelineError
 from .data import training_dataset
 from .ensemble import CrossFit, blend_oof
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from .config import PipelineError, TargetSettings
+from .config import TargetSettings
+from .errors import PipelineError
 from .decisions import apply_cuts, fit_cuts, fit_thresholds, metric_objective
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, metric
 from .tables import sort_classes
