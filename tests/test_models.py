@@ -14,6 +14,7 @@ from torch import nn
 from compete.config import Member
 from compete.errors import PipelineError
 from compete.finetune import freeze_batchnorm, head_parameters, parameter_groups, set_backbone_trainable
+from compete.config import parse_sets
 from compete.models import NetSpec, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,8 +101,8 @@ def test_normalization_follows_the_member():
     vit = build("vit_tiny_patch16_224", normalize="pretrained", image_size=32,
                 model_args={"img_size": 32, "patch_size": 8})
     assert vit.mean.flatten().tolist() == pytest.approx([0.5, 0.5, 0.5])  # what its weights expect
-    with pytest.raises(PipelineError, match="normalize: imagenett"):
-        build("resnet18", normalize="imagenett")
+    with pytest.raises(PipelineError, match="normalize: 'imagenett' is not one of data, imagenet, pretrained"):
+        parse_sets(["normalize=imagenett"])  # refused when the settings load, before any model
 
 
 @pytest.mark.parametrize("settings,message", [

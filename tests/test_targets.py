@@ -9,7 +9,8 @@ from compete.errors import PipelineError
 from compete.ensemble import fit_ensemble, fit_temperature, fit_weights
 from compete.init import guess_metric
 from compete.metrics import check_metric, decided_score, score
-from compete.targets import Binary, MultiLabel, Regression, Target, fit_target, infer_target, target_from_dict
+from compete.target_guess import infer_target
+from compete.targets import Binary, MultiLabel, Regression, Target, fit_target, target_from_dict
 
 
 def test_tags_become_one_column_each_and_come_back_as_the_same_strings():

@@ -112,7 +112,7 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a run the way Ctrl-C does
 
 
-def _train(args, comp, folder) -> int:
+def _train(args, comp, data_dir) -> int:
     from .pipeline import train_competition
     from .runtime import start_session
     if args.resume:
@@ -130,28 +130,28 @@ def _train(args, comp, folder) -> int:
     session = start_session(comp, run)
     if args.lr == "auto" and resume_dir is None:
         from .lrfind import apply_suggestions
-        apply_suggestions(session, folder)
-    train_competition(session, folder, args.skip_bad_images, resume_dir)
+        apply_suggestions(session, data_dir)
+    train_competition(session, data_dir, args.skip_bad_images, resume_dir)
     return 0
 
 
-def _predict(args, comp, folder) -> int:
+def _predict(args, comp, data_dir) -> int:
     from .predict import predict_competition
-    predict_competition(comp, folder, args.run, args.device, args.models)
+    predict_competition(comp, data_dir, args.run, args.device, args.models)
     return 0
 
 
-def _lr_find(args, comp, folder) -> int:
+def _lr_find(args, comp, data_dir) -> int:
     from .lrfind import find_lrs
     from .runtime import start_session
-    find_lrs(start_session(comp, resolve_run(comp, args.preset, {"device": args.device})), folder,
+    find_lrs(start_session(comp, resolve_run(comp, args.preset, {"device": args.device})), data_dir,
              None if args.member is None else [args.member])
     return 0
 
 
-def _check(args, comp, folder) -> int:
+def _check(args, comp, data_dir) -> int:
     from .check import check_competition, print_report
-    return print_report(comp, folder, check_competition(comp, folder, args.preset))
+    return print_report(comp, data_dir, check_competition(comp, data_dir, args.preset))
 
 
 def _init(args) -> int:  # init writes the yaml that the other data commands load
@@ -161,9 +161,9 @@ def _init(args) -> int:  # init writes the yaml that the other data commands loa
     return 0
 
 
-def _submit(args, comp, folder) -> int:
+def _submit(args, comp, data_dir) -> int:
     from .leaderboard import submit
-    submit(comp, folder, args.run, args.message, args.wait)
+    submit(comp, data_dir, args.run, args.message, args.wait)
     return 0
 
 

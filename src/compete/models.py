@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CHOICES, Competition, Member, weights_dir
+from .config import Competition, Member, weights_dir
 from .errors import PipelineError
 from .imagestore import ImageFile, channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
@@ -264,8 +264,6 @@ def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, 
     """Mean and std per input channel. "data": the training set's; "imagenet": ImageNet's;
     "pretrained": what the weights were trained with (timm's config; ImageNet for torchvision).
     Gray images get the averages over RGB."""
-    if member.normalize not in CHOICES["normalize"]:
-        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(CHOICES['normalize'])}.")
     if member.normalize == "data":
         return data_mean, data_std
     config = getattr(net, "pretrained_cfg", {}) if member.normalize == "pretrained" else {}

@@ -55,10 +55,8 @@ def make_optimizer(model, member: Member):
     if member.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=member.lr, momentum=0.9, nesterov=True,
                                weight_decay=member.weight_decay, fused=fused or None)
-    if member.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=member.lr, weight_decay=member.weight_decay,
-                                 fused=fused or None)
-    raise PipelineError(f"Unknown optimizer '{member.optimizer}': use adamw or sgd.")
+    return torch.optim.AdamW(groups, lr=member.lr, weight_decay=member.weight_decay,
+                             fused=fused or None)  # adamw: config.CHOICES allows no other
 
 
 def _onecycle_warmup(warmup: float, total_steps: int) -> float:
@@ -74,11 +72,9 @@ def _scheduler(optimizer, member: Member, total_steps: int):
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
             pct_start=_onecycle_warmup(member.warmup, total_steps))
-    if member.schedule == "cosine":
-        warm = max(1, int(member.warmup * total_steps))
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-            (step + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))))
-    raise PipelineError(f"Unknown schedule '{member.schedule}': use onecycle or cosine.")
+    warm = max(1, int(member.warmup * total_steps))  # cosine: config.CHOICES allows no other
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
+        (step + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))))
 
 
 def epoch_order(count: int, draw: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
@@ -96,7 +92,7 @@ def epoch_steps(member: Member, images: int) -> int:
     return min(steps, member.epoch_steps) if member.epoch_steps else steps
 
 
-def _train_epoch(training: "Training", net, data: "LabelledImages", positions: torch.Tensor, progress: str,
+def _train_epoch(training: "Training", net, data: "LabelledImages", positions: torch.Tensor, label: str,
                  pace: Pace | None = None):
     """One pass over the images at `positions`. `net` is `training.model`, or its
     DistributedDataParallel wrapper: every process draws the same order (a permutation, or the
@@ -117,7 +113,7 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
     loss_sum = torch.zeros((), device=generator.device)
     correct = torch.zeros((), device=generator.device, dtype=torch.long)
     waited = 0.0
-    bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0,
+    bar = tqdm(range(steps), desc=label, leave=False, unit="batch", mininterval=1.0,
                disable=not distributed.is_main())
     for i in bar:
         asked = time.perf_counter()
