@@ -126,10 +126,10 @@ def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set
                             f"the folder writable.") from None
 
 
-def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], tag: str):
+def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], split: str):
     key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, comp.resize, ids, data.fingerprint(paths)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return cache_dir() / comp.name / f"{tag}-{digest}.npy"
+    return cache_dir() / comp.name / f"{split}-{digest}.npy"
 
 
 def _read_cache(cache) -> Decoded | None:
@@ -142,20 +142,20 @@ def _read_cache(cache) -> Decoded | None:
 
 
 def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
-                 tag: str) -> str:
-    split, table = ("training", comp.train_csv) if tag == "train" else ("test", comp.sample_submission)
+                 split: str) -> str:
+    which, table = ("training", comp.train_csv) if split == "train" else ("test", comp.sample_submission)
     listing = f"the files from {comp.train_images}/" if comp.layout == "folders" else f"their rows from {table}"
     remedy = (f"If they cannot be had, remove {listing} or pass --skip-bad-images."
-              if tag == "train" else "Every test image is needed for the submission.")
+              if split == "train" else "Every test image is needed for the submission.")
     if bad[rows[0]] == NOT_FOUND:
-        return (f"{len(rows)} {split} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
+        return (f"{len(rows)} {which} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
                 f"{data.not_found(paths[rows[0]])} {remedy}")
     listed = [f"{data.describe(paths[i])} (id {ids[i]!r}): {bad[i]}" for i in rows[:EXAMPLES]]
-    return (f"{len(rows)} {split} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
+    return (f"{len(rows)} {which} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
             f"Download them again. {remedy}")
 
 
-def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], tag: str,
+def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], split: str,
                 skip_bad: bool = False, problems: Problems | None = None) -> Decoded:
     """Decoded images (N, H, W, C) uint8 in `ids` order, from the cache when the files are unchanged.
 
@@ -169,18 +169,18 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
                             f"{comp.image_size!r}.")
     if not ids:
         return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
-    paths = image_paths(comp, tag, folder, ids)
+    paths = image_paths(comp, split, folder, ids)
     missing = [i for i, path in enumerate(paths) if not data.exists(path)]
     if missing and not skip_bad:
-        problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, tag))
-    cache = _cache_file(comp, data, paths, ids, tag)
+        problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, split))
+    cache = _cache_file(comp, data, paths, ids, split)
     decoded = _read_cache(cache)
     if decoded is None:
         _decode_all(comp, data, paths, set(missing), cache)
         decoded = _read_cache(cache)
     unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
     if unreadable and not skip_bad:
-        problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, tag))
+        problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, split))
     return decoded
 
 
