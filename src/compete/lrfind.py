@@ -6,7 +6,8 @@ divided by 10. The minimum is where training is about to become unstable; a tent
 learns fast and leaves room for the schedule's peak. The model and optimizer are restored
 exactly afterwards, so a sweep never changes what training starts from. A member that first
 trains its new head alone (freeze_epochs) is swept that way too, as its training starts (fastai's
-lr_find on a frozen learner).
+lr_find on a frozen learner). Each step is the member's own training step (train.build_step):
+the augmentation, loss and optimizer the sweep measures are the ones that train.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Fit one member on one split: the loop, schedule, EMA, early stopping and the epoch log.
+"""Fit one member on one split: its training step (TrainStep, the one that lr-find and the time
+plan's measure run too), the loop, schedule, EMA, early stopping and the epoch log.
 
 Images come from a batch source (batches.py): resident on the training device, where batches
 are gathered by index, or streamed by loader threads; either way each batch is augmented on
@@ -31,6 +32,7 @@ from .metrics import metric, score
 from .pace import PACE_PASSES, EpochTimes, Pace, meet_deadline
 from .runtime import Session
 from .targets import SINGLE_LABEL, Target
+
 
 @dataclass
 class FitResult:
