@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from compete.cli import main
-from compete.config import Member, RunConfig, member_from_dict, run_from_dict
+from compete.config import Member, RunConfig, competition_from_dict, member_from_dict, run_from_dict
 from compete.errors import PipelineError
 from compete.models import NetSpec, build_model
 from compete.runs import RUN_FORMAT, load_checkpoint, save_checkpoint
@@ -72,3 +72,6 @@ def test_saved_settings_this_version_does_not_know_are_refused_by_name():
         run_from_dict(saved)
     del saved["old_setting"]
     assert run_from_dict(saved).members == [Member(lr=0.1)]
+    with pytest.raises(PipelineError, match=r"settings this version does not know: img_size"):
+        competition_from_dict({"name": "tiny", "img_size": 28})
+    assert competition_from_dict({"name": "tiny", "image_size": 28}).image_size == 28

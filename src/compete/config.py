@@ -373,6 +373,11 @@ def _saved(cls, values: dict, where: str):
     return cls(**values)
 
 
+def competition_from_dict(values: dict, where: str = "config.json competition") -> Competition:
+    """The competition settings saved in a run folder's config.json."""
+    return _saved(Competition, values, where)
+
+
 def member_from_dict(values: dict, where: str) -> Member:
     """A member's settings saved in a run (config.json, a checkpoint)."""
     return _saved(Member, values, where)

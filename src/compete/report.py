@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from .config import Competition, run_from_dict
+from .config import competition_from_dict, run_from_dict
 from .errors import PipelineError
 from .data import training_dataset
 from .ensemble import CrossFit, blend_oof
@@ -98,17 +98,17 @@ def report_metrics(target: Target, metric_name: str) -> list[str]:
     return list(names)
 
 
-def as_classes(target: Target, targets: np.ndarray, outputs: np.ndarray, predicted: np.ndarray):
+def as_classes(target: Target, truth: np.ndarray, outputs: np.ndarray, predicted: np.ndarray):
     """(true class, predicted class, class probabilities or None, class names) where the
     outputs decide between classes (`predicted`: target.decide's labels): single_label, binary,
     graded regression; else None."""
     if target.kind == SINGLE:
-        return targets, predicted, outputs, target.classes
+        return truth, predicted, outputs, target.classes
     if target.kind == BINARY:
-        return targets, predicted, np.concatenate([1 - outputs, outputs], axis=1), target.classes
+        return truth, predicted, np.concatenate([1 - outputs, outputs], axis=1), target.classes
     if target.kind == REGRESSION and target.grades:
         low, high = target.grades
-        return (np.rint(targets).astype(int) - low, predicted - low, None,
+        return (np.rint(truth).astype(int) - low, predicted - low, None,
                 [str(g) for g in range(low, high + 1)])
     return None
 
@@ -176,7 +176,7 @@ def report_run(competition: str, run_id: str | None = None) -> Path:
     run_dir = find_run(competition, run_id)
     if not (run_dir / ANALYSIS).is_file():
         config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
-        comp, run = Competition(**config["competition"]), run_from_dict(config["run"])
+        comp, run = competition_from_dict(config["competition"]), run_from_dict(config["run"])
         dataset = training_dataset(comp, run, Path(config["data"]), skip_bad=summary["skipped_images"] > 0)
         analyse_run(run_dir, dataset.train_images, dataset.train_targets)
     return write_report(run_dir)
