@@ -21,16 +21,18 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from compete.config import PipelineError, load_competition, run_from_dict  # noqa: E402
+from compete.config import load_competition, run_from_dict  # noqa: E402
+from compete.errors import PipelineError  # noqa: E402
 from compete.ensemble import combine, cross_fitted, crossfit_parts, fit_ensemble  # noqa: E402
 from compete.files import data_dir  # noqa: E402
-from compete.batches import to_tensor  # noqa: E402
-from compete.data import training_dataset, validation_splits  # noqa: E402
+from compete.data import training_dataset  # noqa: E402
+from compete.splits import validation_splits  # noqa: E402
 from compete.inference import tta_probs  # noqa: E402
 from compete.runs import RunFolder, find_run, load_checkpoint  # noqa: E402
 from compete.metrics import score  # noqa: E402
-from compete.runtime import choose_device  # noqa: E402
+from compete.runtime import Runtime, choose_device  # noqa: E402
 from compete.targets import target_of_run  # noqa: E402
 
 SPLIT_KEYS = ("seed", "val_fraction", "subset", "folds")
@@ -69,7 +71,7 @@ def main() -> None:
     dataset = training_dataset(comp, run, data_dir(comp.name, args.data))
     [(_, val)] = validation_splits(dataset.train_targets, run, dataset.groups)
     device = choose_device(args.device)
-    images = to_tensor(dataset.train_images[val], device)
+    images = torch.from_numpy(np.asarray(dataset.train_images[val]).transpose(0, 3, 1, 2).copy()).to(device)
     targets = dataset.train_targets[val]
     target = target_of_run(RunFolder(specs[0][0]).config())
     probs, labels = [], []
@@ -77,7 +79,7 @@ def main() -> None:
         model, member = load_checkpoint(RunFolder(run_dir).member_path(m, 0), device)
         views = args.views.split(",") if args.views else member.tta
         precision = RunFolder(run_dir).config()["run"]["precision"]
-        probs.append(tta_probs(model, images, views, device, precision, target))
+        probs.append(tta_probs(model, images, views, Runtime(device, precision), target))
         labels.append(f"{run_dir.name}:m{m} ({member.model}, {len(views)} views)")
     print(f"{len(targets)} hold-out images (seed {run.seed}, val_fraction {run.val_fraction}); "
           f"{comp.metric}, blends cross-fitted")

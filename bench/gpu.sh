@@ -35,8 +35,9 @@ step() {  # step SECONDS COMMAND...: run it with a time limit, log it, go on wha
 python3 - "$name" <<'PY' 2>&1 | tee -a "$log"
 import gzip, shutil, sys
 from pathlib import Path
-from compete.config import load_competition, weights_files
-for wanted in weights_files(load_competition(sys.argv[1])):
+sys.path.insert(0, "bench")
+from weights_files import weights_files
+for wanted in weights_files(sys.argv[1]):
     packed = Path(".data/weights") / f"{wanted.name}.gz"
     if not wanted.is_file() and packed.is_file():
         wanted.parent.mkdir(parents=True, exist_ok=True)

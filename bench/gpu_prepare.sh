@@ -16,8 +16,7 @@ for name in "$@"; do
   cp -r "$shared/datasets/$name" .data/ && chmod -R u+w ".data/$name"  # ../shared is read-only
   carry=(".data/$name")
   # the weights files this competition's presets name (fp16 weights gzip to about half)
-  weights=$(PYTHONPATH=src python3 -c "from compete.config import load_competition, weights_files
-print(*weights_files(load_competition('$name')), sep='\n')")
+  weights=$(PYTHONPATH=src python3 bench/weights_files.py "$name")
   for path in $weights; do
     packed=".data/weights/$(basename "$path").gz"
     gzip -9 -c "$path" > "$packed"

@@ -16,17 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))  # presets' weights files
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from compete.augment import train_transform  # noqa: E402
 from compete.config import inputs_dir, load_competition, resolve_run  # noqa: E402
-from compete.batches import to_tensor  # noqa: E402
 from compete.data import load_train  # noqa: E402
 from compete.files import DataDir  # noqa: E402
 from compete.inference import predict_logits  # noqa: E402
-from compete.models import input_shape, member_model  # noqa: E402
-from compete.runtime import autocast, choose_device  # noqa: E402
+from compete.models import member_model, net_spec  # noqa: E402
+from compete.runtime import Runtime, autocast, choose_device  # noqa: E402
 
 WARMUP = 5   # steps before timing (kernel selection, allocator)
 STEPS = 30   # timed steps
@@ -59,9 +59,9 @@ def main() -> None:
     member = run.members[0]
     device = choose_device(args.device)
     dataset = load_train(comp, DataDir(Path(args.data) if args.data else inputs_dir() / args.name))
-    images = to_tensor(dataset.train_images, device)
+    images = torch.from_numpy(np.asarray(dataset.train_images).transpose(0, 3, 1, 2).copy()).to(device)
     labels = torch.from_numpy(dataset.train_targets).to(device)
-    model = member_model(member, input_shape(comp, dataset), device, run.seed).train()
+    model = member_model(member, net_spec(comp, dataset.train_images, dataset.target.outputs), device, run.seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     context = autocast(device, run.precision)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -87,7 +87,7 @@ def main() -> None:
     data_only = time_steps(data_step, device)
     test = images[:min(len(images), 10000)]
     started = clock(device)
-    predict_logits(model, test, device, run.precision)
+    predict_logits(model, test, Runtime(device, run.precision))
     inference = len(test) / (clock(device) - started)
     result = {"name": args.name, "preset": args.preset, "model": member.model, "device": str(device),
               "batch_size": batch_size, "train_images_per_s": round(batch_size / full),

@@ -5,7 +5,7 @@ import ast
 import re
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "src" / "compete"
 ENTRY_POINTS = {"__init__", "__main__"}  # `python -m compete` runs cli; nothing imports these

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from compete.augment import cutout, mix_batch, random_crop
 
-from conftest import gen
+from helpers import gen
 
 
 def test_each_crop_is_a_window_of_the_padded_image():

@@ -15,7 +15,7 @@ from compete.config import load_competition
 from compete.data import load_train
 from compete.files import DataDir
 
-from conftest import assert_nothing_half_written, image_bytes, make_competition, put_file, read_file
+from helpers import assert_nothing_half_written, image_bytes, make_competition, put_file, read_file
 
 
 def train_csv(tiny) -> str:

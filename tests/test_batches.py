@@ -13,7 +13,7 @@ from compete.augment import PhotoTransform
 from compete.config import Member, RunConfig
 from compete.imagestore import ImageFile
 
-from conftest import needs_albumentations, resident_bytes
+from helpers import needs_albumentations, resident_bytes
 
 
 CPU = torch.device("cpu")

@@ -6,7 +6,7 @@ import pytest
 
 from compete.cli import main
 
-from conftest import REPO, compete_env, make_competition, run_summary
+from helpers import REPO, compete_env, make_competition, run_summary
 
 pytestmark = pytest.mark.slow  # trains for real
 

@@ -9,9 +9,12 @@ import pytest
 from compete import budget
 from compete.budget import MARGIN, MemberCost, fold_seconds, plan_run, run_seconds
 from compete.cli import main
-from compete.config import Member, PipelineError
+from compete.config import Member
+from compete.errors import PipelineError
 
-from conftest import REPO, TINY_PRESET, compete_env, make_competition, only_run, run_summary
+from compete.train import LabelledImages
+
+from helpers import REPO, TINY_PRESET, compete_env, cpu_session, make_competition, only_run, run_summary
 
 ELAPSED, END = 12.0, 5.0  # seconds gone before planning, and after the last fold
 
@@ -101,7 +104,7 @@ def test_a_refit_is_planned_as_one_more_fit_on_every_image(monkeypatch, refit):
     monkeypatch.setattr(budget, "plan_run", lambda limit, elapsed, members, costs, sizes: planned.update(sizes=sizes))
     run = RunConfig(time_limit=100, refit=refit, members=[Member()])
     splits = [(np.arange(90), np.arange(90, 100))]
-    budget.plan_time_limit(run, None, splits, None, torch.zeros(100), torch.device("cpu"), lambda m: None, None)
+    budget.plan_time_limit(cpu_session(run=run), LabelledImages(None, torch.zeros(100)), splits, lambda m: None)
     assert planned["sizes"] == [(90, 10)] + ([(100, 0)] if refit else [])
 
 

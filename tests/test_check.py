@@ -9,7 +9,7 @@ from compete.check import check_competition
 from compete.cli import main
 from compete.config import load_competition
 
-from conftest import decode_calls, make_competition, put_file, read_file
+from helpers import decode_calls, make_competition, put_file, read_file
 
 
 def test_a_clean_competition_has_no_problems(tiny, capsys):

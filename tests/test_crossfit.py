@@ -10,18 +10,20 @@ import pytest
 import torch
 
 from compete.config import Member, load_competition, resolve_run
-from compete.data import training_dataset, validation_splits
+from compete.data import training_dataset
+from compete.splits import validation_splits
 from compete.ensemble import (Ensemble, blend_run, calibrate_rows, cross_fitted, crossfit_parts,
                               fit_ensemble, fold_temperature, member_score)
 from compete.imagestore import channel_stats
 from compete.metrics import decided_score, score
-from compete.models import InputShape, build_model
-from compete.pipeline import _summarize, print_summary, train_competition
+from compete.models import NetSpec, build_model
+from compete.runtime import start_session
+from compete.pipeline import OutOfFold, _summarize, print_summary, train_competition
 from compete.predict import fold_outputs
 from compete.runs import save_checkpoint
 from compete.targets import target_from_dict
 
-from conftest import make_competition, with_pictures
+from helpers import cpu_session, make_competition, with_pictures
 
 BINARY = target_from_dict({"kind": "binary", "classes": ["no", "yes"]})
 SINGLE = target_from_dict({"kind": "single_label", "classes": ["a", "b", "c"]})
@@ -65,9 +67,11 @@ def test_the_recorded_and_printed_ensemble_score_is_the_cross_fitted_one(capsys)
     oof, targets = noise_run(seed=0)
     folds = np.zeros(len(targets), np.int64)
     parts = crossfit_parts(folds, targets, seed=0)
-    comp = SimpleNamespace(metric="accuracy")
-    rows = [{"member": m, "model": "cnn", "score": 0.5, "seconds": 1.0} for m in range(len(oof))]
-    summary, predictions = _summarize(comp, BINARY, oof, targets, folds, parts, rows, 1, 0, time.perf_counter())
+    job = SimpleNamespace(session=SimpleNamespace(comp=SimpleNamespace(metric="accuracy")),
+                          data=SimpleNamespace(target=BINARY), splits=[None])  # a hold-out run
+    rows = [{"member": m, "model": "cnn", "score": 0.5, "seconds": 1.0, "selected": False} for m in range(len(oof))]
+    out_of_fold = OutOfFold(np.arange(len(targets)), oof, targets, folds, parts)
+    summary, predictions = _summarize(job, out_of_fold, rows, 0, time.perf_counter())
 
     def fit(probs, fit_targets, fit_folds):
         return fit_ensemble(probs, fit_targets, fit_folds, 1, BINARY, "accuracy")
@@ -117,10 +121,10 @@ def test_each_fold_model_gets_the_temperature_of_its_own_outputs():
 
 def write_fold_model(run_dir, fold: int, sharpness: float) -> None:
     """A member checkpoint whose logits are scaled by `sharpness`."""
-    shape = InputShape(channels=1, image_size=8, num_classes=3, mean=[0.5], std=[0.25])
+    shape = NetSpec(channels=1, image_size=8, num_classes=3, mean=[0.5], std=[0.25])
     member = Member(model="cnn", model_args={"widths": [4], "convs": 1})
     torch.manual_seed(fold)
-    model = build_model(member, 1, shape.num_classes, shape.image_size, shape.mean, shape.std)
+    model = build_model(member, shape)
     state = {key: value * sharpness if key.endswith("weight") and value.ndim == 2 else value
              for key, value in model.state_dict().items()}  # the linear head
     save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", state, member, shape, {"fold": fold})
@@ -131,20 +135,13 @@ def test_prediction_calibrates_each_fold_model_before_the_folds_are_averaged(tmp
     write_fold_model(tmp_path, 0, sharpness=8.0)
     write_fold_model(tmp_path, 1, sharpness=0.5)
     images = torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8)
-    [folds] = fold_outputs(tmp_path, images, torch.device("cpu"), "fp32")
+    [folds] = fold_outputs(tmp_path, images, cpu_session().runtime)
     (_, sharp), (_, soft) = folds
     summary = {"temperatures": [[4.0, 0.6]], "weights": [1.0]}
     expected = (SINGLE.calibrate(sharp, 4.0) + SINGLE.calibrate(soft, 0.6)) / 2
     np.testing.assert_allclose(blend_run([folds], summary, SINGLE), expected, atol=1e-6)
     averaged_then_calibrated = SINGLE.calibrate((sharp + soft) / 2, np.mean([4.0, 0.6]))
     assert np.abs(expected - averaged_then_calibrated).max() > 0.01  # the old order differs
-
-
-def test_older_runs_apply_one_temperature_per_member_to_the_fold_average():
-    rng = np.random.default_rng(0)
-    first, second = rng.dirichlet(np.ones(3), 10), rng.dirichlet(np.ones(3), 10)
-    blended = blend_run([[(0, first), (1, second)]], {"temperatures": [1.7], "weights": [1.0]}, SINGLE)
-    np.testing.assert_allclose(blended, SINGLE.calibrate((first + second) / 2, 1.7), atol=1e-9)
 
 
 def test_a_model_refit_on_all_images_takes_its_members_mean_fold_temperature():
@@ -162,7 +159,7 @@ def test_kfold_statistics_come_from_each_folds_training_part(workspace):
     with_pictures(tiny)
     comp = load_competition(tiny.name)
     run = resolve_run(comp, "default", {"device": "cpu", "folds": 3})
-    run_dir = train_competition(comp, run, tiny.data_dir)
+    run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     dataset = training_dataset(comp, run, tiny.data_dir)
     splits = validation_splits(dataset.strata, run, dataset.groups)
     means = []

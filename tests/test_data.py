@@ -7,12 +7,13 @@ import pytest
 from PIL import Image
 
 from compete.config import load_competition
-from compete.data import decode_image, holdout_split, kfold_splits, load_images, load_train
+from compete.data import load_images, load_train
+from compete.splits import holdout_split, kfold_splits
 from compete.files import DataDir
 from compete.tables import load_tables
 from compete.submission import build_submission, write_submission
 
-from conftest import decode_calls, image_bytes, make_competition, put_file
+from helpers import decoded, decode_calls, image_bytes, make_competition, put_file
 
 
 @pytest.mark.parametrize("channels,classes", [(1, ("0", "1", "2")), (3, ("cat", "dog", "frog", "ship"))])
@@ -66,13 +67,13 @@ FLAVOURS = {
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_png_flavour_decodes_to_the_declared_channels(flavour, channels):
     image, gray, colour = FLAVOURS[flavour]
-    array = decode_image(image_bytes(image), channels, 8)
+    array = decoded(image_bytes(image), channels, 8)
     assert array.shape == (8, 8, channels) and array.dtype == np.uint8
     assert tuple(array[0, 0]) == (gray if channels == 1 else colour)
 
 
 def test_half_transparent_pixels_blend_with_white_not_with_the_hidden_colour():
-    array = decode_image(image_bytes(Image.new("RGBA", (8, 8), (0, 0, 200, 128))), 3, 8)
+    array = decoded(image_bytes(Image.new("RGBA", (8, 8), (0, 0, 200, 128))), 3, 8)
     assert np.abs(array[0, 0].astype(int) - [127, 127, 227]).max() <= 1  # 50% blue over white
 
 
@@ -89,7 +90,7 @@ def test_exif_orientation_turns_photos_upright(orientation, turned):
     to turn it. Upright, the bright half is where a viewer shows it."""
     stored = np.zeros((8, 16, 3), dtype=np.uint8)
     stored[:, :8] = 250
-    array = decode_image(jpeg_with_orientation(Image.fromarray(stored), orientation), 1, 16)[:, :, 0]
+    array = decoded(jpeg_with_orientation(Image.fromarray(stored), orientation), 1, 16)[:, :, 0]
     bright = array > 128
     expected = {1: (slice(None), slice(0, 8)), 3: (slice(None), slice(8, 16)),  # squashed to 16x16
                 6: (slice(0, 8), slice(None)), 8: (slice(8, 16), slice(None))}[orientation]
@@ -97,7 +98,7 @@ def test_exif_orientation_turns_photos_upright(orientation, turned):
 
 
 def test_other_sizes_are_resized_to_the_declared_size():
-    assert decode_image(image_bytes(Image.new("L", (13, 5), 9)), 1, 8).shape == (8, 8, 1)
+    assert decoded(image_bytes(Image.new("L", (13, 5), 9)), 1, 8).shape == (8, 8, 1)
 
 
 def test_labels_and_leading_zero_ids_round_trip_to_the_submission(workspace):

@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from compete.config import load_competition, resolve_run
+from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import make_competition, member_weights
+from helpers import make_competition, member_weights
 
 pytestmark = pytest.mark.slow  # trains for real
 
@@ -21,7 +22,7 @@ RANDOM_PRESET = {"folds": 2, "members": [{
 def train_and_predict(tiny):
     comp = load_competition(tiny.name)
     run = resolve_run(comp, "default", {"seed": 7, "device": "cpu"})
-    run_dir = train_competition(comp, run, tiny.data_dir)
+    run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     submission = predict_competition(comp, tiny.data_dir, run_dir.name, "cpu").read_bytes()
     return submission, member_weights(run_dir)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_process, make_competition, member_weights, run_summary
+from helpers import cli_process, make_competition, member_weights, run_summary
 
 pytestmark = pytest.mark.slow  # trains for real
 

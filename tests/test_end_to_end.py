@@ -5,7 +5,7 @@ import pytest
 
 from compete.cli import main
 
-from conftest import make_competition, only_run, run_summary
+from helpers import make_competition, only_run, run_summary
 
 pytestmark = pytest.mark.slow  # trains for real
 

@@ -64,7 +64,8 @@ def test_combine_is_the_normalized_weighted_average():
 
 
 def test_temperature_recovers_how_much_a_member_was_softened():
-    from compete.ensemble import calibrate, fit_temperature
+    from compete.ensemble import fit_temperature
+    from compete.targets import SINGLE_LABEL
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 3, (4000, 5))
     true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
@@ -72,11 +73,12 @@ def test_temperature_recovers_how_much_a_member_was_softened():
     softened = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)  # under-confident
     temperature = fit_temperature(softened, targets)
     assert abs(temperature - 0.5) < 0.05
-    assert np.allclose(calibrate(softened, temperature).sum(1), 1)
+    assert np.allclose(SINGLE_LABEL.calibrate(softened, temperature).sum(1), 1)
 
 
 def test_calibrated_blend_favours_the_accurate_under_confident_member():
-    from compete.ensemble import blend, fit_blend
+    from compete.ensemble import fit_ensemble
+    from compete.targets import SINGLE_LABEL
     rng = np.random.default_rng(1)
     targets = rng.integers(0, 4, 3000)
     correct = np.eye(4)[targets]
@@ -84,8 +86,9 @@ def test_calibrated_blend_favours_the_accurate_under_confident_member():
     accurate = 0.4 * accurate + 0.6 / 4                                          # softened
     sharp = np.where(rng.random((3000, 1)) < 0.6, correct, np.eye(4)[rng.integers(0, 4, 3000)])
     sharp = 0.97 * sharp + 0.03 / 4                                              # ~70% right, confident
-    temperatures, weights = fit_blend([accurate, sharp], targets)
-    assert temperatures[0] < 1  # sharpened
-    assert weights[0] > weights[1]
-    mixed = blend([accurate, sharp], temperatures, weights)
+    folds = np.zeros(len(targets), np.int64)  # a hold-out: one fold model per member
+    fitted = fit_ensemble([accurate, sharp], targets, folds, 1, SINGLE_LABEL, "accuracy")
+    assert fitted.temperatures[0][0] < 1  # sharpened
+    assert fitted.weights[0] > fitted.weights[1]
+    mixed = fitted.outputs([accurate, sharp], folds, SINGLE_LABEL)
     assert (mixed.argmax(1) == targets).mean() >= (accurate.argmax(1) == targets).mean() - 0.01

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from compete.config import load_competition, resolve_run
+from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import compete_env, make_competition, member_weights, needs_cuda, run_summary
+from helpers import compete_env, make_competition, member_weights, needs_cuda, run_summary
 
 pytestmark = [pytest.mark.slow, needs_cuda]  # trains for real, on a GPU
 
@@ -37,7 +38,7 @@ def gpu_tiny(workspace):
 def train_and_predict(tiny, **settings):
     comp = load_competition(tiny.name)
     run = resolve_run(comp, "default", {"seed": 3, "device": "cuda", **settings})
-    run_dir = train_competition(comp, run, tiny.data_dir)
+    run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     submission = pd.read_csv(predict_competition(comp, tiny.data_dir, run_dir.name, "cuda"), dtype=str)
     summary = run_summary(run_dir)
     return run_dir, submission, summary, member_weights(run_dir)

@@ -11,7 +11,7 @@ from PIL import Image
 from compete import imagestore
 from compete.imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size
 
-from conftest import image_bytes, resident_bytes
+from helpers import image_bytes, resident_bytes
 
 
 def stripes(width: int, height: int) -> Image.Image:

@@ -20,7 +20,7 @@ from compete.data import load_train
 from compete.files import DataDir
 from compete.layout import unsafe_ids
 
-from conftest import image_bytes, pattern
+from helpers import image_bytes, pattern
 
 MODES = ["RGB", "L", "RGBA", "P"]  # cycled over the images (RGBA and P as PNG, the others JPEG)
 

@@ -18,7 +18,7 @@ import yaml
 
 from compete.cli import main
 
-from conftest import TINY_PRESET, make_competition, only_run, run_summary, workspace_at
+from helpers import TINY_PRESET, make_competition, only_run, run_summary, workspace_at
 
 SLUG = "tiny-challenge"
 ONE_EPOCH = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}

@@ -10,10 +10,9 @@ from PIL import Image
 
 from compete.cli import main
 from compete.config import Competition
-from compete.data import decode_image
 from compete.leakage import exact_hashes, near_pairs, perceptual_hashes
 
-from conftest import image_bytes, make_competition, picture, put_file, with_pictures
+from helpers import decoded, image_bytes, make_competition, picture, put_file, with_pictures
 
 MAX_BITS = Competition("defaults").near_duplicate_bits
 
@@ -36,7 +35,7 @@ EDITS = {  # file bytes of a copy; the pipeline decodes any of them back to 32 x
 def test_an_edited_copy_is_near_its_original_and_distinct_pictures_are_not(edit, channels):
     rng = np.random.default_rng(channels)
     originals = np.stack([picture(rng, channels) for _ in range(200)])
-    copies = np.stack([decode_image(EDITS[edit](image), channels, 32) for image in originals[:20]])
+    copies = np.stack([decoded(EDITS[edit](image), channels, 32) for image in originals[:20]])
     assert not np.array_equal(copies, originals[:20])
     hashes = perceptual_hashes(np.concatenate([originals, copies]))
     first, second, _ = near_pairs(hashes, MAX_BITS)
@@ -47,7 +46,7 @@ def test_exact_hashes_are_of_the_pixels_not_the_file_bytes():
     image = picture(np.random.default_rng(0))
     files = [image_bytes(image, compress_level=0), image_bytes(image, compress_level=9), image_bytes(image, "BMP")]
     assert len(set(files)) == 3
-    assert len(set(exact_hashes(np.stack([decode_image(file, 1, 32) for file in files])))) == 1
+    assert len(set(exact_hashes(np.stack([decoded(file, 1, 32) for file in files])))) == 1
 
 
 @settings(max_examples=40, deadline=None)

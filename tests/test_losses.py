@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compete.config import Member, PipelineError
+from compete.config import Member
+from compete.errors import PipelineError
 from compete.losses import criterion, sampling_weights
 from compete.targets import Binary, MultiLabel, Regression, Target
 from compete.train import epoch_order

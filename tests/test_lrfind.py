@@ -10,16 +10,22 @@ import torch
 
 from compete.cli import main
 from compete.config import Competition, Member
-from compete import lrfind
 from compete.finetune import head_parameters
-from compete.lrfind import lr_sweep, suggest
-from compete.runtime import Runtime
-from compete.train import LabelledImages, train_step
-from compete.models import build_model
+from compete.lrfind import SweepRange, lr_sweep, suggest, sweep_step
+from compete import train
+from compete.train import LabelledImages
+from compete.models import NetSpec, build_model
 
-from conftest import TINY_PRESET, only_run, pattern
+from helpers import TINY_PRESET, cpu_session, only_run, pattern
 
-CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
+
+def sweep_of(model, member, comp, data, span=SweepRange(), optimizer=None):
+    """The member's sweep of `model` on `data` (with `optimizer` in place of its own)."""
+    session = cpu_session(comp)
+    step = sweep_step(model, member, session, data)
+    if optimizer is not None:
+        step.optimizer = optimizer
+    return lr_sweep(model, step, data, span)
 
 
 @pytest.fixture
@@ -30,7 +36,7 @@ def setup():
     images = np.stack([pattern(t, 1, 8, rng) for t in targets]).transpose(0, 3, 1, 2)
     member = Member(**TINY_PRESET["members"][0])
     torch.manual_seed(0)
-    model = build_model(member, 1, 3, 8, [0.3], [0.3])
+    model = build_model(member, NetSpec(1, 8, 3, [0.3], [0.3]))
     comp = Competition(name="tiny", image_size=8, hflip=False)
     return model, member, comp, torch.from_numpy(images.copy()), torch.from_numpy(targets)
 
@@ -39,7 +45,7 @@ def test_sweep_restores_every_weight_and_buffer_exactly(setup):
     model, member, comp, images, labels = setup
     model.eval()
     before = copy.deepcopy(model.state_dict())
-    sweep = lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, steps=12)
+    sweep = sweep_of(model, member, comp, LabelledImages(images, labels), SweepRange(steps=12))
     assert len(sweep.lrs) > 5  # it did train: BatchNorm statistics and weights moved meanwhile
     after = model.state_dict()
     assert before.keys() == after.keys()
@@ -53,7 +59,7 @@ def test_sweep_restores_a_given_optimizer(setup):
     model(images[:8].float() / 255).sum().backward()
     optimizer.step()  # some Adam state to keep
     before = copy.deepcopy(optimizer.state_dict())
-    lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, optimizer=optimizer, steps=20)
+    sweep_of(model, member, comp, LabelledImages(images, labels), SweepRange(steps=20), optimizer)
     after = optimizer.state_dict()
     assert after["param_groups"] == before["param_groups"]
     for key, state in before["state"].items():
@@ -66,12 +72,13 @@ def test_a_member_that_trains_its_head_first_is_swept_with_the_backbone_frozen(s
     head = {id(p) for p in head_parameters(model)}
     seen = []
 
-    def spy(net, *args):
+    def spy(step, net, *args):
         seen.append({id(p) for p in net.parameters() if p.requires_grad})
-        return train_step(net, *args)
+        return train_step(step, net, *args)
 
-    monkeypatch.setattr(lrfind, "train_step", spy)
-    lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, steps=5)
+    train_step = train.train_step
+    monkeypatch.setattr(train, "train_step", spy)
+    sweep_of(model, member, comp, LabelledImages(images, labels), SweepRange(steps=5))
     assert seen and all(trainable == head for trainable in seen)
     assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
 
@@ -79,7 +86,7 @@ def test_a_member_that_trains_its_head_first_is_swept_with_the_backbone_frozen(s
 @pytest.mark.slow
 def test_suggestion_lies_inside_the_swept_range(setup):
     model, member, comp, images, labels = setup
-    sweep = lr_sweep(model, member, comp, LabelledImages(images, labels), CPU_FP32, start_lr=1e-5, end_lr=10.0, steps=60)
+    sweep = sweep_of(model, member, comp, LabelledImages(images, labels), SweepRange(1e-5, 10.0, 60))
     assert 1e-5 <= sweep.suggestion <= 10.0
     assert sweep.suggestion == pytest.approx(max(sweep.lrs[int(np.argmin(sweep.smoothed))] / 10, 1e-5))
     assert np.all(np.diff(sweep.lrs) > 0)

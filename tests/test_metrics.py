@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn import metrics as sk
 
-from compete.config import PipelineError
+from compete.errors import PipelineError
 from compete.metrics import KAGGLE_EPS, METRICS, metric
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

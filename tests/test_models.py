@@ -11,9 +11,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from compete.config import Member, PipelineError
+from compete.config import Member
+from compete.errors import PipelineError
 from compete.finetune import freeze_batchnorm, head_parameters, parameter_groups, set_backbone_trainable
-from compete.models import build_model
+from compete.config import parse_sets
+from compete.models import NetSpec, build_model
 
 REPO = Path(__file__).resolve().parents[1]
 MOBILENET_FILE = REPO.parent / "shared" / "weights" / "mobilenet_v2_imagenet_fp16.pth"
@@ -39,7 +41,7 @@ SIZES = [(1, 28), (3, 32)]  # (channels, side): Fashion-MNIST-like and CIFAR-lik
 
 def build(model: str, channels: int = 3, size: int = 32, **settings):
     member = Member(model=model, **settings)
-    return build_model(member, channels, CLASSES, size, [0.5] * channels, [0.25] * channels)
+    return build_model(member, NetSpec(channels, size, CLASSES, [0.5] * channels, [0.25] * channels))
 
 
 def last_linear(module: nn.Module) -> nn.Linear:
@@ -99,8 +101,8 @@ def test_normalization_follows_the_member():
     vit = build("vit_tiny_patch16_224", normalize="pretrained", image_size=32,
                 model_args={"img_size": 32, "patch_size": 8})
     assert vit.mean.flatten().tolist() == pytest.approx([0.5, 0.5, 0.5])  # what its weights expect
-    with pytest.raises(PipelineError, match="normalize: imagenett"):
-        build("resnet18", normalize="imagenett")
+    with pytest.raises(PipelineError, match="normalize: 'imagenett' is not one of data, imagenet, pretrained"):
+        parse_sets(["normalize=imagenett"])  # refused when the settings load, before any model
 
 
 @pytest.mark.parametrize("settings,message", [

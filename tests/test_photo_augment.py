@@ -7,7 +7,7 @@ import torch
 from compete.augment import TTA, PhotoTransform, colour_jitter, crop_and_rotate, photo_transform, train_transform
 from compete.config import Member
 
-from conftest import gen, needs_albumentations
+from helpers import gen, needs_albumentations
 
 
 def ramp(n: int = 16, side: int = 32, channels: int = 3) -> torch.Tensor:

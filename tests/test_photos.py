@@ -16,10 +16,11 @@ from compete.cli import main
 from compete.config import load_competition, resolve_run
 from compete.data import load_images
 from compete.files import DataDir
+from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import predict_competition
 
-from conftest import image_bytes, make_competition, member_weights, needs_albumentations, run_summary
+from helpers import image_bytes, make_competition, member_weights, needs_albumentations, run_summary
 
 TINTS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
 
@@ -61,7 +62,7 @@ def make_photos(root, name: str = "photos", n_train: int = 60, n_test: int = 9, 
 def run_once(name: str, data_dir, **overrides):
     comp = load_competition(name)
     run = resolve_run(comp, "default", {"seed": 3, "device": "cpu", **overrides})
-    run_dir = train_competition(comp, run, data_dir)
+    run_dir = train_competition(start_session(comp, run), data_dir)
     submission = predict_competition(comp, data_dir, run_dir.name, "cpu")
     return run_dir, pd.read_csv(submission, dtype=str)
 

@@ -5,7 +5,7 @@ import torch
 
 from compete.augment import check_tta
 from compete.config import PROJECT_ROOT, load_competition, resolve_run
-from compete.models import build_model
+from compete.models import NetSpec, build_model
 
 SHIPPED = [(path.stem, preset) for path in sorted((PROJECT_ROOT / "competition").glob("*.yaml"))
            for preset in load_competition(path.stem).presets]
@@ -30,8 +30,8 @@ def test_shipped_preset_builds_every_member(name, preset):
     images = torch.rand(2, comp.channels, comp.image_size, comp.image_size)
     for member in run.members:
         check_tta(member.tta, comp.hflip, comp.vflip)
-        model = build_model(member, comp.channels, 10, comp.image_size, [0.5] * comp.channels,
-                            [0.25] * comp.channels, load_weights=bool(member.weights)).eval()
+        spec = NetSpec(comp.channels, comp.image_size, 10, [0.5] * comp.channels, [0.25] * comp.channels)
+        model = build_model(member, spec, load_weights=bool(member.weights)).eval()
         if member.weights:
             assert_starts_from(model, member.weights)
         with torch.no_grad():

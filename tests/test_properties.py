@@ -14,14 +14,15 @@ from hypothesis import HealthCheck, event, given, settings, strategies as st
 from PIL import Image
 
 from compete.cli import main
-from compete.config import PipelineError, load_competition
+from compete.config import load_competition
+from compete.errors import PipelineError
 from compete.data import load_images
 from compete.files import DataDir, Problems
 from compete.layout import unsafe_ids
 from compete.tables import MISSING_LABELS, load_tables
 from compete.submission import build_submission, validate_submission, write_submission
 
-from conftest import image_bytes, make_competition, workspace_at
+from helpers import image_bytes, make_competition, workspace_at
 
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", 40))  # raise it to hunt for bugs at length
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None,

@@ -8,11 +8,12 @@ import torch
 
 from compete import pipeline, predict, train
 from compete.cli import main
-from compete.config import PipelineError, load_competition, resolve_run
+from compete.config import load_competition, resolve_run
+from compete.errors import PipelineError
 from compete.history import MANIFEST
 from compete.leaderboard import upload_message
 
-from conftest import TINY_PRESET, make_competition, run_summary
+from helpers import TINY_PRESET, make_competition, run_summary
 
 MEMBER = TINY_PRESET["members"][0]
 
@@ -26,10 +27,10 @@ def fits(monkeypatch) -> list[dict]:
     """Every fit the pipeline starts: its fold's index, training and validation rows, epochs."""
     calls = []
 
-    def spy(model, member, comp, data, fold, runtime, log=None, photo=None, deadline=None):
+    def spy(model, member, session, data, fold, log=None):
         calls.append({"index": fold.index, "train": np.sort(fold.train_idx), "val": fold.val_idx,
                       "epochs": member.epochs, "seed": fold.seed})
-        return train.fit(model, member, comp, data, fold, runtime, log, photo, deadline)
+        return train.fit(model, member, session, data, fold, log)
     monkeypatch.setattr(pipeline, "fit", spy)
     return calls
 

@@ -11,7 +11,7 @@ from compete.cli import main
 from compete.plots import highest_loss
 from compete.report import ANALYSIS, PLOTS, confusion, ensemble_oof
 
-from conftest import make_competition, only_run, workspace_at
+from helpers import make_competition, only_run, workspace_at
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -120,7 +120,7 @@ def test_report_embeds_every_plot_and_the_tables(trained, capsys):
 
 
 @pytest.mark.slow
-def test_report_analyses_a_run_trained_before_the_plots_existed(trained, capsys):
+def test_report_analyses_a_run_whose_analysis_is_missing(trained, capsys):
     tiny, run_dir, _ = trained
     analysis = read(run_dir, ANALYSIS)
     for name in [ANALYSIS, *PLOTS]:

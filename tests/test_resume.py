@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli_process, make_competition, needs_cuda
+from helpers import cli_process, make_competition, needs_cuda
 
 pytestmark = pytest.mark.slow  # trains for real
 

@@ -10,7 +10,7 @@ from compete.cli import main
 from compete.config import load_competition
 from compete.history import git_commit, input_hash
 
-from conftest import REPO, run_summary, TINY_PRESET, make_competition, workspace_at
+from helpers import REPO, run_summary, TINY_PRESET, make_competition, workspace_at
 
 SHORT_PRESET = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}
 

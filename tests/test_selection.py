@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from compete.cli import main
-from compete.config import Member, PipelineError, load_competition, resolve_run
+from compete.config import Member, load_competition, resolve_run
+from compete.errors import PipelineError
 from compete.train import selects_best
 
-from conftest import make_competition, run_summary
+from helpers import nchw, make_competition, run_summary
 
 # sgd at this rate peaks at its first epoch on this data, falls, and recovers by its last
 # (validation accuracy 1.0, 0.625, 0.625, 1.0, 1.0 on the CPU): best and last epochs differ
@@ -79,8 +80,8 @@ def test_the_reported_score_is_the_saved_final_weights_score_with_the_submission
     from sklearn.metrics import log_loss
 
     from compete.augment import TTA
-    from compete.batches import to_tensor
-    from compete.data import training_dataset, validation_splits
+    from compete.data import training_dataset
+    from compete.splits import validation_splits
     from compete.runs import load_checkpoint
 
     member = {**MEMBER, "ema": 0.9, "tta": ["identity", "hflip", "shift_left"]}
@@ -95,7 +96,7 @@ def test_the_reported_score_is_the_saved_final_weights_score_with_the_submission
     dataset = training_dataset(comp, run, tiny.data_dir)
     [(_, val_idx)] = validation_splits(dataset.strata, run, dataset.groups)
     model, saved = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
-    scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
+    scaled = nchw(dataset.train_images[val_idx]).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1).numpy() for name in saved.tta]
     expected = log_loss(dataset.train_targets[val_idx], np.mean(views, axis=0), labels=[0, 1, 2])

@@ -5,9 +5,10 @@ import pytest
 import yaml
 
 from compete.cli import main
-from compete.config import PipelineError, load_competition, parse_sets, resolve_run
+from compete.config import load_competition, parse_sets, resolve_run
+from compete.errors import PipelineError
 
-from conftest import TINY_PRESET, assert_nothing_half_written, make_competition
+from helpers import TINY_PRESET, assert_nothing_half_written, make_competition
 
 MEMBER = TINY_PRESET["members"][0]
 

@@ -12,13 +12,15 @@ from hypothesis import given, settings, strategies as st
 from compete import check as check_module
 from compete import lrfind
 from compete.cli import main
-from compete.config import PipelineError, RunConfig, load_competition, resolve_run
-from compete.data import (always_trained, channel_stats, holdout_split, kfold_splits, straddling_groups,
-                          validation_splits)
+from compete.config import RunConfig, load_competition, resolve_run
+from compete.errors import PipelineError
+from compete.imagestore import channel_stats
+from compete.splits import always_trained, holdout_split, kfold_splits, straddling_groups, validation_splits
 from compete.lrfind import LRSweep, find_lrs
+from compete.runtime import start_session
 from compete.pipeline import train_competition, training_dataset
 
-from conftest import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
+from helpers import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
 
 
 def random_groups(draw_seed: int, n: int, classes: int, groups: int):
@@ -158,7 +160,7 @@ def test_normalization_statistics_come_from_the_training_part_only(workspace):
     [(train_idx, _)] = validation_splits(dataset.train_targets, run, dataset.groups)
     expected, everything = channel_stats(dataset.train_images[train_idx]), channel_stats(dataset.train_images)
     assert expected != everything  # the hold-out would move them
-    run_dir = train_competition(comp, run, tiny.data_dir)
+    run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     shape = json.loads((run_dir / "config.json").read_text())["shape"]
     checkpoint = torch.load(run_dir / "members" / "m0_f0.pt", weights_only=False)
     for recorded in (shape, checkpoint["shape"]):
@@ -171,12 +173,12 @@ def test_lr_find_sweeps_on_the_training_part_only(workspace, monkeypatch):
     run = resolve_run(comp)
     swept = []
 
-    def sweep(model, member, comp, data, *args, **kwargs):
+    def sweep(model, step, data, *args, **kwargs):
         swept.append((data.images, data.labels))
         return LRSweep([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], 1e-3)
 
     monkeypatch.setattr(lrfind, "lr_sweep", sweep)
-    find_lrs(comp, run, tiny.data_dir)
+    find_lrs(start_session(comp, run), tiny.data_dir)
     dataset = training_dataset(comp, run, tiny.data_dir)
     [(train_idx, val_idx)] = validation_splits(dataset.train_targets, run)
     [(images, labels)] = swept

@@ -11,7 +11,7 @@ from sklearn import metrics as sk
 
 from compete.cli import main
 
-from conftest import image_bytes, only_run, run_summary
+from helpers import image_bytes, only_run, run_summary
 
 BANDS = 4
 TINY_MEMBER = {"model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},

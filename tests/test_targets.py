@@ -4,11 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compete.config import PipelineError, TargetSettings
-from compete.ensemble import blend, fit_blend, fit_temperature, fit_weights
+from compete.config import TargetSettings
+from compete.errors import PipelineError
+from compete.ensemble import fit_ensemble, fit_temperature, fit_weights
 from compete.init import guess_metric
 from compete.metrics import check_metric, decided_score, score
-from compete.targets import Binary, MultiLabel, Regression, Target, fit_target, infer_target, target_from_dict
+from compete.target_guess import infer_target
+from compete.targets import Binary, MultiLabel, Regression, Target, fit_target, target_from_dict
 
 
 def test_tags_become_one_column_each_and_come_back_as_the_same_strings():
@@ -106,9 +108,10 @@ def test_number_members_are_weighted_by_their_squared_error():
     target = Regression([], 0.0, 1.0)
     weights = fit_weights([good[:, None], noisy[:, None]], truth, target)
     assert weights[0] == pytest.approx(25 / 26, abs=0.02)  # inverse-variance weights
-    temperatures, fitted = fit_blend([good[:, None], noisy[:, None]], truth, target, "rmse")
-    assert temperatures == [1.0, 1.0] and np.allclose(fitted, weights)
-    assert blend([good[:, None], noisy[:, None]], temperatures, fitted, target).shape == (3000, 1)
+    folds = np.zeros(len(truth), np.int64)
+    fitted = fit_ensemble([good[:, None], noisy[:, None]], truth, folds, 1, target, "rmse")
+    assert fitted.temperatures == [[1.0], [1.0]] and np.allclose(fitted.weights, weights)
+    assert fitted.outputs([good[:, None], noisy[:, None]], folds, target).shape == (3000, 1)
 
 
 @pytest.mark.parametrize("labels,columns,expected", [

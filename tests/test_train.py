@@ -11,11 +11,10 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from compete.config import Competition, Member
-from compete.models import build_model
-from compete.runtime import Runtime
+from compete.models import NetSpec, build_model
 from compete.train import FitLog, Fold, LabelledImages, ema_update, fit
 
-from conftest import TINY_PRESET, pattern
+from helpers import TINY_PRESET, cpu_session, pattern
 
 
 def average_of(values: list[float], decay: float) -> tuple[float, AveragedModel]:
@@ -76,7 +75,8 @@ def walk(schedule: str, epochs: int, steps: int, replan_after: int, new_steps: i
     """The learning rates of a schedule built for epochs x steps, walked plainly and by a Pace
     whose epochs after the first `replan_after` take `new_steps` steps."""
     from compete.config import Member
-    from compete.train import Pace, _scheduler
+    from compete.pace import Pace
+    from compete.train import _scheduler
 
     def rates(pace):
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
@@ -105,7 +105,7 @@ def test_a_paced_schedule_keeps_its_shape_and_still_ends_at_its_last_step(schedu
 
 
 def test_replan_fits_the_remaining_epochs_into_the_time_left():
-    from compete.train import Pace
+    from compete.pace import Pace
     pace = Pace(total=100, steps=20, position=40)
     # 3 epochs left, 0.5 s a step, 2 s of validation an epoch and 4 s more for the last one's views
     pace.replan(3, step_s=0.5, epoch_s=2.0, last_extra_s=4.0, seconds_left=40.0, most=20)
@@ -140,14 +140,15 @@ def test_a_fit_resizes_its_later_epochs_to_its_deadline_and_still_anneals(tmp_pa
     images = torch.from_numpy(np.stack([pattern(t, 1, 8, rng) for t in labels]).transpose(0, 3, 1, 2).copy())
     member = replace(Member(**TINY_PRESET["members"][0]), epochs=4, batch_size=8)
     torch.manual_seed(0)
-    model = build_model(member, 1, 3, 8, [0.3], [0.3])
+    model = build_model(member, NetSpec(1, 8, 3, [0.3], [0.3]))
     comp, labels = Competition(name="tiny", image_size=8, hflip=False), torch.from_numpy(labels)
     fold = Fold(0, np.arange(48), np.arange(48, 64), seed=0)
     logs = {}
     for name, deadline in (("plain", None), ("late", 0.0), ("early", 3600.0)):
         logs[name] = tmp_path / f"{name}.jsonl"
-        fit(copy.deepcopy(model), member, comp, LabelledImages(images, labels), fold, Runtime(torch.device("cpu"), "fp32"),
-            FitLog(log_path=logs[name]), deadline=None if deadline is None else time.monotonic() + deadline)
+        paced = replace(fold, deadline=None if deadline is None else time.monotonic() + deadline)
+        fit(copy.deepcopy(model), member, cpu_session(comp), LabelledImages(images, labels), paced,
+            FitLog(log_path=logs[name]))
     plain, late, early = ([json.loads(line) for line in logs[key].read_text().splitlines()]
                           for key in ("plain", "late", "early"))
     assert [r["steps"] for r in plain] == [6, 6, 6, 6] and [r["steps"] for r in late] == [6, 1, 1, 1]

@@ -5,18 +5,20 @@ import pytest
 import torch
 
 from compete.augment import TTA, check_tta
-from compete.config import Member, PipelineError, load_competition, resolve_run
-from compete.batches import to_tensor
-from compete.data import holdout_split, load_train
+from compete.config import Member, load_competition, resolve_run
+from compete.errors import PipelineError
+from compete.data import load_train
+from compete.splits import holdout_split
 from compete.files import DataDir
-from compete.models import InputShape, build_model
+from compete.models import NetSpec, build_model
+from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import fold_outputs
 from compete.runs import load_checkpoint, save_checkpoint
 
-from conftest import make_competition
+from helpers import nchw, cpu_session, make_competition
 
-SHAPE = InputShape(channels=1, image_size=8, num_classes=3, mean=[0.5], std=[0.25])
+SHAPE = NetSpec(channels=1, image_size=8, num_classes=3, mean=[0.5], std=[0.25])
 
 
 @pytest.mark.parametrize("name", sorted(TTA))
@@ -41,7 +43,7 @@ def test_views_move_pixels_the_way_their_names_say():
 def write_member(run_dir, fold: int, tta: list[str]) -> torch.nn.Module:
     """A trained-looking member checkpoint (random weights) in a run folder."""
     member = Member(model="cnn", model_args={"widths": [4], "convs": 1}, tta=tta)
-    model = build_model(member, 1, SHAPE.num_classes, SHAPE.image_size, SHAPE.mean, SHAPE.std)
+    model = build_model(member, SHAPE)
     save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", model.state_dict(), member, SHAPE,
                     {"epoch": 1, "fold": fold})
     return model.eval()
@@ -52,7 +54,7 @@ def test_prediction_averages_probabilities_over_views_and_folds(tmp_path):
     tta = ["identity", "hflip", "shift_up"]
     models = [write_member(tmp_path, fold, tta) for fold in range(2)]
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
-    [folds] = fold_outputs(tmp_path, images, torch.device("cpu"), "fp32")
+    [folds] = fold_outputs(tmp_path, images, cpu_session().runtime)
     assert [fold for fold, _ in folds] == [0, 1]
     probs = np.mean([outputs for _, outputs in folds], axis=0)
     scaled = images.float() / 255
@@ -87,11 +89,11 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     tiny = make_competition(workspace, n_train=64, preset=preset, hflip=True)
     comp = load_competition(tiny.name)
     run = resolve_run(comp, "default", {"device": "cpu", "precision": "fp32"})
-    run_dir = train_competition(comp, run, tiny.data_dir)
+    run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     dataset = load_train(comp, DataDir(tiny.data_dir))
     _, val_idx = holdout_split(dataset.train_targets, 0.25, 0)
     model, member = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
-    scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
+    scaled = nchw(dataset.train_images[val_idx]).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1) for name in member.tta]
     oof = np.load(run_dir / "oof_m0.npy")[val_idx]
@@ -99,15 +101,15 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     assert not np.allclose(oof, views[0].numpy(), atol=1e-5)  # not the identity view alone
 
 
-def test_a_checkpoint_of_an_older_run_with_a_plain_shape_dict_still_predicts(tmp_path):
-    """Runs saved before InputShape existed hold `shape` as a plain dict: same keys, same model."""
+def test_a_checkpoint_holds_its_net_spec_as_a_plain_dict_and_predicts_alone(tmp_path):
+    """Runs saved before NetSpec existed hold `shape` as a plain dict: same keys, same model."""
     (tmp_path / "members").mkdir()
     model = write_member(tmp_path, 0, ["identity"])
     path = tmp_path / "members" / "m0_f0.pt"
     checkpoint = torch.load(path, weights_only=False)
     assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
-    [[(_, probs)]] = fold_outputs(tmp_path, images, torch.device("cpu"), "fp32")
+    [[(_, probs)]] = fold_outputs(tmp_path, images, cpu_session().runtime)
     with torch.no_grad():
         expected = model(images.float() / 255).softmax(1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-6)

@@ -1,12 +1,15 @@
 """A member's `weights:` names a file in the weights folder ($COMPETE_WEIGHTS, else weights/ in the
 workspace), never a path outside it; the shipped presets name files that are there."""
+from pathlib import Path
+
 import pytest
 import yaml
 
 from compete.cli import main
-from compete.config import PipelineError, load_competition, parse_sets, resolve_run, weights_files
+from compete.config import load_competition, parse_sets, resolve_run
+from compete.errors import PipelineError
 
-from conftest import TINY_PRESET, make_competition
+from helpers import TINY_PRESET, make_competition
 
 MEMBER = {"model": "mobilenet_v2", "normalize": "imagenet"}
 
@@ -20,7 +23,6 @@ def test_weights_resolve_inside_the_folder_the_environment_names(workspace, tmp_
     monkeypatch.setenv("COMPETE_WEIGHTS", str(tmp_path / "mine"))
     comp = competition_with_weights(workspace, "nets/mobilenet.pth")
     assert resolve_run(comp).members[0].weights == str(tmp_path / "mine" / "nets" / "mobilenet.pth")
-    assert weights_files(comp) == [tmp_path / "mine" / "nets" / "mobilenet.pth"]
 
 
 def test_without_the_environment_the_workspace_weights_folder_is_used(workspace, monkeypatch):
@@ -57,12 +59,13 @@ def test_a_missing_weights_file_names_the_folder_and_the_environment_variable(wo
 
 
 def test_shipped_presets_name_files_that_the_weights_folder_holds():
-    """bench/gpu_prepare.sh and gpu.sh find the files through weights_files, as here."""
+    """bench/gpu_prepare.sh and gpu.sh find the files as here (bench/weights_files.py)."""
     from compete.config import PROJECT_ROOT, weights_dir
     if not weights_dir().is_dir():
         pytest.skip(f"no weights folder at {weights_dir()}")
-    named = {path for yaml_path in (PROJECT_ROOT / "competition").glob("*.yaml")
-             for path in weights_files(load_competition(yaml_path.stem))}
+    named = {Path(member.weights) for yaml_path in (PROJECT_ROOT / "competition").glob("*.yaml")
+             for preset in load_competition(yaml_path.stem).presets
+             for member in resolve_run(load_competition(yaml_path.stem), preset).members if member.weights}
     assert named, "some shipped preset uses a local weights file"
     for path in named:
         assert path.parent == weights_dir() and path.is_file(), path

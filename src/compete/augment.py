@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import PipelineError
+from .errors import PipelineError
 
 CROP_RATIO = (3 / 4, 4 / 3)     # aspect ratios of random-resized crops (torchvision's default)
 ZOOM_SHARE = 0.875              # side share of the zoom and corner TTA crops (224 of 256)
@@ -146,11 +146,13 @@ class PhotoPlan:
     size: int | None = None
 
 
-def photo_plan(member, size: int, setting: str, device: torch.device, streamed: bool) -> PhotoPlan:
-    """The member's PhotoPlan for training at side `size`. `setting` is RunConfig.photo_augment;
-    loader-side transforms need a streamed source (else they run on the device)."""
+def photo_plan(member, image_size: int, setting: str, device: torch.device, streamed: bool) -> PhotoPlan:
+    """The member's PhotoPlan for training on images of side `image_size` (the competition's),
+    ending at the member's own size. `setting` is RunConfig.photo_augment; loader-side transforms
+    need a streamed source (else they run on the device)."""
     if not has_photo_augment(member):
         return PhotoPlan()
+    size = member.image_size or image_size
     if streamed and photo_on_loader(setting, device):
         return PhotoPlan(per_image=PhotoTransform(member, size))
     return PhotoPlan(size=size)

@@ -24,12 +24,6 @@ GPU_LOADERS = 4              # loader threads by default on a GPU (one suffices 
                              # the model is far slower than reading and augmenting its batches)
 
 
-def to_tensor(images, device: torch.device) -> torch.Tensor:
-    """(N, H, W, C) uint8 images (array or ImageFile: all read) -> (N, C, H, W) uint8 tensor on
-    `device`; uint8 moves 4x less."""
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(images).transpose(0, 3, 1, 2))).to(device)
-
-
 class ResidentImages:
     """Every image as one (N, H, W, C) uint8 tensor on the device; a batch is a gather there,
     with no copy per step."""

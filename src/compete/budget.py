@@ -15,7 +15,7 @@ long, the limit is refused.
 A measure of a few steps is off by 10-25% on a shared or throttled machine, and the load can
 change during the run, so the plan is also corrected as it goes: each fit gets a deadline
 (Deadlines), and after every epoch it resizes its remaining epochs to meet it, walking its
-schedule at the matching rate (train.Pace).
+schedule at the matching rate (pace.Pace).
 """
 from __future__ import annotations
 
@@ -24,17 +24,17 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from .augment import has_photo_augment
 from .batches import as_source
-from .config import Competition, Member, PipelineError, RunConfig
+from .config import Member, RunConfig
+from .errors import PipelineError
 from .inference import EVAL_BATCH, predict_logits
 from .losses import criterion as make_criterion
-from .runtime import autocast
-from .targets import Target
-from .train import epoch_steps, make_ema, make_optimizer, selects_best, train_step
+from .runtime import Session
+from .train import LabelledImages, build_step, epoch_steps, make_ema, selects_best
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
 END_S = 6.0            # seconds after the last fold: ensemble weights, summary, the four plots,
@@ -91,7 +91,7 @@ class Deadlines:
     value: the time left until the training's planned end, shared among the fits not yet
     trained in proportion to their planned seconds. A fit that runs long or short moves the
     deadlines of those after it, and each fit resizes its own epochs to meet its deadline
-    (train.Pace), so the run ends on time on a machine whose speed differs from the measure."""
+    (pace.Pace), so the run ends on time on a machine whose speed differs from the measure."""
 
     def __init__(self, plan: dict):
         self.end_s = plan["limit_s"] - plan["end_s"] - plan["margin_s"]
@@ -211,49 +211,45 @@ def _seconds_per_call(call, device: torch.device) -> float:
     return (clock() - started) / calls
 
 
-def measure_member(model, member: Member, comp: Competition, images,
-                   labels: torch.Tensor, device: torch.device, precision: str, target: Target) -> MemberCost:
-    """Time `member`'s training step (its batch read included), inference and per-epoch save on a
-    throwaway `model` (trained by the probe: do not reuse it). `images`: a batch source
-    (batches.py), or uint8 (N, C, H, W) on `device`."""
-    optimizer, ema = make_optimizer(model, member), make_ema(model, member)
-    context = autocast(device, precision)
-    source = as_source(images)
-    generator = torch.Generator(device=device).manual_seed(0)
-    criterion = make_criterion(target, member, labels.cpu().numpy(), device)
-    photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
+def measure_member(model, member: Member, session: Session, data: LabelledImages) -> MemberCost:
+    """Time `member`'s training step (train.build_step, as training runs it, its batch read and
+    EMA update included), inference and per-epoch save on a throwaway `model` (trained by the
+    probe: do not reuse it). `data.images`: a batch source (batches.py), or uint8 (N, C, H, W)
+    on the session's device."""
+    device, labels = session.runtime.device, data.labels
+    source = as_source(data.images)
+    criterion = make_criterion(data.target, member, labels.cpu().numpy(), device)
+    train, ema = build_step(model, member, session, criterion, seed=0), make_ema(model, member)
 
     def step():
-        index = torch.randint(len(labels), (member.batch_size,), device=device, generator=generator)
+        index = torch.randint(len(labels), (member.batch_size,), device=device, generator=train.generator)
         batch = next(source.batches([index]))
         model.train()
-        train_step(model, optimizer, batch, labels[index], member, comp, context, generator,
-                   criterion, photo_size)
+        train(model, batch, labels[index])
         if ema is not None:
             ema.update_parameters(model)
 
     def save():
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        state = {"model": model.state_dict(), "optimizer": train.optimizer.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None}
         torch.save(state, io.BytesIO())
 
     sample = torch.arange(min(len(source), EVAL_BATCH))
     return MemberCost(step_s=_seconds_per_call(step, device),
-                      image_s=_seconds_per_call(lambda: predict_logits(model, source, device, precision,
+                      image_s=_seconds_per_call(lambda: predict_logits(model, source, session.runtime,
                                                                        positions=sample),
                                                 device) / len(sample),
                       epoch_s=_seconds_per_call(save, device))
 
 
-def plan_time_limit(run: RunConfig, comp: Competition, splits: list, images,
-                    labels: torch.Tensor, device: torch.device, build_model, target: Target) -> Plan:
-    """Measure every member (`build_model(member)` gives a fresh network) and plan the run."""
-    costs = [measure_member(build_model(member), member, comp, images, labels, device, run.precision,
-                            target)
-             for member in run.members]
+def plan_time_limit(session: Session, data: LabelledImages, splits: list,
+                    new_model: Callable[[Member], torch.nn.Module]) -> Plan:
+    """Measure every member (`new_model(member)` gives a fresh network) and plan the run."""
+    run = session.run
+    costs = [measure_member(new_model(member), member, session, data) for member in run.members]
     sizes = [(len(train_idx), len(val_idx)) for train_idx, val_idx in splits]
     if run.refit:  # one more fit, on every image, after the folds (the first left out to fit)
-        sizes.append((len(labels), 0))
+        sizes.append((len(data.labels), 0))
     return plan_run(run.time_limit, process_seconds(), run.members, costs, sizes)
 
 

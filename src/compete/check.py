@@ -14,8 +14,10 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_atomically
-from .config import Competition, PipelineError, resolve_run, submissions_dir, target_settings
-from .data import Decoded, load_images, straddling_groups, validation_splits
+from .config import Competition, resolve_run, submissions_dir, target_settings
+from .errors import PipelineError
+from .data import Decoded, load_images
+from .splits import straddling_groups, validation_splits
 from .layout import image_paths
 from .files import DataDir, Problems, examples
 from .leakage import NEAR_DUPLICATES, find_duplicates, pairs_table, report_duplicates, train_groups

@@ -7,7 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import PREDICTING_MODELS, PipelineError, inputs_dir, load_competition, parse_sets, resolve_run
+from .config import PREDICTING_MODELS, inputs_dir, load_competition, parse_sets, resolve_run
+from .errors import PipelineError
 from .files import DEFAULT_COMPETITION, data_dir
 
 
@@ -34,7 +35,29 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
         return sub
 
-    train = command("train", "train the competition's models into a new run folder")
+    _train_options(command("train", "train the competition's models into a new run folder"))
+    predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
+    predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    predict.add_argument("--models", choices=PREDICTING_MODELS,
+                         help="which of the run's models predict: its fold models, its models refit on "
+                              "every labelled image (train --refit), or both half and half "
+                              "(default: refit where the run has one, as its refit_blend says)")
+    runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
+                               "wall time and time limit, commit")
+    runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
+    report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
+    report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
+    report.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest finished)")
+    lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
+    lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
+    lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
+    check = command("check", "run every input check on the competition's files; list all problems")
+    check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+    _site_commands(commands)
+    return top
+
+
+def _train_options(train: argparse.ArgumentParser) -> None:
     train.add_argument("--preset", default="default", help="recipe from the yaml's presets (e.g. fast, best)")
     train.add_argument("--epochs", type=int, help="epochs for every member")
     train.add_argument("--batch-size", type=int, help="batch size for every member")
@@ -58,23 +81,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=int, metavar="SECONDS",
                        help="size epochs (then folds, members) so the whole command ends within SECONDS; "
                             "0 turns a preset's limit off")
-    predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
-    predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
-    predict.add_argument("--models", choices=PREDICTING_MODELS,
-                         help="which of the run's models predict: its fold models, its models refit on "
-                              "every labelled image (train --refit), or both half and half "
-                              "(default: refit where the run has one, as its refit_blend says)")
-    runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
-                               "wall time and time limit, commit")
-    runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
-    report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
-    report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
-    report.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest finished)")
-    lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
-    lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
-    lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
-    check = command("check", "run every input check on the competition's files; list all problems")
-    check.add_argument("--preset", default="default", help="preset whose validation split is checked")
+
+
+def _site_commands(commands) -> None:
+    """init, download, submit and scores: the commands that meet the downloaded files and the site."""
     init = commands.add_parser("init", help="write competition/NAME.yaml from the downloaded files")
     init.add_argument("name", help="competition: its files are in inputs/NAME (or --data DIR)")
     init.add_argument("--data", help="read the competition's files from DIR instead of inputs/NAME")
@@ -96,56 +106,52 @@ def parser() -> argparse.ArgumentParser:
                         help="how long to wait for Kaggle to score it (default 60)")
     scores = commands.add_parser("scores", help="read the public scores of earlier uploads back from Kaggle")
     scores.add_argument("name", help="competition (a file competition/NAME.yaml)")
-    return top
 
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt  # SIGTERM ends a run the way Ctrl-C does
 
 
-def _train(args, comp, folder) -> int:
+def _train(args, comp, data_dir) -> int:
     from .pipeline import train_competition
-    run_sets, member_sets = parse_sets(args.set)
-    member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                          ("lr", args.lr)) if v not in (None, "auto")})
-    run_sets.update({k: v for k, v in (("seed", args.seed), ("folds", args.folds),
-                                       ("device", args.device), ("time_limit", args.time_limit),
-                                       ("refit", args.refit))
-                     if v is not None})
-    if "epochs" in member_sets and run_sets.get("time_limit"):
-        raise PipelineError("--epochs and --time-limit both size the run: give one of them.")
-    if "epochs" in member_sets:
-        run_sets["time_limit"] = 0  # explicit epochs win over a preset's time limit
+    from .runtime import start_session
     if args.resume:
         from .config import run_from_dict
         from .runs import RunFolder, find_unfinished
         resume_dir = find_unfinished(comp.name, args.run)
         run = run_from_dict(RunFolder(resume_dir).config()["run"])
     else:
+        run_sets, member_sets = parse_sets(args.set)
+        member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                              ("lr", args.lr)) if v not in (None, "auto")})
+        run_sets.update({"seed": args.seed, "folds": args.folds, "device": args.device,
+                         "time_limit": args.time_limit, "refit": args.refit})
         resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
-        if args.lr == "auto":
-            from .lrfind import apply_suggestions
-            apply_suggestions(comp, run, folder)
-    train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
+    session = start_session(comp, run)
+    if args.lr == "auto" and resume_dir is None:
+        from .lrfind import apply_suggestions
+        apply_suggestions(session, data_dir)
+    train_competition(session, data_dir, args.skip_bad_images, resume_dir)
     return 0
 
 
-def _predict(args, comp, folder) -> int:
+def _predict(args, comp, data_dir) -> int:
     from .predict import predict_competition
-    predict_competition(comp, folder, args.run, args.device, args.models)
+    predict_competition(comp, data_dir, args.run, args.device, args.models)
     return 0
 
 
-def _lr_find(args, comp, folder) -> int:
+def _lr_find(args, comp, data_dir) -> int:
     from .lrfind import find_lrs
-    find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
+    from .runtime import start_session
+    find_lrs(start_session(comp, resolve_run(comp, args.preset, {"device": args.device})), data_dir,
              None if args.member is None else [args.member])
     return 0
 
 
-def _check(args, comp, folder) -> int:
+def _check(args, comp, data_dir) -> int:
     from .check import check_competition, print_report
-    return print_report(comp, folder, check_competition(comp, folder, args.preset))
+    return print_report(comp, data_dir, check_competition(comp, data_dir, args.preset))
 
 
 def _init(args) -> int:  # init writes the yaml that the other data commands load
@@ -155,9 +161,9 @@ def _init(args) -> int:  # init writes the yaml that the other data commands loa
     return 0
 
 
-def _submit(args, comp, folder) -> int:
+def _submit(args, comp, data_dir) -> int:
     from .leaderboard import submit
-    submit(comp, folder, args.run, args.message, args.wait)
+    submit(comp, data_dir, args.run, args.message, args.wait)
     return 0
 
 

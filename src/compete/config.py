@@ -220,8 +220,8 @@ class RunConfig:
                                      # image (same epochs; select: best: its folds' mean best epoch)
                                      # and predict with those models; the score stays the folds'
     refit_blend: bool = True         # with refit: predict averages the refit model and the fold
-                                     # models' average half and half (false: the refit alone); it
-                                     # beat the refit alone in 6 of 6 seeds (BENCHMARKS, issue 13)
+                                     # models' average half and half (false: the refit alone;
+                                     # measured in BENCHMARKS.md, issue 13)
     members: list[Member] = field(default_factory=list)
 
 
@@ -324,7 +324,14 @@ def _checked_preset(competition: Competition, preset: str, values) -> dict:
 
 def resolve_run(competition: Competition, preset: str = "default", overrides: dict | None = None,
                 member_overrides: dict | None = None) -> RunConfig:
-    """Build the run settings from a preset, then apply run- and member-level overrides."""
+    """Build the run settings from a preset, then apply run- and member-level overrides (None
+    values: not given). Given epochs turn a preset's time limit off; given with a time limit
+    too, they are refused (both size the run)."""
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if "epochs" in (member_overrides or {}):
+        if given.get("time_limit"):
+            raise PipelineError("--epochs and --time-limit both size the run: give one of them.")
+        given["time_limit"] = 0  # explicit epochs win over a preset's time limit
     if preset not in competition.presets:
         raise PipelineError(
             f"competition/{competition.name}.yaml has no preset '{preset}'. "
@@ -338,7 +345,6 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
     for member in run.members:
         if member.weights:
             member.weights = str(weights_path(member.weights, where + " member"))
-    given = {key: value for key, value in (overrides or {}).items() if value is not None}
     for key, value in _checked(RunConfig, given, "command line").items():
         setattr(run, key, value)
     if run.refit and run.folds <= 1 and run.val_fraction <= 0:
@@ -357,17 +363,31 @@ def weights_path(name: str, where: str) -> Path:
     return weights_dir() / relative
 
 
-def weights_files(competition: Competition) -> list[Path]:
-    """Every local weights file the competition's presets name (absolute paths)."""
-    return sorted({Path(member.weights) for preset in competition.presets
-                   for member in resolve_run(competition, preset).members if member.weights})
+def _saved(cls, values: dict, where: str):
+    """Settings saved by a run, rebuilt; one this version does not know (renamed, or from a
+    newer version) is refused by name instead of ending in a TypeError."""
+    unknown = sorted(set(values) - {f.name for f in fields(cls)})
+    if unknown:
+        raise PipelineError(f"{where}: settings this version does not know: {', '.join(unknown)}. "
+                            f"The run was written by another version of compete: train it again.")
+    return cls(**values)
 
 
-def run_from_dict(values: dict) -> RunConfig:
+def competition_from_dict(values: dict, where: str = "config.json competition") -> Competition:
+    """The competition settings saved in a run folder's config.json."""
+    return _saved(Competition, values, where)
+
+
+def member_from_dict(values: dict, where: str) -> Member:
+    """A member's settings saved in a run (config.json, a checkpoint)."""
+    return _saved(Member, values, where)
+
+
+def run_from_dict(values: dict, where: str = "config.json") -> RunConfig:
     """Rebuild the run settings saved in a run folder's config.json."""
     values = dict(values)
-    members = [Member(**member) for member in values.pop("members")]
-    return RunConfig(**values, members=members)
+    members = [member_from_dict(member, f"{where} member {m}") for m, member in enumerate(values.pop("members"))]
+    return _saved(RunConfig, {**values, "members": members}, where)
 
 
 def parse_sets(items: list[str]) -> tuple[dict, dict]:

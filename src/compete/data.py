@@ -1,5 +1,5 @@
 """Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding,
-image groups, stratified (group-aware) splits and normalization statistics.
+image groups, and the training set (TrainingSet) a run uses (splits.py splits it).
 
 Each image is decoded once, in parallel, into an on-disk store under inputs/.cache/
 (imagestore.py) keyed by the input files' sizes and times, so later epochs and later runs never
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
 from .atomic import write_atomically
-from .config import Competition, RunConfig, cache_dir, PipelineError, target_settings
+from .config import Competition, RunConfig, cache_dir, target_settings
+from .errors import PipelineError
 from .files import EXAMPLES, DataDir, Problems, examples
-from .imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size  # noqa: F401 (channel_stats: re-exported)
+from .imagestore import ImageFile, decode_into, draft, fit_to_size
 from .layout import image_paths
 from .leakage import train_groups
 from .tables import Tables, load_tables
@@ -86,11 +87,6 @@ def to_array(image: Image.Image, channels: int, size: int, resize: str = "squash
     return array[:, :, None] if channels == 1 else array
 
 
-def decode_image(raw: bytes, channels: int, size: int) -> np.ndarray:
-    """Image file bytes to uint8 (size, size, channels); raises ValueError or OSError if broken."""
-    return to_array(open_image(raw), channels, size)
-
-
 @dataclass
 class Decoded:
     """One split's images, decoded in id order into their on-disk store."""
@@ -130,10 +126,10 @@ def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set
                             f"the folder writable.") from None
 
 
-def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], tag: str):
+def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], split: str):
     key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, comp.resize, ids, data.fingerprint(paths)])
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return cache_dir() / comp.name / f"{tag}-{digest}.npy"
+    return cache_dir() / comp.name / f"{split}-{digest}.npy"
 
 
 def _read_cache(cache) -> Decoded | None:
@@ -146,20 +142,20 @@ def _read_cache(cache) -> Decoded | None:
 
 
 def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
-                 tag: str) -> str:
-    split, table = ("training", comp.train_csv) if tag == "train" else ("test", comp.sample_submission)
+                 split: str) -> str:
+    which, table = ("training", comp.train_csv) if split == "train" else ("test", comp.sample_submission)
     listing = f"the files from {comp.train_images}/" if comp.layout == "folders" else f"their rows from {table}"
     remedy = (f"If they cannot be had, remove {listing} or pass --skip-bad-images."
-              if tag == "train" else "Every test image is needed for the submission.")
+              if split == "train" else "Every test image is needed for the submission.")
     if bad[rows[0]] == NOT_FOUND:
-        return (f"{len(rows)} {split} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
+        return (f"{len(rows)} {which} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
                 f"{data.not_found(paths[rows[0]])} {remedy}")
     listed = [f"{data.describe(paths[i])} (id {ids[i]!r}): {bad[i]}" for i in rows[:EXAMPLES]]
-    return (f"{len(rows)} {split} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
+    return (f"{len(rows)} {which} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
             f"Download them again. {remedy}")
 
 
-def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], tag: str,
+def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], split: str,
                 skip_bad: bool = False, problems: Problems | None = None) -> Decoded:
     """Decoded images (N, H, W, C) uint8 in `ids` order, from the cache when the files are unchanged.
 
@@ -173,18 +169,18 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
                             f"{comp.image_size!r}.")
     if not ids:
         return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
-    paths = image_paths(comp, tag, folder, ids)
+    paths = image_paths(comp, split, folder, ids)
     missing = [i for i, path in enumerate(paths) if not data.exists(path)]
     if missing and not skip_bad:
-        problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, tag))
-    cache = _cache_file(comp, data, paths, ids, tag)
+        problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, split))
+    cache = _cache_file(comp, data, paths, ids, split)
     decoded = _read_cache(cache)
     if decoded is None:
         _decode_all(comp, data, paths, set(missing), cache)
         decoded = _read_cache(cache)
     unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
     if unreadable and not skip_bad:
-        problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, tag))
+        problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, split))
     return decoded
 
 
@@ -249,110 +245,3 @@ def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet
     groups = None if dataset.groups is None else dataset.groups[keep]
     return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped,
                        groups, dataset.target)
-
-
-def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
-    """Class indices with fewer than `minimum` images."""
-    return np.flatnonzero((np.bincount(targets) < minimum) & (np.bincount(targets) > 0))
-
-
-def always_trained(targets: np.ndarray, minimum: int, groups: np.ndarray | None = None) -> np.ndarray:
-    """Which images train in every split: those of classes with fewer than `minimum` images, and
-    every image of their groups."""
-    rare = np.isin(targets, rare_classes(targets, minimum))
-    return rare if groups is None else np.isin(groups, groups[rare])
-
-
-def holdout_split(targets: np.ndarray, fraction: float, seed: int,
-                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation indices. Classes too small to split (one image) stay in
-    training; fraction 0 trains on everything without validation. With groups, the hold-out is
-    one of round(1 / fraction) stratified group folds (0.1: a tenth, 0.3: a third)."""
-    everything = np.arange(len(targets))
-    if fraction <= 0:
-        return everything, everything[:0]
-    rare = always_trained(targets, 2, groups)
-    common = np.flatnonzero(~rare)
-    try:
-        if groups is None:
-            train_idx, val_idx = train_test_split(
-                common, test_size=fraction, random_state=seed, stratify=targets[common])
-        else:
-            held = group_folds(targets[common], groups[common], max(2, round(1 / fraction)), seed) == 0
-            train_idx, val_idx = common[~held], common[held]
-    except ValueError as error:
-        raise PipelineError(
-            f"Cannot hold out val_fraction={fraction} of {len(common)} images stratified over "
-            f"{len(np.unique(targets[common]))} classes with two or more images"
-            f"{_in_groups(groups, common)} ({error}). Change it with --set val_fraction=..., use "
-            f"--folds K, or add images.") from None
-    return np.sort(np.concatenate([train_idx, np.flatnonzero(rare)])), np.sort(val_idx)
-
-
-def _in_groups(groups: np.ndarray | None, rows: np.ndarray) -> str:
-    return "" if groups is None else f" in {len(np.unique(groups[rows]))} groups"
-
-
-def kfold_splits(targets: np.ndarray, folds: int, seed: int,
-                 groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified k-fold indices (each group in one fold). Classes with fewer images than folds
-    train in every fold."""
-    rare = always_trained(targets, folds, groups)
-    common = np.flatnonzero(~rare)
-    if len(np.unique(targets[common])) == 0:
-        raise PipelineError(f"{folds} folds need at least {folds} images in some class; every class "
-                            f"has fewer{'' if groups is None else ', or shares groups with a class that has'}. "
-                            f"Use fewer folds (--folds).")
-    if groups is None:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        fold = np.empty(len(common), np.int64)
-        for f, (_, val_part) in enumerate(splitter.split(common, targets[common])):
-            fold[val_part] = f
-    else:
-        try:
-            fold = group_folds(targets[common], groups[common], folds, seed)
-        except ValueError as error:
-            raise PipelineError(f"Cannot make {folds} folds of {len(common)} images"
-                                f"{_in_groups(groups, common)} ({error}). Use fewer folds (--folds).") from None
-    return [(np.sort(np.concatenate([common[fold != f], np.flatnonzero(rare)])), common[fold == f])
-            for f in range(folds)]
-
-
-def group_folds(targets: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """The fold of each image, every group whole in one fold, folds stratified by class.
-    Groups of one image are dealt by StratifiedKFold, larger groups by StratifiedGroupKFold: its
-    loop over groups would take minutes on tens of thousands of single images."""
-    if len(np.unique(groups)) < folds:
-        raise ValueError(f"{len(np.unique(groups))} groups cannot fill {folds} folds")
-    fold = np.empty(len(targets), np.int64)
-    _, group_of, sizes = np.unique(groups, return_inverse=True, return_counts=True)
-    alone = sizes[group_of] == 1
-    for rows, splitter in ((np.flatnonzero(alone), StratifiedKFold),
-                           (np.flatnonzero(~alone), StratifiedGroupKFold)):
-        if len(np.unique(groups[rows])) < folds:  # too few for the splitter: dealt at random
-            units, unit_of = np.unique(groups[rows], return_inverse=True)
-            fold[rows] = np.random.default_rng(seed).permutation(max(len(units), folds))[unit_of] % folds
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "least populated class has only n members": expected in a part
-            split = list(splitter(n_splits=folds, shuffle=True, random_state=seed)
-                         .split(rows, targets[rows], groups[rows]))
-        for f, (_, val_part) in enumerate(split):
-            fold[rows[val_part]] = f
-    return fold
-
-
-def straddling_groups(groups: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> list:
-    """Groups with images on both sides of some split (none, when the splits are right)."""
-    return sorted({g for train_idx, val_idx in splits
-                   for g in np.intersect1d(groups[train_idx], groups[val_idx]).tolist()})
-
-
-def validation_splits(targets: np.ndarray, run,
-                      groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out;
-    each group of images (if any) on one side of every split."""
-    if run.folds > 1:
-        return kfold_splits(targets, run.folds, run.seed, groups)
-    return [holdout_split(targets, run.val_fraction, run.seed, groups)]
-

@@ -15,22 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from .data import group_folds
+from .splits import group_folds
 from .metrics import decided_score, metric, score
-from .targets import Target
+from .targets import SINGLE_LABEL, Target
 
 EPS = 1e-7  # probability floor inside the log loss
 TEMPERATURES = (0.05, 20.0)  # search range of the calibration temperature
-SINGLE_LABEL = Target([])    # the kind of callers that name none
 HOLDOUT_PARTS = 5            # parts of a hold-out's rows held out in turn by cross-fitting
 
 
-def _likelihood_loss(target: Target, probs: np.ndarray, targets: np.ndarray) -> float:
-    observed = np.nan_to_num(target.observed(probs, targets), nan=0.0)
+def _likelihood_loss(target: Target, probs: np.ndarray, truth: np.ndarray) -> float:
+    observed = np.nan_to_num(target.observed(probs, truth), nan=0.0)
     return float(-np.log(np.clip(observed, EPS, 1)).mean())
 
 
-def fit_temperature(probs: np.ndarray, targets: np.ndarray, target: Target = SINGLE_LABEL) -> float:
+def fit_temperature(probs: np.ndarray, truth: np.ndarray, target: Target = SINGLE_LABEL) -> float:
     """The temperature T whose calibration (softmax, or sigmoid, of log-odds / T) has the least
     log loss; 1 for numbers.
 
@@ -42,40 +41,22 @@ def fit_temperature(probs: np.ndarray, targets: np.ndarray, target: Target = SIN
     probs = np.nan_to_num(probs, nan=0.0)
 
     def loss(log_t):
-        return _likelihood_loss(target, target.calibrate(probs, float(np.exp(log_t))), targets)
+        return _likelihood_loss(target, target.calibrate(probs, float(np.exp(log_t))), truth)
 
     result = minimize_scalar(loss, bounds=np.log(TEMPERATURES), method="bounded")
     return float(np.exp(result.x)) if result.success and loss(result.x) < loss(0.0) else 1.0
 
 
-def calibrate(probs: np.ndarray, temperature: float, target: Target = SINGLE_LABEL) -> np.ndarray:
-    return target.calibrate(probs, temperature)
-
-
-def blend(probs: list[np.ndarray], temperatures, weights, target: Target = SINGLE_LABEL) -> np.ndarray:
-    """The ensemble's outputs: each member calibrated, then weighted."""
-    return combine([target.calibrate(p, t) for p, t in zip(probs, temperatures)], weights)
-
-
-def fit_blend(probs: list[np.ndarray], targets: np.ndarray, target: Target = SINGLE_LABEL,
-              metric_name: str | None = None) -> tuple[list[float], np.ndarray]:
-    """Per-member temperatures, then weights fitted on the calibrated outputs (see
-    `metric_weights`)."""
-    temperatures = [fit_temperature(p, targets, target) for p in probs]
-    calibrated = [target.calibrate(p, t) for p, t in zip(probs, temperatures)]
-    return temperatures, metric_weights(calibrated, targets, target, metric_name)
-
-
-def metric_weights(calibrated: list[np.ndarray], targets: np.ndarray, target: Target,
+def metric_weights(calibrated: list[np.ndarray], truth: np.ndarray, target: Target,
                    metric_name: str | None) -> np.ndarray:
     """Log-loss-fitted weights; with a metric, kept only if the competition's metric (under
     decisions fitted for each) is at least that of equal weights."""
-    weights = fit_weights(calibrated, targets, target)
+    weights = fit_weights(calibrated, truth, target)
     equal = np.full(len(calibrated), 1 / len(calibrated))
     if metric_name is not None and len(calibrated) > 1 and not np.allclose(weights, equal):
         sign = 1 if metric(metric_name, target.kind).higher_is_better else -1
-        fitted, _ = decided_score(metric_name, target, targets, combine(calibrated, weights))
-        plain, _ = decided_score(metric_name, target, targets, combine(calibrated, equal))
+        fitted, _ = decided_score(metric_name, target, truth, combine(calibrated, weights))
+        plain, _ = decided_score(metric_name, target, truth, combine(calibrated, equal))
         weights = weights if sign * fitted >= sign * plain else equal
     return weights
 
@@ -148,10 +129,10 @@ class CrossFit:
     outputs: np.ndarray
     decided: np.ndarray
 
-    def score(self, metric_name: str, target: Target, targets: np.ndarray) -> float:
+    def score(self, metric_name: str, target: Target, truth: np.ndarray) -> float:
         """The metric under the cross-fitted decisions (on probabilities: of the outputs)."""
         entry = metric(metric_name, target.kind)
-        return float(entry.function(targets, target.probabilities(self.outputs) if entry.on_probabilities
+        return float(entry.function(truth, target.probabilities(self.outputs) if entry.on_probabilities
                                     else self.decided))
 
 
@@ -180,33 +161,27 @@ def fits_decisions(target: Target, metric_name: str) -> bool:
     return bool(target.default_decisions()) and not metric(metric_name, target.kind).on_probabilities
 
 
-def member_score(probs: np.ndarray, targets: np.ndarray, parts: np.ndarray, target: Target,
+def member_score(probs: np.ndarray, truth: np.ndarray, parts: np.ndarray, target: Target,
                  metric_name: str) -> float | None:
     """One member's metric on its out-of-fold outputs as they are; where the kind fits
     decisions for the metric (thresholds, cut-points), those are cross-fitted over `parts`."""
     if not fits_decisions(target, metric_name):
-        return score(metric_name, target, targets, probs)
-    folds = np.zeros(len(targets), np.int64)
+        return score(metric_name, target, truth, probs)
+    folds = np.zeros(len(truth), np.int64)
 
     def fit(oof, fit_targets, _):
         return Ensemble([[1.0]], np.ones(1), target.fit_decisions(metric_name, fit_targets, oof[0]))
-    crossed = cross_fitted(fit, [probs], targets, folds, parts, target)
-    return None if crossed is None else crossed.score(metric_name, target, targets)
+    crossed = cross_fitted(fit, [probs], truth, folds, parts, target)
+    return None if crossed is None else crossed.score(metric_name, target, truth)
 
 
 def blend_run(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: dict,
               target: Target = SINGLE_LABEL) -> np.ndarray:
     """A finished run's ensemble of its members' outputs on the same images: per member a
     (fold, outputs) pair per fold model (fold None: refit on all images), each calibrated by its
-    own temperature before the folds are averaged, then the members weighted. Older runs fitted
-    one temperature per member (a float): applied to the fold average, as they were."""
-    members = []
-    for outputs, temperatures in zip(fold_outputs, summary.get("temperatures", [1.0] * len(fold_outputs))):
-        if isinstance(temperatures, list):
-            members.append(_average_models([(f, target.calibrate(p, fold_temperature(temperatures, f)))
-                                            for f, p in outputs]))
-        else:
-            members.append(target.calibrate(_average_models(outputs), temperatures))
+    own temperature before the folds are averaged, then the members weighted."""
+    members = [_average_models([(f, target.calibrate(p, fold_temperature(temperatures, f))) for f, p in outputs])
+               for outputs, temperatures in zip(fold_outputs, summary["temperatures"])]
     return combine(members, summary["weights"])
 
 
@@ -218,13 +193,12 @@ def _average_models(outputs: list[tuple[int | None, np.ndarray]]) -> np.ndarray:
     return np.mean(parts, 0)
 
 
-def blend_oof(oof: list[np.ndarray], folds: np.ndarray | None, summary: dict,
+def blend_oof(oof: list[np.ndarray], folds: np.ndarray, summary: dict,
               target: Target = SINGLE_LABEL) -> np.ndarray:
     """A finished run's ensemble of its members' out-of-fold outputs, each row calibrated by
-    the temperature of the fold model that predicted it (`folds`; older runs: the member's)."""
-    temperatures = summary.get("temperatures", [1.0] * len(oof))
-    return combine([calibrate_rows(p, folds, t, target) if isinstance(t, list) else target.calibrate(p, t)
-                    for p, t in zip(oof, temperatures)], summary["weights"])
+    the temperature of the fold model that predicted it (`folds`)."""
+    return combine([calibrate_rows(p, folds, t, target) for p, t in zip(oof, summary["temperatures"])],
+                   summary["weights"])
 
 
 def combine(probs: list[np.ndarray], weights) -> np.ndarray:
@@ -249,7 +223,7 @@ def _simplex_minimum(loss, gradient, count: int) -> np.ndarray:
     return weights if loss(weights) <= loss(equal) else equal
 
 
-def fit_weights(probs: list[np.ndarray], targets: np.ndarray, target: Target = SINGLE_LABEL) -> np.ndarray:
+def fit_weights(probs: list[np.ndarray], truth: np.ndarray, target: Target = SINGLE_LABEL) -> np.ndarray:
     """Non-negative weights summing to one that minimize the log loss of the combination (the
     squared error, for numbers).
 
@@ -262,9 +236,9 @@ def fit_weights(probs: list[np.ndarray], targets: np.ndarray, target: Target = S
         return np.ones(1)
     if not target.likelihood:  # numbers
         values = np.nan_to_num(np.stack([np.asarray(p, dtype=np.float64)[:, 0] for p in probs]), nan=1e6)
-        return _simplex_minimum(lambda w: ((w @ values - targets) ** 2).mean(),
-                                lambda w: 2 * (values * (w @ values - targets)).mean(axis=1), count)
-    observed = [target.observed(np.asarray(p, dtype=np.float64), targets) for p in probs]
+        return _simplex_minimum(lambda w: ((w @ values - truth) ** 2).mean(),
+                                lambda w: 2 * (values * (w @ values - truth)).mean(axis=1), count)
+    observed = [target.observed(np.asarray(p, dtype=np.float64), truth) for p in probs]
     true = np.clip(np.nan_to_num(np.stack(observed), nan=0.0), EPS, 1)  # a diverged member scores like a wrong one
     return _simplex_minimum(lambda w: -np.log(np.maximum(w @ true, EPS)).mean(),
                             lambda w: -(true / np.maximum(w @ true, EPS)).mean(axis=1), count)

@@ -1,4 +1,4 @@
-"""The one error type a user can cause and fix (config.py re-exports it)."""
+"""The one error type a user can cause and fix; every module imports it from here."""
 
 
 class PipelineError(Exception):

@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import write_atomically
-from .config import PipelineError, cache_dir, inputs_dir
+from .config import cache_dir, inputs_dir
+from .errors import PipelineError
 
 DELIMITERS = ";\t|"  # recognised from the header line when it holds no comma
 EXAMPLES = 5         # rows or files named in one message; the rest are counted

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from .config import PROJECT_ROOT, Competition, submissions_dir
+from .errors import PipelineError
 from .runs import RunFolder, read_json, run_folders, runs_dir, write_json
 
 MANIFEST = "submission.json"  # beside submission.csv
@@ -80,14 +81,18 @@ def run_rows(competition: str) -> list[dict]:
     """One row per run folder, newest first; unfinished runs (no summary.json) included."""
     rows = []
     for folder in run_folders(competition):
-        config = folder.config()
-        origin = config.get("provenance", {})
+        try:
+            config = folder.config()
+        except PipelineError as refused:  # an older run format: listed with how to train it again
+            rows.append({"run": folder.name, "refused": str(refused), "started": folder.config_path.stat().st_mtime})
+            continue
+        origin = config["provenance"]
         rows.append({"run": folder.name, "preset": config["run"]["preset"],
-                     "started": origin.get("started", folder.config_path.stat().st_mtime),
+                     "started": origin["started"],
                      "models": [m["model"] for m in config["run"]["members"]],
                      "commit": (origin.get("git_commit") or "-")[:7] + ("+" if origin.get("git_dirty") else ""),
                      "summary": folder.summary(), "epochs_logged": folder.epochs_logged(),
-                     "time_limit": config["run"].get("time_limit", 0), "public": _public(uploads_of(folder.path))})
+                     "time_limit": config["run"]["time_limit"], "public": _public(uploads_of(folder.path))})
     return sorted(rows, key=lambda row: row["started"], reverse=True)
 
 
@@ -112,13 +117,16 @@ def _wall(seconds: float) -> str:
 
 def format_runs(competition: str, rows: list[dict], submitted: str | None = None) -> str:
     """The run table as text; `submitted` (a run id) gets a * for having made submission.csv."""
-    metrics = {row["summary"]["metric"] for row in rows if row["summary"]}
+    metrics = {row["summary"]["metric"] for row in rows if row.get("summary")}
     metric = metrics.pop() if len(metrics) == 1 else "score"
     width = max([len(row["run"]) for row in rows] + [3]) + 2
     lines = [f"{competition}: {len(rows)} run(s), newest first" + (" (* made submission.csv)" if submitted else ""),
              f"  {'run':<{width}}{'preset':<10}{metric:>14}{'public':>10}  {'members':<24}{'folds':>5}"
              f"{'wall':>9}{'limit':>8}  commit"]
     for row in rows:
+        if "refused" in row:
+            lines.append(f"  {row['run']:<{width}}{row['refused']}")
+            continue
         summary, mark = row["summary"], "*" if row["run"] == submitted else " "
         members = f"{len(row['models'])}: {','.join(row['models'])}"
         limit = _wall(row["time_limit"]) if row["time_limit"] else "-"

@@ -71,7 +71,7 @@ def _read_all(fd: int, view: memoryview, offset: int, path: Path) -> None:
         view, offset = view[done:], offset + done
 
 
-def runs(rows: np.ndarray) -> list[tuple[int, int]]:
+def stretches(rows: np.ndarray) -> list[tuple[int, int]]:
     """(start, stop) positions of the stretches of consecutive rows: each is one read."""
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
     edges = [0, *breaks.tolist(), len(rows)]
@@ -131,7 +131,7 @@ class ImageFile:
         if not len(rows):
             return out
         flat = memoryview(out.reshape(len(rows), -1))
-        for start, stop in runs(rows):
+        for start, stop in stretches(rows):
             _read_all(self._fd, flat[start:stop].cast("B"), self.offset + int(rows[start]) * self.row_bytes,
                       self.path)
         return out

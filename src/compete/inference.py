@@ -8,8 +8,8 @@ import torch
 
 from .augment import TTA
 from .batches import as_source
-from .runtime import autocast
-from .targets import Target
+from .runtime import Runtime
+from .targets import SINGLE_LABEL, Target
 
 EVAL_BATCH = 1024      # images per inference batch at most (the logits of all stay on the device)
 EVAL_PIXELS = 2 ** 22  # and image pixels per batch at most: 83 photos of 224 px, so that memory
@@ -22,13 +22,12 @@ def eval_batch_size(shape: tuple) -> int:
 
 
 @torch.no_grad()
-def view_logits(model, images, device: torch.device, precision: str, transforms: list,
-                positions=None) -> list[torch.Tensor]:
+def view_logits(model, images, runtime: Runtime, transforms: list, positions=None) -> list[torch.Tensor]:
     """Logits (float32, CPU) of each transform's view (None: the images as they are) of the
     images at `positions` (all by default). `images`: a batch source, or a uint8 (N, C, H, W)
     tensor. Each batch is read once for all views."""
     model.eval()
-    context = autocast(device, precision)
+    device, context = runtime.device, runtime.autocast()
     source = as_source(images)
     positions = torch.arange(len(source)) if positions is None else torch.as_tensor(positions)
     outputs = [[] for _ in transforms]
@@ -41,16 +40,15 @@ def view_logits(model, images, device: torch.device, precision: str, transforms:
     return [torch.cat(view).cpu() for view in outputs]  # one copy back at the end: no GPU stall per batch
 
 
-def predict_logits(model, images, device: torch.device, precision: str, transform=None,
-                   positions=None) -> torch.Tensor:
+def predict_logits(model, images, runtime: Runtime, transform=None, positions=None) -> torch.Tensor:
     """Logits (float32, CPU) of the images at `positions` (all by default), batched."""
-    return view_logits(model, images, device, precision, [transform], positions)[0]
+    return view_logits(model, images, runtime, [transform], positions)[0]
 
 
-def tta_probs(model, images, tta: list[str], device: torch.device, precision: str,
-              target: Target | None = None, positions=None) -> np.ndarray:
+def tta_probs(model, images, tta: list[str], runtime: Runtime, target: Target = SINGLE_LABEL,
+              positions=None) -> np.ndarray:
     """Outputs (probabilities; numbers for regression) averaged over a member's test-time views:
-    validation and test alike. `target` None: a single_label run."""
-    activate = (target or Target([])).activate
-    views = view_logits(model, images, device, precision, [TTA[name] for name in tta], positions)
+    validation and test alike."""
+    activate = target.activate
+    views = view_logits(model, images, runtime, [TTA[name] for name in tta], positions)
     return torch.stack([activate(logits) for logits in views]).mean(0).numpy()

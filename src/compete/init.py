@@ -14,14 +14,16 @@ from pathlib import Path
 
 import yaml
 
-from .config import (PipelineError, TargetSettings, competitions_dir, inputs_dir, load_competition,
-                     resolve_run, weights_dir)
+from .config import (TargetSettings, competitions_dir, inputs_dir, load_competition, resolve_run,
+                     weights_dir)
+from .errors import PipelineError
 from .files import DataDir, examples
 from .leaderboard import fetch
 from .metrics import BINARY, MULTI, REGRESSION
 from .survey import Images, Survey, survey
 from .tables import sample_format
-from .targets import Target, fit_target, infer_target
+from .target_guess import infer_target
+from .targets import Target, fit_target
 
 SMALL_SIDE = 64           # images up to this side train from scratch, in memory
 PHOTO_SIDE = 224          # larger images (photos) are squashed to this side for pretrained members
@@ -155,7 +157,7 @@ def _target(choices: Choices, found: Survey) -> tuple[Target, str | None]:
     return target, fill
 
 
-def choose(found: Survey) -> Choices:
+def yaml_settings(found: Survey) -> Choices:
     """Every yaml setting from the survey, with its reason, and what to confirm."""
     choices = Choices()
     _files(choices, found)
@@ -267,7 +269,7 @@ def init_competition(name: str, data_dir: Path, force: bool = False, kaggle: str
     if kaggle and not (data_dir.is_dir() and any(data_dir.iterdir())):
         files = fetch(kaggle, data_dir)
         print(f"Downloaded {kaggle} into {data_dir}: {', '.join(p.name for p in files)}")
-    choices = choose(survey(DataDir(data_dir)))
+    choices = yaml_settings(survey(DataDir(data_dir)))
     if kaggle:
         choices.set("kaggle", kaggle, "Kaggle competition: ./run.sh download and submit use it")
     target.parent.mkdir(parents=True, exist_ok=True)

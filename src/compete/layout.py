@@ -18,7 +18,8 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 import pandas as pd
 
-from .config import Competition, PipelineError
+from .config import Competition
+from .errors import PipelineError
 from .files import DataDir, Problems, examples
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import Competition, PipelineError, submissions_dir
+from .config import Competition, submissions_dir
+from .errors import PipelineError
 from .files import DataDir
 from .history import MANIFEST, record_uploads, uploads_of
 from .runs import RunFolder, find_run, read_json, runs_dir

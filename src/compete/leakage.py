@@ -26,7 +26,8 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from .config import Competition, PipelineError
+from .config import Competition
+from .errors import PipelineError
 from .files import DataDir, Problems, examples
 from .tables import MISSING_LABELS
 

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import Member, PipelineError
+from .config import Member
+from .errors import PipelineError
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE
 
 LOSSES = {SINGLE: ("cross_entropy", "focal"), BINARY: ("bce", "focal"), MULTI: ("bce", "focal"),
@@ -114,15 +115,15 @@ def criterion(target, member: Member, train_targets: np.ndarray,
     return lambda logits, targets: per_image(logits.float(), targets).mean()
 
 
-def validation_loss(target, logits: torch.Tensor, targets: torch.Tensor) -> float:
+def validation_loss(target, logits: torch.Tensor, truth: torch.Tensor) -> float:
     """The kind's plain loss (no smoothing, no weights): cross-entropy, BCE, or the squared
     error in the target's own units."""
     logits = logits.float()
     if target.kind == SINGLE:
-        return F.cross_entropy(logits, targets).item()
+        return F.cross_entropy(logits, truth).item()
     if target.kind == REGRESSION:
-        return F.mse_loss(target.activate(logits[:, 0]), targets.float()).item()
-    return F.binary_cross_entropy_with_logits(logits, targets.float().reshape(logits.shape)).item()
+        return F.mse_loss(target.activate(logits[:, 0]), truth.float()).item()
+    return F.binary_cross_entropy_with_logits(logits, truth.float().reshape(logits.shape)).item()
 
 
 def sampling_weights(target, member: Member, train_targets: np.ndarray) -> np.ndarray | None:

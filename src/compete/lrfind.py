@@ -6,7 +6,8 @@ divided by 10. The minimum is where training is about to become unstable; a tent
 learns fast and leaves room for the schedule's peak. The model and optimizer are restored
 exactly afterwards, so a sweep never changes what training starts from. A member that first
 trains its new head alone (freeze_epochs) is swept that way too, as its training starts (fastai's
-lr_find on a frozen learner).
+lr_find on a frozen learner). Each step is the member's own training step (train.build_step):
+the augmentation, loss and optimizer the sweep measures are the ones that train.
 """
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import has_photo_augment
 from .batches import as_source, open_images
-from .config import Competition, Member, PipelineError, RunConfig, submissions_dir
-from .data import training_dataset, validation_splits
+from .config import Member, submissions_dir
+from .data import training_dataset
+from .errors import PipelineError
 from .finetune import freeze_batchnorm, set_backbone_trainable
-from .models import input_shape, member_model
+from .models import NetSpec, member_model, member_seed, net_spec
 from .plots import plot_lr_sweep
 from .losses import criterion as make_criterion
-from .runtime import Runtime, choose_device, configure_threads
-from .train import LabelledImages, make_optimizer, train_step
+from .runtime import Session
+from .splits import validation_splits
+from .train import LabelledImages, TrainStep, build_step
 
 START_LR = 1e-6        # first learning rate of the sweep
 END_LR = 1.0           # last learning rate of the sweep
@@ -52,95 +54,110 @@ def suggest(lrs: list[float], smoothed: list[float]) -> float:
     return float(min(max(lrs[best] / MIN_LR_DIVISOR, lrs[0]), lrs[-1]))
 
 
-def lr_sweep(model, member: Member, comp: Competition, data: LabelledImages, runtime: Runtime,
-             optimizer=None, seed: int = 0, start_lr: float = START_LR, end_lr: float = END_LR,
-             steps: int = STEPS) -> LRSweep:
-    """Sweep the learning rate over `steps` mini-batches drawn with replacement from `data`.
-    `optimizer` defaults to the member's own (with its discriminative ratios: every group is
-    scaled by the same factor). The loss is the member's for the data's target kind. Model and
-    optimizer states are restored afterwards."""
+@dataclass(frozen=True)
+class SweepRange:
+    """The learning rates a sweep walks: `steps` mini-batches, log-spaced from `start` to `end`."""
+    start: float = START_LR
+    end: float = END_LR
+    steps: int = STEPS
+
+
+def sweep_step(model, member: Member, session: Session, data: LabelledImages, seed: int = 0) -> TrainStep:
+    """The member's own training step (train.build_step) for a sweep of `model` on `data`: its
+    optimizer (with its discriminative ratios: every group is scaled by the same factor), its
+    loss for the data's target kind, its photo augmentation on the device."""
+    criterion = make_criterion(data.target, member, data.labels.cpu().numpy(), data.labels.device)
+    return build_step(model, member, session, criterion, seed)
+
+
+def lr_sweep(model, step: TrainStep, data: LabelledImages, span: SweepRange = SweepRange()) -> LRSweep:
+    """Sweep the learning rate of `step` (sweep_step) over `span.steps` mini-batches drawn with
+    replacement from `data` by the step's generator. Model and optimizer states are restored
+    afterwards."""
+    member, optimizer = step.member, step.optimizer
     saved_model = copy.deepcopy(model.state_dict())
-    saved_optimizer = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())
     was_training = model.training
     was_trainable = [param.requires_grad for param in model.parameters()]
-    optimizer = optimizer or make_optimizer(model, member)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    growth = (end_lr / start_lr) ** (1 / max(steps - 1, 1))
-    labels, device = data.labels, runtime.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    context = runtime.autocast()
-    criterion = make_criterion(data.target, member, labels.cpu().numpy(), labels.device)
-    index_batches = list(torch.randint(len(labels), (steps, member.batch_size), device=device, generator=generator))
+    labels = data.labels
+    index_batches = list(torch.randint(len(labels), (span.steps, member.batch_size), device=step.generator.device,
+                                       generator=step.generator))
     batches = as_source(data.images).batches(index_batches)
-    photo_size = (member.image_size or comp.image_size) if has_photo_augment(member) else None
-    lrs, losses, smoothed, average = [], [], [], 0.0
     try:
         model.train()
         if member.freeze_bn:
             freeze_batchnorm(model.net)
         if member.freeze_epochs:
             set_backbone_trainable(model, False)
-        for step in range(steps):
-            lr = start_lr * growth ** step
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = lr * base / base_lrs[-1]
-            _, loss = train_step(model, optimizer, next(batches), labels[index_batches[step]], member, comp,
-                                 context, generator, criterion, photo_size)
-            loss = loss.item()
-            if not math.isfinite(loss):
-                break
-            average = SMOOTHING * average + (1 - SMOOTHING) * loss
-            lrs.append(lr)
-            losses.append(loss)
-            smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
-            if smoothed[-1] > DIVERGENCE * min(smoothed):
-                break
+        lrs, losses, smoothed = _walk(model, step, (batches, labels, index_batches), span)
     finally:
         model.load_state_dict(saved_model)
-        if saved_optimizer is not None:
-            optimizer.load_state_dict(saved_optimizer)
+        optimizer.load_state_dict(saved_optimizer)
         model.train(was_training)
         for param, trainable in zip(model.parameters(), was_trainable):
             param.requires_grad_(trainable)
     if not lrs:
-        raise PipelineError(f"The training loss of {member.model} is not finite even at lr {start_lr:g}: "
+        raise PipelineError(f"The training loss of {member.model} is not finite even at lr {span.start:g}: "
                             f"check the images and the model settings.")
     return LRSweep(lrs, losses, smoothed, suggest(lrs, smoothed))
 
 
-def find_lrs(comp: Competition, run: RunConfig, data_dir: Path,
-             members: list[int] | None = None) -> dict[int, float]:
+def _walk(model, step: TrainStep, batches, span: SweepRange) -> tuple[list, list, list]:
+    """Train `model` one step per learning rate of the span, until the loss is not finite or
+    diverges; the learning rates, losses and smoothed losses walked."""
+    batches, labels, index_batches = batches
+    base_lrs = [group["lr"] for group in step.optimizer.param_groups]
+    growth = (span.end / span.start) ** (1 / max(span.steps - 1, 1))
+    lrs, losses, smoothed, average = [], [], [], 0.0
+    for i in range(span.steps):
+        lr = span.start * growth ** i
+        for group, base in zip(step.optimizer.param_groups, base_lrs):
+            group["lr"] = lr * base / base_lrs[-1]
+        _, loss = step(model, next(batches), labels[index_batches[i]])
+        loss = loss.item()
+        if not math.isfinite(loss):
+            break
+        average = SMOOTHING * average + (1 - SMOOTHING) * loss
+        lrs.append(lr)
+        losses.append(loss)
+        smoothed.append(average / (1 - SMOOTHING ** (i + 1)))
+        if smoothed[-1] > DIVERGENCE * min(smoothed):
+            break
+    return lrs, losses, smoothed
+
+
+def find_lrs(session: Session, data_dir: Path, members: list[int] | None = None) -> dict[int, float]:
     """Sweep each chosen member of the run on the training part of its first split (the hold-out,
     or fold 1's validation images, never take part in choosing the rate); write
     submissions/<name>/lr_find-<m>.png."""
+    comp, run, device = session.comp, session.run, session.runtime.device
     chosen = members if members is not None else list(range(len(run.members)))
     if any(not 0 <= m < len(run.members) for m in chosen):
         raise PipelineError(f"--member {chosen}: preset '{run.preset}' has members 0 to {len(run.members) - 1}.")
-    configure_threads(run)
     dataset = training_dataset(comp, run, data_dir)
     train_idx = validation_splits(dataset.train_targets, run, dataset.groups)[0][0]
-    device = choose_device(run.device, run.deterministic)
-    shape = input_shape(comp, dataset, train_idx, [run.members[m] for m in chosen])
+    spec = net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, [run.members[m] for m in chosen])
     data = LabelledImages(open_images(dataset.train_images.subset(train_idx), run, device),
                           torch.from_numpy(dataset.train_targets[train_idx]).to(device), dataset.target)
-    runtime = Runtime(device, run.precision)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)
-    suggestions = {}
-    for m in chosen:
-        member = run.members[m]
-        model = member_model(member, shape, device, run.seed + 1000 * m)
-        sweep = lr_sweep(model, member, comp, data, runtime, seed=run.seed)
-        path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
-                             out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")
-        low = sweep.lrs[int(np.argmin(sweep.smoothed))]
-        print(f"m{m} {member.model}: suggested lr {sweep.suggestion:.3g} (smoothed loss lowest at "
-              f"{low:.3g}, divided by {MIN_LR_DIVISOR:g}; {len(sweep.lrs)} steps); plot {path}")
-        suggestions[m] = sweep.suggestion
-    return suggestions
+    return {m: _find_lr(session, m, spec, data, out_dir) for m in chosen}
 
 
-def apply_suggestions(comp: Competition, run: RunConfig, data_dir: Path) -> None:
+def _find_lr(session: Session, m: int, spec: NetSpec, data: LabelledImages, out_dir: Path) -> float:
+    """Member m's suggested learning rate, printed, and its sweep plotted into `out_dir`."""
+    member, run = session.run.members[m], session.run
+    model = member_model(member, spec, session.runtime.device, member_seed(run.seed, m))
+    sweep = lr_sweep(model, sweep_step(model, member, session, data, seed=run.seed), data)
+    path = plot_lr_sweep(sweep.lrs, sweep.losses, sweep.smoothed, sweep.suggestion,
+                         out_dir / f"lr_find-{m}.png", f"m{m} {member.model}: learning-rate sweep")
+    low = sweep.lrs[int(np.argmin(sweep.smoothed))]
+    print(f"m{m} {member.model}: suggested lr {sweep.suggestion:.3g} (smoothed loss lowest at "
+          f"{low:.3g}, divided by {MIN_LR_DIVISOR:g}; {len(sweep.lrs)} steps); plot {path}")
+    return sweep.suggestion
+
+
+def apply_suggestions(session: Session, data_dir: Path) -> None:
     """`train --lr auto`: every member trains at its finder's suggestion."""
-    for m, lr in find_lrs(comp, run, data_dir).items():
-        run.members[m].lr = lr
+    for m, lr in find_lrs(session, data_dir).items():
+        session.run.members[m].lr = lr

@@ -163,11 +163,11 @@ def check_metric(metric_name: str, target) -> None:
                             "grades in the competition yaml, e.g. target: {kind: regression, grades: [0, 4]}.")
 
 
-def score(metric_name: str, target, targets: np.ndarray, outputs: np.ndarray,
+def score(metric_name: str, target, truth: np.ndarray, outputs: np.ndarray,
           decisions: dict | None = None) -> float:
     """The competition's metric of `outputs` (the kind's activated model outputs): on their
     probabilities, or on the decisions they lead to (default decisions unless given)."""
-    return float(metric(metric_name, target.kind).function(targets, submitted(metric_name, target, outputs, decisions)))
+    return float(metric(metric_name, target.kind).function(truth, submitted(metric_name, target, outputs, decisions)))
 
 
 def submitted(metric_name: str, target, outputs: np.ndarray, decisions: dict | None = None) -> np.ndarray:
@@ -178,8 +178,8 @@ def submitted(metric_name: str, target, outputs: np.ndarray, decisions: dict | N
     return target.decide(outputs, target.default_decisions() if decisions is None else decisions)
 
 
-def decided_score(metric_name: str, target, targets: np.ndarray,
+def decided_score(metric_name: str, target, truth: np.ndarray,
                   outputs: np.ndarray) -> tuple[float, dict]:
     """Decisions fitted on these (out-of-fold) outputs, and the metric under them."""
-    decisions = target.fit_decisions(metric_name, targets, outputs)
-    return score(metric_name, target, targets, outputs, decisions), decisions
+    decisions = target.fit_decisions(metric_name, truth, outputs)
+    return score(metric_name, target, truth, outputs, decisions), decisions

@@ -1,6 +1,7 @@
 """Models by name: the small BatchNorm CNN, a ResNet-style net for small images, and any
 torchvision or timm classifier, each wrapped so that it takes [0, 1] images of the
-competition's shape and carries its own normalization and input size.
+competition's shape and carries its own normalization and input size; what they are built for
+(NetSpec), and a member's seeded model.
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CHOICES, Competition, Member, PipelineError, weights_dir
-from .data import TrainingSet
-from .imagestore import channel_stats
+from .config import Competition, Member, weights_dir
+from .errors import PipelineError
+from .imagestore import ImageFile, channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -263,8 +264,6 @@ def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, 
     """Mean and std per input channel. "data": the training set's; "imagenet": ImageNet's;
     "pretrained": what the weights were trained with (timm's config; ImageNet for torchvision).
     Gray images get the averages over RGB."""
-    if member.normalize not in CHOICES["normalize"]:
-        raise PipelineError(f"normalize: {member.normalize} is not one of {', '.join(CHOICES['normalize'])}.")
     if member.normalize == "data":
         return data_mean, data_std
     config = getattr(net, "pretrained_cfg", {}) if member.normalize == "pretrained" else {}
@@ -286,10 +285,10 @@ def _own_model(member: Member, in_channels: int, num_classes: int, image_size: i
         raise PipelineError(f"model_args {sorted(args)} do not fit '{member.model}' ({error}).") from None
 
 
-def build_model(member: Member, in_channels: int, num_classes: int, image_size: int,
-                data_mean, data_std, load_weights: bool = True) -> Classifier:
-    """The member's network, adapted to the data. `load_weights=False` when a checkpoint follows.
+def build_model(member: Member, spec: "NetSpec", load_weights: bool = True) -> Classifier:
+    """The member's network, built for `spec`. `load_weights=False` when a checkpoint follows.
     A weights: file takes the place of the library's pretrained download."""
+    in_channels, num_classes, image_size = spec.channels, spec.num_classes, spec.image_size
     args = {k: v for k, v in member.model_args.items() if k != "gray_stem"}
     gray_stem = member.model_args.get("gray_stem", "repeat")
     if gray_stem not in GRAY_STEMS:
@@ -309,14 +308,16 @@ def build_model(member: Member, in_channels: int, num_classes: int, image_size: 
             sum_gray_stem(net)
         stem = _first_conv(net)
         net_channels = stem.in_channels if stem is not None else 3
-    mean, std = _normalization(member, net, in_channels, data_mean, data_std)
+    mean, std = _normalization(member, net, in_channels, spec.mean, spec.std)
     size = member.image_size if member.image_size and member.image_size != image_size else None
     return Classifier(net, head_name, mean, std, size, net_channels)
 
 
 @dataclass
-class InputShape:
-    """What every member of a run is built for; saved as a dict in config.json and checkpoints."""
+class NetSpec:
+    """What every member's network of a run is built for: its input images, its outputs and the
+    normalization statistics of the training images. Saved as the dict `shape` in config.json
+    and in every checkpoint."""
     channels: int                    # 1 = gray, 3 = RGB
     image_size: int                  # side of the competition's images in pixels
     num_classes: int                 # model outputs: the target kind's classes, tags or one
@@ -325,20 +326,26 @@ class InputShape:
     std: list[float] | None          # per-channel standard deviation, same scale
 
 
-def input_shape(comp: Competition, dataset: TrainingSet, train_idx=None,
-                members: list[Member] | None = None) -> InputShape:
-    """What every member is built for: channels, size, outputs and the statistics of the images
-    in rows `train_idx` (all when None): the first split's training part, so a hold-out never
-    counts (with k folds, fold 1's training part stands for every fold's). The statistics are
-    measured only when a member (any, when `members` is None) normalizes with them."""
+def net_spec(comp: Competition, images: ImageFile, outputs: int, train_idx=None,
+             members: list[Member] | None = None) -> NetSpec:
+    """What every member is built for: the competition's channels and size, `outputs` (the
+    target kind's) and the statistics of the training images in rows `train_idx` (all when
+    None): the first split's training part, so a hold-out never counts (with k folds, fold 1's
+    training part stands for every fold's). The statistics are measured only when a member
+    (any, when `members` is None) normalizes with them."""
     mean, std = None, None
     if members is None or any(member.normalize == "data" for member in members):
-        mean, std = channel_stats(dataset.train_images, train_idx)
-    return InputShape(comp.channels, comp.image_size, dataset.target.outputs, mean, std)
+        mean, std = channel_stats(images, train_idx)
+    return NetSpec(comp.channels, comp.image_size, outputs, mean, std)
 
 
-def member_model(member: Member, shape: InputShape, device: torch.device, seed: int):
+def member_seed(fold_seed: int, m: int) -> int:
+    """The seed of member m's initial weights on a fold seeded `fold_seed`: members apart."""
+    return fold_seed + 1000 * m
+
+
+def member_model(member: Member, spec: NetSpec, device: torch.device, seed: int):
     """A freshly initialised member network (seeded), on `device` in channels_last layout."""
     torch.manual_seed(seed)
-    model = build_model(member, shape.channels, shape.num_classes, shape.image_size, shape.mean, shape.std)
+    model = build_model(member, spec)
     return model.to(device, memory_format=torch.channels_last)

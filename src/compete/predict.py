@@ -6,25 +6,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .atomic import write_atomically
 from .batches import open_images
-from .config import (PREDICTING_MODELS, Competition, PipelineError, run_from_dict, submissions_dir,
-                     target_settings)
+from .config import PREDICTING_MODELS, Competition, run_from_dict, submissions_dir, target_settings
+from .errors import PipelineError
 from .data import load_test
 from .ensemble import blend_run
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
 from .runs import RunFolder, find_run, load_checkpoint
-from .runtime import choose_device
+from .runtime import Runtime, choose_device
 from .submission import build_submission, validate_submission, write_submission
-from .targets import Target, fit_target, target_of_run
+from .targets import SINGLE_LABEL, Target, fit_target, target_of_run
 
 
-def fold_outputs(run_dir: Path, images, device: torch.device, precision: str,
-                 target: Target | None = None,
+def fold_outputs(run_dir: Path, images, runtime: Runtime, target: Target = SINGLE_LABEL,
                  checkpoints: list[tuple[int, Path]] | None = None) -> list[list[tuple[int | None, np.ndarray]]]:
     """Per member, a (fold, test outputs averaged over the member's TTA views) pair per model
     (`checkpoints`, (member, path) pairs; default: its fold models; fold None: a model refit on
@@ -33,8 +31,8 @@ def fold_outputs(run_dir: Path, images, device: torch.device, precision: str,
     outputs = {}
     folder = RunFolder(run_dir)
     for index, path in folder.checkpoints() if checkpoints is None else checkpoints:
-        model, member = load_checkpoint(path, device)
-        probs = tta_probs(model, images, member.tta, device, precision, target)
+        model, member = load_checkpoint(path, runtime.device)
+        probs = tta_probs(model, images, member.tta, runtime, target)
         outputs.setdefault(index, []).append((folder.checkpoint_fold(path), probs))
     return [outputs[m] for m in sorted(outputs)]
 
@@ -51,11 +49,11 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
         raise PipelineError(
             f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
             f"Train again.")
-    device = choose_device(device_name)
     run = run_from_dict(config["run"])
-    images = open_images(test_images, run, device)
+    runtime = Runtime(choose_device(device_name), run.precision)
+    images = open_images(test_images, run, runtime.device)
     started = time.perf_counter()
-    probs, used = predicting_models(run_dir, run, images, device, target, models)
+    probs, used = predicting_models(run_dir, run, images, runtime, target, models)
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
@@ -70,7 +68,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     return path
 
 
-def predicting_models(run_dir: Path, run, images, device: torch.device, target: Target,
+def predicting_models(run_dir: Path, run, images, runtime: Runtime, target: Target,
                       models: str | None = None):
     """Per member, the (fold, test outputs) pairs of the models that predict, and which they are
     (a name in PREDICTING_MODELS). `models` chooses; by default the refit on every labelled image
@@ -85,4 +83,4 @@ def predicting_models(run_dir: Path, run, images, device: torch.device, target: 
                             f"to use. Train with --refit, or predict with --models folds.")
     chosen = {"folds": folder.checkpoints(), "refit": refits,
               "blend": sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])}[models]
-    return fold_outputs(run_dir, images, device, run.precision, target, chosen), models
+    return fold_outputs(run_dir, images, runtime, target, chosen), models

@@ -3,7 +3,8 @@ HTML report built from the run folder.
 
 `analyse_run` needs the training images (they are in memory at the end of training) and writes
 the plots plus analysis.json into the run folder; `write_report` then needs the run folder alone.
-A run trained before the analysis existed is analysed on demand by `report_run`.
+A run whose analysis is missing (deleted, or interrupted while plotting) is analysed on demand by
+`report_run`.
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from .config import Competition, PipelineError, run_from_dict
+from .config import competition_from_dict, run_from_dict
+from .errors import PipelineError
 from .data import training_dataset
 from .ensemble import CrossFit, blend_oof
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
-from .targets import Target, target_of_run
+from .targets import SINGLE_LABEL, Target, target_of_run
 
 ANALYSIS = "analysis.json"
 REPORT = "report.html"
@@ -50,15 +52,14 @@ def read_log(run_dir: Path) -> pd.DataFrame:
     return frame.drop_duplicates(["member", "epoch"], keep="last") if len(frame) else frame
 
 
-def ensemble_oof(run_dir: Path, summary: dict, target: Target | None = None) -> tuple[np.ndarray, np.ndarray]:
+def ensemble_oof(run_dir: Path, summary: dict, target: Target = SINGLE_LABEL) -> tuple[np.ndarray, np.ndarray]:
     """The ensemble's out-of-fold outputs for every training image as predict's ensemble (fitted
     on all of them) gives them, and the indices of the validated ones (images never validated
     keep all-zero rows in the oof files)."""
-    target = target or Target([])
     folder = RunFolder(run_dir)
     members = [np.load(p) for p in folder.oof_paths()]
     rows = np.flatnonzero((members[0] != 0).any(1))
-    folds = np.load(folder.oof_folds_path) if folder.oof_folds_path.is_file() else None  # older runs: none
+    folds = np.load(folder.oof_folds_path)
     return _normalised(blend_oof(members, folds, summary, target), target), rows
 
 
@@ -72,8 +73,8 @@ def _normalised(probs: np.ndarray, target: Target) -> np.ndarray:
 def validated_predictions(run_dir: Path, summary: dict, target: Target) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """What the analysis scores: the validated rows' indices, their ensemble outputs and their
     decided labels. Cross-fitted where the run saved them (RunFolder.crossfit_path: each row
-    predicted by an ensemble fitted without it, like the reported score); older runs and runs with
-    one part: the ensemble fitted on all rows, and decided labels None (decide under its decisions)."""
+    predicted by an ensemble fitted without it, like the reported score); runs with one part: the
+    ensemble fitted on all rows, and decided labels None (decide under its decisions)."""
     path = RunFolder(run_dir).crossfit_path
     if path.is_file():
         with np.load(path) as saved:
@@ -97,17 +98,17 @@ def report_metrics(target: Target, metric_name: str) -> list[str]:
     return list(names)
 
 
-def as_classes(target: Target, targets: np.ndarray, outputs: np.ndarray, predicted: np.ndarray):
+def as_classes(target: Target, truth: np.ndarray, outputs: np.ndarray, predicted: np.ndarray):
     """(true class, predicted class, class probabilities or None, class names) where the
     outputs decide between classes (`predicted`: target.decide's labels): single_label, binary,
     graded regression; else None."""
     if target.kind == SINGLE:
-        return targets, predicted, outputs, target.classes
+        return truth, predicted, outputs, target.classes
     if target.kind == BINARY:
-        return targets, predicted, np.concatenate([1 - outputs, outputs], axis=1), target.classes
+        return truth, predicted, np.concatenate([1 - outputs, outputs], axis=1), target.classes
     if target.kind == REGRESSION and target.grades:
         low, high = target.grades
-        return (np.rint(targets).astype(int) - low, predicted - low, None,
+        return (np.rint(truth).astype(int) - low, predicted - low, None,
                 [str(g) for g in range(low, high + 1)])
     return None
 
@@ -175,7 +176,7 @@ def report_run(competition: str, run_id: str | None = None) -> Path:
     run_dir = find_run(competition, run_id)
     if not (run_dir / ANALYSIS).is_file():
         config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
-        comp, run = Competition(**config["competition"]), run_from_dict(config["run"])
+        comp, run = competition_from_dict(config["competition"]), run_from_dict(config["run"])
         dataset = training_dataset(comp, run, Path(config["data"]), skip_bad=summary["skipped_images"] > 0)
         analyse_run(run_dir, dataset.train_images, dataset.train_targets)
     return write_report(run_dir)
@@ -193,33 +194,32 @@ def _image(path: Path, caption: str) -> str:
 
 
 def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
-    origin = config.get("provenance", {})
+    origin = config["provenance"]
     facts = {"competition": config["competition"]["name"], "run": run_dir.name,
-             "preset": config["run"]["preset"], "started": origin.get("started_at", "-"),
+             "preset": config["run"]["preset"], "started": origin["started_at"],
              "wall time (s)": summary["seconds"], "folds": summary["folds"],
              "models that predict": _predicting(config, summary),
-             "score": {True: "selected on validation (optimistic)", None: "selected on validation (older run)",
-                       False: "the kept weights', on validation that chose nothing"}[
-                 summary.get("selected_on_validation")],
+             "score": "selected on validation (optimistic)" if summary["selected_on_validation"]
+             else "the kept weights', on validation that chose nothing",
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
              f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
              else f"{summary['ensemble_score']:.4f}",
-             "member temperatures": ", ".join(_temperatures(t) for t in summary.get("temperatures", [])) or "-",
+             "member temperatures": ", ".join(_temperatures(t) for t in summary["temperatures"]) or "-",
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
-             "input hash": origin.get("input_hash", "-"), "data": config["data"]}
+             "input hash": origin["input_hash"], "data": config["data"]}
     return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
 
 
-def _temperatures(member) -> str:
-    """A member's temperature per fold model (older runs: one per member)."""
-    return "/".join(f"{t:.3f}" for t in member) if isinstance(member, list) else f"{member:.3f}"
+def _temperatures(member: list[float]) -> str:
+    """A member's temperature per fold model."""
+    return "/".join(f"{t:.3f}" for t in member)
 
 
 def _predicting(config: dict, summary: dict) -> str:
     """Which models `predict` uses (predict.predicting_models)."""
-    if not summary.get("refit"):
+    if not summary["refit"]:
         return "the fold models"
-    blend = " and the fold models, half and half" if config["run"].get("refit_blend", False) else ""
+    blend = " and the fold models, half and half" if config["run"]["refit_blend"] else ""
     return f"the refit on every labelled image{blend} (the scores are the fold models')"
 
 

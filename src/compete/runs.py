@@ -13,8 +13,12 @@ from pathlib import Path
 import torch
 
 from .atomic import write_atomically
-from .config import Member, submissions_dir, PipelineError
-from .models import InputShape, build_model
+from .config import Member, member_from_dict, submissions_dir
+from .errors import PipelineError
+from .models import NetSpec, build_model
+
+RUN_FORMAT = 2  # what a run folder and its checkpoints hold; raised whenever that changes, so that
+                # a run written otherwise is refused (check_format) instead of half-read
 
 
 class RunFolder:
@@ -82,7 +86,8 @@ class RunFolder:
         return self.summary_path.is_file()
 
     def config(self) -> dict:
-        return read_json(self.config_path)
+        """config.json, once its run format is this version's (check_format)."""
+        return check_format(read_json(self.config_path), self.path)
 
     def summary(self) -> dict | None:
         return read_json(self.summary_path) if self.finished else None
@@ -148,18 +153,41 @@ def read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def save_checkpoint(path: Path, state_dict: dict, member: Member, shape: InputShape, extra: dict) -> None:
+def check_format(saved: dict, run_dir: Path) -> dict:
+    """`saved` (a run's config.json, or one of its checkpoints), refused unless this version
+    wrote its format: the one place a run's format is checked. The message names the command
+    that trains the run again."""
+    if saved.get("format") == RUN_FORMAT:
+        return saved
+    raise PipelineError(f"Run {Path(run_dir).name} was written in an older run format "
+                        f"({saved.get('format', 1)}; this version reads {RUN_FORMAT}): train it again with "
+                        f"{rebuild_command(Path(run_dir))}.")
+
+
+def rebuild_command(run_dir: Path) -> str:
+    """The `./run.sh train` command that trains the run in `run_dir` again, as far as its
+    config.json says (the competition, preset, seed, folds and refit)."""
+    try:
+        config = read_json(run_dir / "config.json")
+        name, run = config["competition"]["name"], config["run"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"./run.sh train {run_dir.parent.parent.name}"
+    words = [f"./run.sh train {name} --preset {run.get('preset', 'default')} --seed {run.get('seed', 0)}"]
+    words += [f"--folds {run['folds']}"] if run.get("folds", 0) > 1 else []
+    words += ["--refit"] if run.get("refit") else []
+    return " ".join(words)
+
+
+def save_checkpoint(path: Path, state_dict: dict, member: Member, shape: NetSpec, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
-    state = {"member": asdict(member), "shape": asdict(shape), "state_dict": state_dict, **extra}
+    state = {"format": RUN_FORMAT, "member": asdict(member), "shape": asdict(shape), "state_dict": state_dict, **extra}
     write_atomically(path, lambda file: torch.save(state, file))
 
 
 def load_checkpoint(path: Path, device: torch.device):
     """The member's model, rebuilt from its checkpoint alone and in eval mode, and its settings."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    member = Member(**checkpoint["member"])
-    shape = InputShape(**checkpoint["shape"])  # a dict with these keys, in old runs too
-    model = build_model(member, shape.channels, shape.num_classes, shape.image_size,
-                        shape.mean, shape.std, load_weights=False)
+    checkpoint = check_format(torch.load(path, map_location="cpu", weights_only=False), Path(path).parent.parent)
+    member = member_from_dict(checkpoint["member"], str(path))
+    model = build_model(member, NetSpec(**checkpoint["shape"]), load_weights=False)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), member

@@ -1,5 +1,5 @@
 """Where the work runs, chosen once and passed explicitly: the device, CPU threads, and the
-autocast precision."""
+autocast precision; and a command's session (start_session), the one place they are chosen."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import PipelineError, RunConfig
+from . import distributed
+from .config import Competition, RunConfig
+from .errors import PipelineError
 
 
 def choose_device(name: str, deterministic: bool = False) -> torch.device:
@@ -54,3 +56,21 @@ class Runtime:
 def configure_threads(run: RunConfig) -> None:
     if run.threads:
         torch.set_num_threads(run.threads)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One command's settings and where it computes: the competition, the run's settings and
+    the runtime. Built once (start_session) by `train`, `lr-find` and `train --lr auto` alike,
+    and passed to whatever trains or measures."""
+    comp: Competition
+    run: RunConfig
+    runtime: Runtime
+
+
+def start_session(comp: Competition, run: RunConfig) -> Session:
+    """The session of a command that trains: CPU threads set, the device chosen (this process's
+    own under torchrun, whose process group it joins) with the run's precision."""
+    configure_threads(run)
+    device = distributed.setup(choose_device(run.device, run.deterministic))
+    return Session(comp, run, Runtime(device, run.precision))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_atomically
-from .config import PipelineError
+from .errors import PipelineError
 from .files import Problems
 from .metrics import BINARY, KAGGLE_EPS, MULTI, SINGLE, metric
 from .tables import sample_format

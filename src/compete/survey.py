@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .config import PipelineError
+from .errors import PipelineError
 from .files import DataDir, examples
 from .layout import class_folders, is_image_name
 

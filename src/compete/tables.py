@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .config import Competition, PipelineError, target_settings
+from .config import Competition, target_settings
+from .errors import PipelineError
 from .files import DataDir, Problems, examples
 from .layout import folder_rows, folders_hint, unsafe_ids
 from .metrics import MULTI

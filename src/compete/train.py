@@ -1,4 +1,5 @@
-"""Fit one member on one split: the loop, schedule, EMA, early stopping and the epoch log.
+"""Fit one member on one split: its training step (TrainStep, the one that lr-find and the time
+plan's measure run too), the loop, schedule, EMA, early stopping and the epoch log.
 
 Images come from a batch source (batches.py): resident on the training device, where batches
 are gathered by index, or streamed by loader threads; either way each batch is augmented on
@@ -20,15 +21,18 @@ from tqdm import tqdm
 
 from . import distributed
 from .atomic import write_atomically
-from .augment import PhotoPlan, has_photo_augment, mix_batch, train_transform
+from .augment import PhotoPlan, mix_batch, photo_plan, train_transform
 from .batches import as_source
-from .config import Member, PipelineError
+from .config import Member
+from .errors import PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 from .inference import predict_logits, tta_probs
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
-from .runtime import Runtime
-from .targets import Target
+from .pace import PACE_PASSES, EpochTimes, Pace, meet_deadline
+from .runtime import Session
+from .targets import SINGLE_LABEL, Target
+
 
 @dataclass
 class FitResult:
@@ -53,10 +57,8 @@ def make_optimizer(model, member: Member):
     if member.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=member.lr, momentum=0.9, nesterov=True,
                                weight_decay=member.weight_decay, fused=fused or None)
-    if member.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=member.lr, weight_decay=member.weight_decay,
-                                 fused=fused or None)
-    raise PipelineError(f"Unknown optimizer '{member.optimizer}': use adamw or sgd.")
+    return torch.optim.AdamW(groups, lr=member.lr, weight_decay=member.weight_decay,
+                             fused=fused or None)  # adamw: config.CHOICES allows no other
 
 
 def _onecycle_warmup(warmup: float, total_steps: int) -> float:
@@ -72,11 +74,9 @@ def _scheduler(optimizer, member: Member, total_steps: int):
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total_steps,
             pct_start=_onecycle_warmup(member.warmup, total_steps))
-    if member.schedule == "cosine":
-        warm = max(1, int(member.warmup * total_steps))
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-            (step + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))))
-    raise PipelineError(f"Unknown schedule '{member.schedule}': use onecycle or cosine.")
+    warm = max(1, int(member.warmup * total_steps))  # cosine: config.CHOICES allows no other
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
+        (step + 1) / warm, 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))))
 
 
 def epoch_order(count: int, draw: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
@@ -94,40 +94,35 @@ def epoch_steps(member: Member, images: int) -> int:
     return min(steps, member.epoch_steps) if member.epoch_steps else steps
 
 
-def _train_epoch(training: "Training", net, data: "LabelledImages", positions: torch.Tensor,
-                 member: Member, comp, runtime: Runtime, progress: str, pace: "Pace | None" = None):
+def _train_epoch(training: "Training", net, data: "LabelledImages", positions: torch.Tensor, label: str,
+                 pace: Pace | None = None):
     """One pass over the images at `positions`. `net` is `training.model`, or its
     DistributedDataParallel wrapper: every process draws the same order (a permutation, or the
     balanced sampler's draws) and takes its own slice of each global batch; with a `pace`, its
     steps and the schedule's rate are the pace's. Returns the loss, the accuracy and the seconds
     spent waiting for batches."""
-    model, objective, generator, photo = training.model, training.objective, training.generator, training.photo
+    model, step, generator = training.model, training.step, training.generator
+    member = step.member
     model.train()
     if member.freeze_bn:
         freeze_batchnorm(model.net)
-    order = positions[epoch_order(len(positions), objective.draw, generator)]
-    steps = pace.steps if pace is not None else epoch_steps(member, len(order))
-    while len(order) < steps * member.batch_size:  # a paced epoch may run past one pass
-        order = torch.cat([order, positions[epoch_order(len(positions), objective.draw, generator)]])
-    shard = slice(distributed.rank(), None, distributed.world_size())
-    index_batches = [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
-    seeds = None if photo.per_image is None else \
+    index_batches = _index_batches(training, positions, pace)
+    steps = len(index_batches)
+    seeds = None if training.photo.per_image is None else \
         torch.randint(0, 2 ** 31 - 1, (steps,), device=generator.device, generator=generator).tolist()
-    batches = data.images.batches(index_batches, photo.per_image, seeds)
+    batches = data.images.batches(index_batches, training.photo.per_image, seeds)
     # running sums stay on the device: reading them every step would stall a GPU
     loss_sum = torch.zeros((), device=generator.device)
     correct = torch.zeros((), device=generator.device, dtype=torch.long)
     waited = 0.0
-    context = runtime.autocast()
-    bar = tqdm(range(steps), desc=progress, leave=False, unit="batch", mininterval=1.0,
+    bar = tqdm(range(steps), desc=label, leave=False, unit="batch", mininterval=1.0,
                disable=not distributed.is_main())
-    for step in bar:
+    for i in bar:
         asked = time.perf_counter()
         batch = next(batches)
         waited += time.perf_counter() - asked
-        labels = data.labels[index_batches[step]]
-        logits, loss = train_step(net, training.optimizer, batch, labels, member, comp, context, generator,
-                                  objective.criterion, photo.size)
+        labels = data.labels[index_batches[i]]
+        logits, loss = step(net, batch, labels)
         if pace is not None:
             pace.advance(training.scheduler)
         else:
@@ -135,9 +130,9 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         if training.ema is not None:
             training.ema.update_parameters(model)
         loss_sum += loss.detach() * len(labels)
-        correct += objective.target.hits(logits.detach(), labels)
-        if step % 50 == 49 and distributed.world_size() == 1:
-            seen = (step + 1) * member.batch_size
+        correct += training.objective.target.hits(logits.detach(), labels)
+        if i % 50 == 49 and distributed.world_size() == 1:
+            seen = (i + 1) * member.batch_size
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
     distributed.sum_all(loss_sum)
     distributed.sum_all(correct)
@@ -145,24 +140,67 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
     return loss_sum.item() / seen, correct.item() / seen, waited
 
 
-def train_step(net, optimizer, images: torch.Tensor, labels: torch.Tensor, member: Member, comp,
-               context, generator: torch.Generator, criterion, photo_size: int | None = None):
-    """One optimizer step on a batch of uint8 images: augment (and mix), forward, loss (the
-    target kind's `criterion`), backward, step. With `photo_size`, the photo augmentation runs
-    here, ending at that side."""
-    batch = train_transform(images, member, comp.hflip, comp.vflip, generator, photo_size)
+def _index_batches(training: "Training", positions: torch.Tensor, pace: Pace | None) -> list[torch.Tensor]:
+    """The epoch's batches of image positions, this process's slice of each: the epoch's steps
+    (the pace's, where it has one) over its order of the images."""
+    member, draw, generator = training.step.member, training.objective.draw, training.generator
+    order = positions[epoch_order(len(positions), draw, generator)]
+    steps = pace.steps if pace is not None else epoch_steps(member, len(order))
+    while len(order) < steps * member.batch_size:  # a paced epoch may run past one pass
+        order = torch.cat([order, positions[epoch_order(len(positions), draw, generator)]])
+    shard = slice(distributed.rank(), None, distributed.world_size())
+    return [order[step * member.batch_size:(step + 1) * member.batch_size][shard] for step in range(steps)]
+
+
+@dataclass
+class TrainStep:
+    """A member's training step, built once (build_step) and run alike by training, the
+    learning-rate finder and the time limit's measure, so that what those two measure is the
+    loop that trains: augment (and mix) a batch of uint8 images, forward under the runtime's
+    autocast, the target kind's loss, backward, optimizer step."""
+    member: Member
+    optimizer: torch.optim.Optimizer
+    criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: torch.Generator       # every random draw: augmentation, mixing, the images' order
+    autocast: Callable               # Runtime.autocast(): the context each forward pass runs in
+    photo_size: int | None           # the photo augmentation runs in the step, ending at this side;
+                                     # None: there is none, or the loader threads run it
+    hflip: bool                      # the competition's flips that keep the class
+    vflip: bool
+
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor):
+        return train_step(self, net, images, labels)
+
+
+def build_step(model, member: Member, session: Session, criterion, seed: int,
+               photo: PhotoPlan | None = None) -> TrainStep:
+    """`model`'s training step: the member's optimizer over its parameters, the loss
+    `criterion`, a generator seeded with `seed` on the session's device, and the photo
+    augmentation where `photo` says (None: in the step, on the device)."""
+    comp, runtime = session.comp, session.runtime
+    photo = photo or photo_plan(member, comp.image_size, "device", runtime.device, streamed=False)
+    return TrainStep(member, make_optimizer(model, member), criterion,
+                     torch.Generator(device=runtime.device).manual_seed(seed), runtime.autocast(),
+                     photo.size, comp.hflip, comp.vflip)
+
+
+def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor):
+    """One optimizer step of `net` on a batch of uint8 images and their encoded labels; returns
+    the logits and the loss."""
+    member = step.member
+    batch = train_transform(images, member, step.hflip, step.vflip, step.generator, step.photo_size)
     partner, keep = None, None
     if member.mixup or member.cutmix:
-        batch, partner, keep = mix_batch(batch, member.mixup, member.cutmix, generator)
+        batch, partner, keep = mix_batch(batch, member.mixup, member.cutmix, step.generator)
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
-    with context():
+    with step.autocast():
         logits = net(batch)
-    loss = criterion(logits, labels)
+    loss = step.criterion(logits, labels)
     if partner is not None:  # the mixed-in images' labels, by their share of the input
-        loss = keep * loss + (1 - keep) * criterion(logits, labels[partner])
-    optimizer.zero_grad(set_to_none=True)
+        loss = keep * loss + (1 - keep) * step.criterion(logits, labels[partner])
+    step.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    step.optimizer.step()
     return logits, loss
 
 
@@ -207,12 +245,14 @@ def objective_for(target: Target, member: Member, train_targets: np.ndarray,
 @dataclass
 class Fold:
     """One split a member is fitted on: its number, its training and validation rows (positions
-    in the labelled images) and the seed of its random draws (the model's initial weights are
-    seeded from it too, per member)."""
+    in the labelled images), the seed of its random draws (the model's initial weights are
+    seeded from it too, per member: models.member_seed) and, in a time-limited run, when the
+    fit must end."""
     index: int | None  # None: the refit on every labelled image (train --refit)
     train_idx: np.ndarray
     val_idx: np.ndarray
     seed: int
+    deadline: float | None = None  # time.monotonic() by which a time-limited fit ends (budget.Deadlines)
 
 
 @dataclass
@@ -222,7 +262,7 @@ class LabelledImages:
     the device, and the target kind."""
     images: object
     labels: torch.Tensor
-    target: Target = field(default_factory=lambda: Target([]))
+    target: Target = field(default_factory=lambda: SINGLE_LABEL)
 
 
 @dataclass
@@ -240,11 +280,18 @@ class Training:
     epoch, so that a fit resumes exactly), the objective, and where photo augmentation runs."""
     model: torch.nn.Module
     ema: AveragedModel | None
-    optimizer: torch.optim.Optimizer
+    step: TrainStep                  # its optimizer and generator are part of the saved state
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    generator: torch.Generator
     objective: Objective
     photo: PhotoPlan
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.step.optimizer
+
+    @property
+    def generator(self) -> torch.Generator:
+        return self.step.generator
 
 
 @dataclass
@@ -257,9 +304,9 @@ class Progress:
     stale: int = 0                   # epochs since the best
     best_state: dict = field(default_factory=dict)
     best_val_probs: np.ndarray | None = None
-    pace: "Pace | None" = None       # a fit with a deadline: how its schedule is walked
+    pace: Pace | None = None         # a fit with a deadline: how its schedule is walked
 
-    def count(self, value: float, model, probs: np.ndarray | None) -> None:
+    def close_epoch(self, value: float, model, probs: np.ndarray | None) -> None:
         """Count the epoch just completed; keep its weights and validation outputs when its
         selection value beats the kept one's (the first is always kept: a NaN metric keeps one)."""
         self.epoch += 1
@@ -269,38 +316,6 @@ class Progress:
             self.best_val_probs = probs
         else:
             self.stale += 1
-
-
-PACE_PASSES = 2  # a paced epoch takes at most this many passes over the images
-
-
-@dataclass
-class Pace:
-    """How a fit with a deadline (train --time-limit) walks its learning-rate schedule: when the
-    machine turns out faster or slower than planned, its remaining epochs take more or fewer
-    steps (at most PACE_PASSES passes over the images), and the schedule is walked at the rate
-    that still brings it to its last step at the end of the last epoch."""
-    total: int                       # the schedule's steps (built for the planned epochs x steps)
-    steps: int                       # training steps of each remaining epoch
-    position: float = 0.0            # schedule steps walked
-    rate: float = 1.0                # schedule steps per training step
-
-    def advance(self, scheduler) -> None:
-        """One training step: the schedule moves on by `rate` of its steps (never past its end)."""
-        self.position = min(self.position + self.rate, self.total)
-        if self.rate != 1.0:
-            scheduler.last_epoch = self.position - 1  # step() adds the one
-        scheduler.step()
-
-    def replan(self, epochs_left: int, step_s: float, epoch_s: float, last_extra_s: float,
-               seconds_left: float, most: int) -> None:
-        """Steps per remaining epoch that end the fit `seconds_left` from now, given what a step,
-        the rest of an epoch (validation, saving) and the last epoch's extra scoring took."""
-        if epochs_left <= 0:
-            return
-        training_s = seconds_left - epochs_left * epoch_s - last_extra_s
-        self.steps = max(1, min(most, int(training_s / max(step_s, 1e-9) / epochs_left)))
-        self.rate = (self.total - self.position) / (self.steps * epochs_left)
 
 
 def _save_resume(path: Path, progress: Progress, training: Training) -> None:
@@ -332,8 +347,7 @@ def _load_resume(path: Path, training: Training) -> Progress:
     return progress
 
 
-def _start(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: Runtime,
-           photo: PhotoPlan | None) -> Training:
+def start_fit(model, member: Member, session: Session, data: LabelledImages, fold: Fold) -> Training:
     """A fit's moving parts, after checking that its batches fit the training images."""
     steps_per_epoch = epoch_steps(member, len(fold.train_idx))
     if member.batch_size % distributed.world_size():
@@ -343,23 +357,20 @@ def _start(model, member: Member, comp, data: LabelledImages, fold: Fold, runtim
         raise PipelineError(
             f"batch_size {member.batch_size} is larger than the {len(fold.train_idx)} training images: "
             f"lower it with --batch-size.")
-    device = runtime.device
+    device = session.runtime.device
     train_labels = data.labels[torch.as_tensor(fold.train_idx, device=data.labels.device)]
-    optimizer = make_optimizer(model, member)
-    return Training(model, make_ema(model, member), optimizer,
-                    _scheduler(optimizer, member, member.epochs * steps_per_epoch),
-                    torch.Generator(device=device).manual_seed(fold.seed),
-                    objective_for(data.target, member, train_labels.cpu().numpy(), device),
-                    photo or PhotoPlan(size=(member.image_size or comp.image_size)
-                                       if has_photo_augment(member) else None))
+    objective = objective_for(data.target, member, train_labels.cpu().numpy(), device)
+    photo = photo_plan(member, session.comp.image_size, session.run.photo_augment, device, data.images.streamed)
+    step = build_step(model, member, session, objective.criterion, fold.seed, photo)
+    return Training(model, make_ema(model, member), step,
+                    _scheduler(step.optimizer, member, member.epochs * steps_per_epoch), objective, photo)
 
 
-def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: Runtime,
-        log: FitLog | None = None, photo: PhotoPlan | None = None, deadline: float | None = None) -> FitResult:
+def fit(model, member: Member, session: Session, data: LabelledImages, fold: Fold,
+        log: FitLog | None = None) -> FitResult:
     """Train `model` on the fold's training images; keep its final weights, or (selects_best)
-    those of the epoch with the best validation metric. `photo` says where the photo
-    augmentation runs (on the device when None). With a `deadline` (time.monotonic()), the
-    epochs after the first are resized to end by then (Pace).
+    those of the epoch with the best validation metric, scored with the member's TTA views.
+    With a `fold.deadline`, the epochs after the first are resized to end by then (pace.Pace).
 
     With `log.resume_path`, the state after every epoch is saved there, and a fit that finds
     the file continues from it, ending exactly where an uninterrupted fit would.
@@ -368,69 +379,97 @@ def fit(model, member: Member, comp, data: LabelledImages, fold: Fold, runtime: 
     torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
     log = log or FitLog()
     data = LabelledImages(as_source(data.images), data.labels, data.target)
-    training = _start(model, member, comp, data, fold, runtime, photo)
-    target, ema, val_idx, label = data.target, training.ema, fold.val_idx, log.label
-    train_positions = torch.as_tensor(fold.train_idx, device=runtime.device)
-    val_targets = data.labels[torch.as_tensor(val_idx, device=data.labels.device)].cpu()
-    steps_per_epoch = epoch_steps(member, len(fold.train_idx))
-    progress = Progress()
-    if log.resume_path is not None and log.resume_path.is_file():
-        progress = _load_resume(log.resume_path, training)
-        tqdm.write(f"{label}: resuming after epoch {progress.epoch}")
-    if deadline is not None and progress.pace is None:
-        progress.pace = Pace(total=member.epochs * steps_per_epoch, steps=steps_per_epoch)
-    higher_is_better = metric(comp.metric, target.kind).higher_is_better
+    training = start_fit(model, member, session, data, fold)
+    progress = _progress(training, fold, log)
     net, trainable = model, None
     while progress.epoch < member.epochs:
         if member.patience and progress.stale >= member.patience:
-            tqdm.write(f"{label}: early stop after epoch {progress.epoch} (best {progress.best_epoch})")
+            tqdm.write(f"{log.label}: early stop after epoch {progress.epoch} (best {progress.best_epoch})")
             break
-        epoch = progress.epoch
-        if trainable != (epoch >= member.freeze_epochs):  # DDP must see the new trainable set
-            trainable = epoch >= member.freeze_epochs
+        if trainable != (progress.epoch >= member.freeze_epochs):  # DDP must see the new trainable set
+            trainable = progress.epoch >= member.freeze_epochs
             set_backbone_trainable(model, trainable)
-            net = distributed.wrap(model, runtime.device)
-        epoch_started = time.perf_counter()
-        train_loss, train_acc, waited = _train_epoch(
-            training, net, data, train_positions, member, comp, runtime,
-            f"{label} epoch {epoch + 1}/{member.epochs}", progress.pace)
-        train_seconds = time.perf_counter() - epoch_started
-        steps_run = progress.pace.steps if progress.pace is not None else steps_per_epoch
-        scored = ema.module if ema is not None else model
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                  "lr": training.optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - started,
-                  "train_images_per_s": steps_run * member.batch_size / train_seconds,
-                  "data_wait": waited / train_seconds,  # share of the training time spent waiting for batches
-                  "steps": steps_run}
-        probs, value = None, float(epoch)  # the last epoch is kept unless the best is selected
-        if len(val_idx):
-            views = validation_views(member, last_epoch=epoch + 1 == member.epochs)
-            probs, measured = _validate(scored, data, val_idx, val_targets, runtime, views, comp.metric, record)
-            if selects_best(member):
-                value = -math.inf if math.isnan(measured) else measured if higher_is_better else -measured
-        if distributed.is_main():
-            _log(record, log.log_path, label)
-        progress.count(value, scored, probs)
-        if deadline is not None and progress.pace is not None:
-            _replan(progress, member, PACE_PASSES * (len(fold.train_idx) // member.batch_size), train_seconds / steps_run,
-                    time.perf_counter() - epoch_started - train_seconds, deadline)
-        if log.resume_path is not None and distributed.is_main():
-            _save_resume(log.resume_path, progress, training)
+            net = distributed.wrap(model, session.runtime.device)
+        _run_epoch(training, net, session, data, fold, _FitState(progress, log, started))
     kept = progress.best_val_probs
+    val_targets = _val_targets(data, fold.val_idx)
     return FitResult(progress.best_state, kept, progress.best_epoch,
-                     None if kept is None else score(comp.metric, target, val_targets.numpy(), kept),
+                     None if kept is None else score(session.comp.metric, data.target, val_targets.numpy(), kept),
                      selects_best(member) and kept is not None, time.perf_counter() - started)
 
 
-def _replan(progress: Progress, member: Member, most: int, step_s: float, rest_s: float,
-            deadline: float) -> None:
-    """Resize the remaining epochs to the deadline, from what this epoch's steps and the rest
-    of it (validation, saving) took; the last epoch scores every TTA view of the member."""
+def _progress(training: Training, fold: Fold, log: FitLog) -> Progress:
+    """Where the fit starts: its resume file's state, or the start; with its pace when it has
+    a deadline."""
+    member = training.step.member
+    progress = Progress()
+    if log.resume_path is not None and log.resume_path.is_file():
+        progress = _load_resume(log.resume_path, training)
+        tqdm.write(f"{log.label}: resuming after epoch {progress.epoch}")
+    if fold.deadline is not None and progress.pace is None:
+        steps_per_epoch = epoch_steps(member, len(fold.train_idx))
+        progress.pace = Pace(total=member.epochs * steps_per_epoch, steps=steps_per_epoch)
+    return progress
+
+
+@dataclass
+class _FitState:
+    """A fit under way: where it stands, where it reports, when it started (perf_counter)."""
+    progress: Progress
+    log: FitLog
+    started: float
+
+
+def _run_epoch(training: Training, net, session: Session, data: LabelledImages, fold: Fold,
+               state: _FitState) -> None:
+    """Train one epoch, validate it, log it, count it (keeping its weights when they are the
+    ones to keep), resize the rest to the deadline and save the state to resume from."""
+    progress, log, member, ema = state.progress, state.log, training.step.member, training.ema
+    started, epoch = time.perf_counter(), progress.epoch
+    train_loss, train_acc, waited = _train_epoch(
+        training, net, data, torch.as_tensor(fold.train_idx, device=session.runtime.device),
+        f"{log.label} epoch {epoch + 1}/{member.epochs}", progress.pace)
+    train_seconds = time.perf_counter() - started
+    steps_run = progress.pace.steps if progress.pace is not None else epoch_steps(member, len(fold.train_idx))
+    scored = ema.module if ema is not None else training.model
+    record = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+              "lr": training.optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - state.started,
+              "train_images_per_s": steps_run * member.batch_size / train_seconds,
+              "data_wait": waited / train_seconds,  # share of the training time spent waiting for batches
+              "steps": steps_run}
+    probs, value = None, float(epoch)  # the last epoch is kept unless the best is selected
+    if len(fold.val_idx):
+        views = validation_views(member, last_epoch=epoch + 1 == member.epochs)
+        probs, measured = _validate(scored, session, data, fold.val_idx, views, record)
+        value = _selection_value(member, session.comp.metric, data.target, measured, value)
+    if distributed.is_main():
+        _log(record, log.log_path, log.label)
+    progress.close_epoch(value, scored, probs)
+    if fold.deadline is not None and progress.pace is not None:
+        rest_s = time.perf_counter() - started - train_seconds
+        most = PACE_PASSES * (len(fold.train_idx) // member.batch_size)
+        meet_deadline(progress.pace, member.epochs - progress.epoch,
+                      EpochTimes(train_seconds / steps_run, rest_s, _last_epoch_extra(member, rest_s)),
+                      fold.deadline, most)
+    if log.resume_path is not None and distributed.is_main():
+        _save_resume(log.resume_path, progress, training)
+
+
+def _selection_value(member: Member, metric_name: str, target: Target, measured: float, epoch: float) -> float:
+    """What an epoch's weights are kept by: the metric, sign-adjusted so higher is better (NaN
+    last) where the best epoch is selected; else the epoch number, so the last is kept."""
+    if not selects_best(member):
+        return epoch
+    if math.isnan(measured):
+        return -math.inf
+    return measured if metric(metric_name, target.kind).higher_is_better else -measured
+
+
+def _last_epoch_extra(member: Member, rest_s: float) -> float:
+    """What the last epoch adds to the rest of an epoch: scoring every TTA view of the member,
+    unless every epoch already does (selects_best) or it has only the identity view."""
     scored_once = member.tta == ["identity"] or selects_best(member)  # every epoch alike
-    extra = 0.0 if scored_once else rest_s * len(member.tta)  # the last epoch adds the TTA views
-    # every process plans from the main one's clock, so all take the same steps
-    step_s, rest_s, extra, seconds = distributed.share((step_s, rest_s, extra, deadline - time.monotonic()))
-    progress.pace.replan(member.epochs - progress.epoch, step_s, rest_s, extra, seconds, most)
+    return 0.0 if scored_once else rest_s * len(member.tta)
 
 
 def validation_views(member: Member, last_epoch: bool) -> list[str]:
@@ -440,20 +479,26 @@ def validation_views(member: Member, last_epoch: bool) -> list[str]:
     return member.tta if selects_best(member) or last_epoch else ["identity"]
 
 
-def _validate(model, data: LabelledImages, val_idx: np.ndarray, val_targets: torch.Tensor,
-              runtime: Runtime, views: list[str], metric_name: str, record: dict) -> tuple[np.ndarray, float]:
+def _val_targets(data: LabelledImages, val_idx: np.ndarray) -> torch.Tensor:
+    """The validation images' encoded labels, on the CPU."""
+    return data.labels[torch.as_tensor(val_idx, device=data.labels.device)].cpu()
+
+
+def _validate(model, session: Session, data: LabelledImages, val_idx: np.ndarray, views: list[str],
+              record: dict) -> tuple[np.ndarray, float]:
     """Score `model` on the validation images: the epoch log's loss, accuracy and metric on the
     identity view, and, when `views` are more than that, the metric on the outputs averaged over
     them (inference.tta_probs, as the submission's), logged as val_<metric>_tta. Returns the
     outputs averaged over `views` and their metric."""
-    target = data.target
-    logits = predict_logits(model, data.images, runtime.device, runtime.precision, positions=val_idx)
+    target, runtime, metric_name = data.target, session.runtime, session.comp.metric
+    val_targets = _val_targets(data, val_idx)
+    logits = predict_logits(model, data.images, runtime, positions=val_idx)
     probs = target.activate(logits).numpy()
     record.update(val_loss=validation_loss(target, logits, val_targets),
                   val_acc=target.hits(logits, val_targets).item() / len(val_idx))
     record[f"val_{metric_name}"] = measured = score(metric_name, target, val_targets.numpy(), probs)
     if views != ["identity"]:
-        probs = tta_probs(model, data.images, views, runtime.device, runtime.precision, target, val_idx)
+        probs = tta_probs(model, data.images, views, runtime, target, val_idx)
         record[f"val_{metric_name}_tta"] = measured = score(metric_name, target, val_targets.numpy(), probs)
     return probs, measured
 
