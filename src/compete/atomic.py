@@ -61,7 +61,11 @@ def made_once(lock_path: Path):
     """Hold the lock `lock_path` within the with-block, waiting while another process holds it.
     The block checks whether the thing exists (another process may have just made it) and makes
     it otherwise."""
-    fd = _lock_file(lock_path)
+    try:
+        fd = _lock_file(lock_path)
+    except OSError:  # a read-only folder: nothing can be made there, and making it will say so
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -87,11 +91,10 @@ def held_by_this_process(lock_path: Path) -> bool:
     return True
 
 
-def release(lock_path: Path) -> None:
-    """Give up a lock taken by held_by_this_process (no-op when not held)."""
-    fd = _held.pop(str(Path(lock_path).resolve()), None)
-    if fd is not None:
-        os.close(fd)
+def release_all() -> None:
+    """Give up every lock taken by held_by_this_process (at the end of the command that took it)."""
+    while _held:
+        os.close(_held.popitem()[1])
 
 
 def holder(lock_path: Path) -> str:

@@ -104,6 +104,7 @@ def _terminate(signum, frame):
 
 
 def _train(args, comp, folder) -> int:
+    from .atomic import release_all
     from .pipeline import train_competition
     run_sets, member_sets = parse_sets(args.set)
     member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
@@ -118,15 +119,19 @@ def _train(args, comp, folder) -> int:
         run_sets["time_limit"] = 0  # explicit epochs win over a preset's time limit
     if args.resume:
         from .config import run_from_dict
-        from .runs import RunFolder, find_unfinished
+        from .runs import RunFolder, claim_run, find_unfinished
         resume_dir = find_unfinished(comp.name, args.run)
+        claim_run(resume_dir)  # refused while another process trains it
         run = run_from_dict(RunFolder(resume_dir).config()["run"])
     else:
         resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
         if args.lr == "auto":
             from .lrfind import apply_suggestions
             apply_suggestions(comp, run, folder)
-    train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
+    try:
+        train_competition(comp, run, folder, args.skip_bad_images, resume_dir)
+    finally:
+        release_all()  # the run folder may be trained again (tests run commands in one process)
     return 0
 
 

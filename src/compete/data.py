@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-from .atomic import write_atomically
+from .atomic import made_once, write_atomically
 from .config import Competition, RunConfig, cache_dir, PipelineError, target_settings
 from .files import EXAMPLES, DataDir, Problems, examples
 from .imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size  # noqa: F401 (channel_stats: re-exported)
@@ -180,7 +180,9 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], t
     cache = _cache_file(comp, data, paths, ids, tag)
     decoded = _read_cache(cache)
     if decoded is None:
-        _decode_all(comp, data, paths, set(missing), cache)
+        with made_once(cache.with_suffix(".lock")):  # another command decoding them: wait, then read
+            if _read_cache(cache) is None:
+                _decode_all(comp, data, paths, set(missing), cache)
         decoded = _read_cache(cache)
     unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
     if unreadable and not skip_bad:

@@ -52,6 +52,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     deadlines = Deadlines(plan) if plan and resume_dir is None else None  # a resumed run has no clock to meet
     splits = splits[:plan["folds"]] if plan else splits
+    if resume_dir is None:
+        build_members(run, shape)  # a setting that cannot work stops before the run folder exists
     run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
         print(f"{comp.name}: {len(targets)} training images ({dataset.skipped} unreadable skipped), "
@@ -145,6 +147,13 @@ def _open_run_dir(comp, run, data_dir, shape, target: Target, resume_dir: Path |
                                          "target": target.to_dict(),
                                          "provenance": provenance(comp, data_dir), "time_plan": plan})
     return distributed.share(run_dir)
+
+
+def build_members(run: RunConfig, shape) -> None:
+    """Build every member once on the CPU, its weights file read: a setting that cannot work
+    (an unreadable weights: file, wrong model_args) stops `train` before a run folder exists."""
+    for member in run.members:
+        member_model(member, shape, torch.device("cpu"), run.seed)
 
 
 def validated_by(splits, count: int) -> np.ndarray:
