@@ -258,10 +258,9 @@ class DataDir:
         if disk.is_dir():
             names.update(p.name for p in disk.iterdir() if p.is_dir())
         prefix = f"{folder}/" if folder else ""
-        files = [key for key in self._index() if "/" in key[len(prefix):]]  # a file in a subfolder
-        for key in [*files, *self._folders]:
-            if key.startswith(prefix) and key[len(prefix):]:
-                names.add(key[len(prefix):].split("/")[0])
+        inner = [key[len(prefix):] for key in self._index() if key.startswith(prefix)]
+        names.update(path.split("/")[0] for path in inner if "/" in path)  # a file in a subfolder
+        names.update(key[len(prefix):].split("/")[0] for key in self._folders if key.startswith(prefix))
         return sorted(name for name in names if name and not name.startswith("."))
 
     def walk(self, folder: str = "") -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import write_atomically
 from .config import Competition, PipelineError, submissions_dir
 from .files import DataDir
 from .history import MANIFEST, record_uploads, uploads_of
@@ -138,8 +139,8 @@ def _unpack_inner_zips(archive: Path) -> list[Path]:
             inner = [name for name in names if name.lower().endswith(".zip")]
             for name in inner:
                 target = archive.parent / Path(name).name
-                with outer.open(name) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out)
+                with outer.open(name) as source:  # whole or not at all: a kill leaves no half zip
+                    write_atomically(target, lambda out: shutil.copyfileobj(source, out, 1 << 20))
     except zipfile.BadZipFile as error:
         raise PipelineError(f"{archive} is not a readable zip ({error}): delete it and download again.") from None
     for name in names:
