@@ -151,6 +151,12 @@ def test_settings_naming_files_outside_the_data_folder_are_refused(workspace, ca
     assert f"{setting}: {value!r} leaves the competition's data folder" in err and "tiny.yaml" in err
 
 
+def test_a_kaggle_slug_that_would_name_a_path_is_refused(workspace, capsys):
+    tiny = make_competition(workspace, kaggle="../../../tmp/evil")  # the download lands as SLUG.zip
+    assert main(["download", tiny.name]) == 2
+    assert "kaggle: '../../../tmp/evil' is not a competition's slug" in error_line(capsys)
+
+
 def test_a_link_out_of_the_data_folder_is_not_followed(workspace, tmp_path, capsys):
     tiny = make_competition(workspace)
     outside = tmp_path / "secret.png"

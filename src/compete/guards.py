@@ -21,6 +21,7 @@ READ_CHUNK = 1 << 20   # bytes read at a time while counting
 PATH_SETTINGS = ("train_csv", "test_csv", "sample_submission", "train_images", "test_images",
                  "image_template", "train_template", "test_template")  # Competition fields
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")  # "{id}" in a template
+SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a Kaggle competition's slug (it names SLUG.zip too)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -34,7 +35,8 @@ def escapes(path: str) -> bool:
 
 def check_setting_paths(values: object, where: str) -> None:
     """Refuse a competition setting naming a file or folder outside the data folder (templates
-    are checked with their placeholders filled in). `values` is the Competition."""
+    are checked with their placeholders filled in), and a Kaggle slug that is not one (the
+    download is saved as SLUG.zip). `values` is the Competition."""
     for key in PATH_SETTINGS:
         value = getattr(values, key, None)
         if isinstance(value, str) and escapes(PLACEHOLDER.sub("x", value)):
@@ -42,6 +44,10 @@ def check_setting_paths(values: object, where: str) -> None:
                 f"{where}: {key}: {value!r} leaves the competition's data folder. Name a path inside "
                 f"it, relative to it and without '..' (e.g. {key}: {PurePosixPath(value).name!r}), "
                 f"or pass --data DIR for a competition whose files are elsewhere.")
+    slug = getattr(values, "kaggle", None)
+    if isinstance(slug, str) and (not SLUG.fullmatch(slug) or ".." in slug):
+        raise PipelineError(f"{where}: kaggle: {slug!r} is not a competition's slug: write the part of its "
+                            f"address after kaggle.com/competitions/, e.g. kaggle: titanic.")
 
 
 def inside(root: Path, path: Path) -> bool:

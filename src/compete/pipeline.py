@@ -52,7 +52,7 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     deadlines = Deadlines(plan) if plan and resume_dir is None else None  # a resumed run has no clock to meet
     splits = splits[:plan["folds"]] if plan else splits
-    if resume_dir is None:
+    if resume_dir is None and plan is None:  # (a time plan has built them all already)
         build_members(run, shape)  # a setting that cannot work stops before the run folder exists
     run_dir = _open_run_dir(comp, run, data_dir, shape, target, resume_dir, plan)
     if distributed.is_main():
