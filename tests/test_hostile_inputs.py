@@ -2,7 +2,6 @@
 settings claim, uploads that did not happen. The table of every hostile input is in
 test_bad_inputs.py's docstring; each case here is one of its rows."""
 import fcntl
-import io
 import json
 import os
 import signal
@@ -12,10 +11,8 @@ import time
 import zipfile
 from threading import Thread
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from compete import atomic
 from compete.cli import main
