@@ -28,6 +28,7 @@ here is `FAILING[...]`; test_the_table_names_tests_that_exist keeps the table tr
 | test data with a label column, sample vs test ids, sample without the label | error naming both files | FAILING[label column in test data], FAILING[sample ids differ from test ids], FAILING[sample without the label column] |
 | competition name with `../` | refused | test_a_competition_name_cannot_climb_out_of_the_workspace |
 | yaml setting naming a file outside the data folder | refused at load, naming the setting | test_settings_naming_files_outside_the_data_folder_are_refused |
+| `image_size: 100000` (the decoded store) | refused at load | test_an_image_size_no_store_could_hold_is_refused |
 | a `kaggle:` slug like `../../x` (the download is saved as SLUG.zip) | refused at load | test_a_kaggle_slug_that_would_name_a_path_is_refused |
 | weights file outside the weights folder | refused | test_weights_outside_the_weights_folder_are_refused |
 | unreadable or pickled-model weights file | error without weights_only advice, no run folder | test_an_unreadable_weights_file_leaves_no_run_folder_and_no_unsafe_advice |

@@ -148,6 +148,13 @@ def test_settings_naming_files_outside_the_data_folder_are_refused(workspace, ca
     assert f"{setting}: {value!r} leaves the competition's data folder" in err and "tiny.yaml" in err
 
 
+def test_an_image_size_no_store_could_hold_is_refused(workspace, capsys):
+    tiny = make_competition(workspace)
+    set_yaml(workspace, tiny.name, image_size=100_000)  # main: a MemoryError traceback, or worse
+    assert main(["check", tiny.name]) == 2
+    assert "image_size: 100000 is over 4096 pixels a side" in error_line(capsys)
+
+
 def test_a_kaggle_slug_that_would_name_a_path_is_refused(workspace, capsys):
     tiny = make_competition(workspace, kaggle="../../../tmp/evil")  # the download lands as SLUG.zip
     assert main(["download", tiny.name]) == 2

@@ -21,6 +21,7 @@ READ_CHUNK = 1 << 20   # bytes read at a time while counting
 PATH_SETTINGS = ("train_csv", "test_csv", "sample_submission", "train_images", "test_images",
                  "image_template", "train_template", "test_template")  # Competition fields
 PLACEHOLDER = re.compile(r"\{[^{}]*\}")  # "{id}" in a template
+MAX_IMAGE_SIZE = 4096  # image_size: side in pixels images are decoded to (50 MB an RGB image)
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a Kaggle competition's slug (it names SLUG.zip too)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -33,10 +34,11 @@ def escapes(path: str) -> bool:
             or path.startswith("\\") or ".." in parts or bool(CONTROL.search(path)))
 
 
-def check_setting_paths(values: object, where: str) -> None:
+def check_settings(values: object, where: str) -> None:
     """Refuse a competition setting naming a file or folder outside the data folder (templates
-    are checked with their placeholders filled in), and a Kaggle slug that is not one (the
-    download is saved as SLUG.zip). `values` is the Competition."""
+    are checked with their placeholders filled in), an image_size no image store could hold,
+    and a Kaggle slug that is not one (the download is saved as SLUG.zip). `values` is the
+    Competition."""
     for key in PATH_SETTINGS:
         value = getattr(values, key, None)
         if isinstance(value, str) and escapes(PLACEHOLDER.sub("x", value)):
@@ -44,6 +46,11 @@ def check_setting_paths(values: object, where: str) -> None:
                 f"{where}: {key}: {value!r} leaves the competition's data folder. Name a path inside "
                 f"it, relative to it and without '..' (e.g. {key}: {PurePosixPath(value).name!r}), "
                 f"or pass --data DIR for a competition whose files are elsewhere.")
+    size = getattr(values, "image_size", None)
+    if isinstance(size, int) and size > MAX_IMAGE_SIZE:
+        raise PipelineError(f"{where}: image_size: {size} is over {MAX_IMAGE_SIZE} pixels a side: every image "
+                            f"would decode to {size * size * 3 / 2 ** 20:.0f} MB. Use the side the models "
+                            f"train at (e.g. image_size: 224).")
     slug = getattr(values, "kaggle", None)
     if isinstance(slug, str) and (not SLUG.fullmatch(slug) or ".." in slug):
         raise PipelineError(f"{where}: kaggle: {slug!r} is not a competition's slug: write the part of its "
