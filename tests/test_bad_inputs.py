@@ -1,7 +1,48 @@
 """Bad inputs (broken tables, images and settings): each works, or stops before training with
 one `error:` line that names the file, the row or id, and the fix, leaving no run, cache or
-submission half-written."""
+submission half-written.
+
+Every hostile or careless input the project handles, and the test that shows it (a FAILING case
+here is `FAILING[...]`; test_the_table_names_tests_that_exist keeps the table true). The README's
+"Reliability" section says what is promised.
+
+| input | what happens | test |
+| --- | --- | --- |
+| missing, empty, truncated, corrupt or non-image file | error naming file and id; --skip-bad-images | FAILING[missing train image], FAILING[zero-byte image], FAILING[truncated image], FAILING[corrupt image data], FAILING[text file as image], FAILING[missing test image], FAILING[unreadable test image] |
+| image whose header claims 900 megapixels | check, train: error naming it; init: named, goes on | FAILING[decompression bomb], test_a_decompression_bomb_is_named_by_init_which_goes_on |
+| images under another extension | error naming the file found instead | FAILING[images with another extension] |
+| odd modes, sizes, JPEG named .png, transparency | decoded by content, composited on white | test_odd_images_still_load |
+| corrupt zip, corrupt zip member | error naming zip and member | test_a_corrupt_zip_is_named, test_a_corrupt_zip_member_is_named |
+| zip member over the size limit (a zip bomb) | refused by declared size, memory unchanged | test_a_zip_bomb_csv_is_refused_before_it_is_read, test_a_csv_over_the_size_limit_is_refused_naming_the_member_and_the_limit |
+| zip member lying about its size | stopped at the declared size (CRC), named | test_a_zip_member_that_lies_about_its_size_is_stopped |
+| zip member named `../x` or `/x` | never read, warned | test_zip_members_named_with_dotdot_or_absolute_paths_are_never_read |
+| symbolic link out of the data folder | not followed, error naming it | test_a_link_out_of_the_data_folder_is_not_followed, test_a_linked_data_folder_still_works |
+| duplicate ids, missing or doubled columns, extra fields, unterminated quote | error naming file and line | FAILING[duplicate ids], FAILING[missing label column], FAILING[a column twice in the header], FAILING[extra field in a row], FAILING[unterminated quote] |
+| empty or header-only CSV | error | FAILING[empty csv], FAILING[header-only csv] |
+| CSV in another encoding, `;` separators, quotes, spaces | read the same | test_csvs_in_other_encodings_read_the_same, test_semicolon_csvs_quotes_and_whitespace_are_understood |
+| ids `007` and `7` | kept apart, unchanged in the submission | test_ids_with_leading_zeros_stay_strings, test_leading_zero_test_ids_reach_the_submission_unchanged |
+| id with `..`, absolute path, control characters | refused | FAILING[path traversal id], test_ids_may_be_relative_paths_but_never_leave_the_image_folder |
+| missing labels, a single class, classes too small for the split | error, or a note | FAILING[nan labels], FAILING[a single class], FAILING[hold-out too small for the classes], test_a_class_with_a_single_image_trains |
+| labels `1` and `01` (or `cat` and `Cat`) | warned, naming both spellings | test_one_label_spelled_two_ways_is_warned_of |
+| empty class folder, or one holding only hidden files | init, check, train warn naming it | test_empty_class_folders_are_named_by_init_check_and_train |
+| test data with a label column, sample vs test ids, sample without the label | error naming both files | FAILING[label column in test data], FAILING[sample ids differ from test ids], FAILING[sample without the label column] |
+| competition name with `../` | refused | test_a_competition_name_cannot_climb_out_of_the_workspace |
+| yaml setting naming a file outside the data folder | refused at load, naming the setting | test_settings_naming_files_outside_the_data_folder_are_refused |
+| `image_size: 100000` (the decoded store) | refused at load | test_an_image_size_no_store_could_hold_is_refused |
+| a `kaggle:` slug like `../../x` (the download is saved as SLUG.zip) | refused at load | test_a_kaggle_slug_that_would_name_a_path_is_refused |
+| weights file outside the weights folder | refused | test_weights_outside_the_weights_folder_are_refused |
+| unreadable or pickled-model weights file | error without weights_only advice, no run folder | test_an_unreadable_weights_file_leaves_no_run_folder_and_no_unsafe_advice |
+| unknown or ill-typed setting, broken template, channels 4 | error naming the key | test_a_bad_yaml_setting_is_refused_before_anything_is_written, test_a_broken_image_template_is_named, test_channels_other_than_gray_or_rgb_are_refused |
+| test inputs changed after training | predict refuses, old submission kept | test_predict_refuses_changed_test_inputs_and_keeps_the_old_submission |
+| two first commands at once (digits written) | one writes, the other waits | test_two_first_commands_write_the_digits_competition_once |
+| two commands decoding the same images | one decodes, the other waits and reads | test_a_second_decoding_of_the_same_images_waits_and_reads_the_first |
+| two `train --resume` of one run | the second refused in one line | test_two_resumes_of_one_run_cannot_both_write_it |
+| power cut during a write | fsync before the rename | test_atomic_writes_reach_the_disk_before_the_rename |
+| upload that kaggle did not take (exit 0, or no output) | nothing recorded, a useful line | test_an_upload_missing_from_the_list_read_back_is_not_recorded |
+| kaggle refusals: credentials, rules, daily limit, 429, no network | the fix for each, nothing recorded | test_a_failed_upload_says_what_to_do_and_changes_nothing |
+"""
 import json
+import re
 import struct
 import zlib
 
@@ -265,3 +306,15 @@ def test_channels_other_than_gray_or_rgb_are_refused(workspace, capsys):
         (workspace / "competition" / "tiny.yaml").read_text().replace("channels: 1", "channels: 4"))
     assert main(["train", tiny.name, "--device", "cpu"]) == 2
     assert "channels must be 1 (gray) or 3 (RGB)" in capsys.readouterr().err
+
+
+def test_the_table_names_tests_that_exist():
+    """Every test the table above names is defined in tests/ (and every FAILING case it names exists)."""
+    from helpers import REPO
+    sources = "".join(path.read_text() for path in (REPO / "tests").glob("test_*.py"))
+    rows = [line for line in __doc__.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) >= 30
+    for row in rows:
+        for name in (part.strip() for part in row.rstrip(" |").rsplit("|", 1)[1].split(", ")):
+            case = re.fullmatch(r"FAILING\[(.+)\]", name)
+            assert (case[1] in FAILING) if case else f"def {name}(" in sources, name

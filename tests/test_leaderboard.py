@@ -35,9 +35,9 @@ with open(home / "calls.jsonl", "a") as log:
     log.write(json.dumps(args) + "\\n")
 command, slug = args[1], args[2]
 failure = scenario.get("fail", {{}}).get(command)
-if failure:
+if failure is not None:  # kaggle 2.x exits 0 on some failures ("exit": 0)
     print(failure, file=sys.stderr if scenario.get("stderr", True) else sys.stdout)
-    sys.exit(1)
+    sys.exit(scenario.get("exit", 1))
 server = home / "server.json"
 listed = json.loads(server.read_text()) if server.exists() else []
 if command == "download":
@@ -75,6 +75,10 @@ NO_NETWORK = ("HTTPSConnectionPool(host='api.kaggle.com', port=443): Max retries
               "([Errno -2] Name or service not known)\"))")
 DAILY_LIMIT = ("Submission not allowed:  Your team has used its daily Submission allowance (5) today, "
                "please try again tomorrow UTC (8.4 hours from now).")
+
+RATE_LIMIT = ("429 Client Error: Too Many Requests for url: https://api.kaggle.com/v1/competitions."
+              "CompetitionApiService/CreateSubmission")
+SILENT_FAILURE = "Could not submit to competition"  # kaggle 2.x, exit status 0
 
 
 class StandIn:
@@ -189,7 +193,8 @@ def test_submit_uploads_with_the_runs_message_and_records_the_public_score(works
     summary = run_summary(run_dir)
     kaggle.script(score="0.87500")
     assert main(["submit", "tiny"]) == 0
-    submitted, listed = kaggle.calls()
+    before, submitted, listed = kaggle.calls()  # the list read before and after the upload
+    assert before == listed
     path = workspace_with_run / "submissions" / "tiny" / "submission.csv"
     assert submitted[:5] == ["competitions", "submit", SLUG, "-f", str(path)] and submitted[5] == "-m"
     message = submitted[6]
@@ -210,7 +215,7 @@ def test_a_pending_score_is_read_back_later(workspace_with_run, kaggle, capsys):
     run_dir = only_run(workspace_with_run, "tiny")
     kaggle.script(status="SubmissionStatus.PENDING", score="")
     assert main(["submit", "tiny", "-m", "first try", "--wait", "0"]) == 0
-    assert kaggle.calls()[0][-2:] == ["-m", "first try"]
+    assert kaggle.calls()[1][-2:] == ["-m", "first try"]
     assert json.loads((run_dir / "uploads.json").read_text())[0]["status"] == "pending"
     assert "./run.sh scores tiny" in capsys.readouterr().out
     assert main(["runs", "tiny"]) == 0
@@ -238,6 +243,7 @@ def test_each_upload_of_a_run_is_kept(workspace_with_run, kaggle):
     ("rules", RULES, f"https://www.kaggle.com/competitions/{SLUG}/rules"),
     ("daily limit", DAILY_LIMIT, "midnight UTC"),
     ("no network", NO_NETWORK, "Cannot reach kaggle.com"),
+    ("rate limit", RATE_LIMIT, "wait a few minutes"),
 ])
 @pytest.mark.slow
 def test_a_failed_upload_says_what_to_do_and_changes_nothing(workspace_with_run, kaggle, capsys,
@@ -292,3 +298,21 @@ def test_submit_refuses_a_run_that_did_not_make_submission_csv(workspace_with_ru
 def test_scores_with_nothing_waiting_asks_kaggle_nothing(workspace_with_run, kaggle, capsys):
     assert main(["scores", "tiny"]) == 0
     assert "No upload of tiny is waiting" in capsys.readouterr().out and kaggle.calls() == []
+
+
+@pytest.mark.parametrize("output,status", [(SILENT_FAILURE, 0), ("", 0), ("", 1)],
+                         ids=["could-not-submit-exit-0", "silent-exit-0", "silent-exit-1"])
+@pytest.mark.slow
+def test_an_upload_missing_from_the_list_read_back_is_not_recorded(workspace_with_run, kaggle, capsys,
+                                                                   output, status):
+    run_dir = only_run(workspace_with_run, "tiny")
+    before = folder_state(run_dir)
+    kaggle.script(fail={"submit": output}, exit=status)  # the upload never joins the listing
+    assert main(["submit", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and "(kaggle said: )" not in err
+    assert ("did not reach Kaggle" if status == 0 else "failed on") in err
+    assert (SILENT_FAILURE if output else f"exit status {status}; run `kaggle competitions submit") in err
+    assert folder_state(run_dir) == before  # no pending upload recorded
+    assert main(["runs", "tiny"]) == 0
+    assert "pending" not in capsys.readouterr().out

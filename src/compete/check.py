@@ -36,6 +36,9 @@ def check_competition(comp: Competition, data_dir: Path, preset: str = "default"
         problems.report(str(error))
         return problems
     tables = load_tables(comp, data, problems)
+    for member in data.unsafe_members:
+        problems.warn(f"{member}: a zip member named with '..' or an absolute path is never read (it "
+                      f"would name a file outside its folder). Ask for a clean copy if it was needed.")
     for zip_path, why in data.bad_zips().items():
         problems.report(f"{zip_path} is not a readable zip file ({why}): download it again, "
                         f"or remove it from {data.root}.")

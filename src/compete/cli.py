@@ -113,12 +113,14 @@ def _terminate(signum, frame):
 
 
 def _train(args, comp, data_dir) -> int:
+    from .atomic import release_all
     from .pipeline import train_competition
     from .runtime import start_session
     if args.resume:
         from .config import run_from_dict
-        from .runs import RunFolder, find_unfinished
+        from .runs import RunFolder, claim_run, find_unfinished
         resume_dir = find_unfinished(comp.name, args.run)
+        claim_run(resume_dir)  # refused while another process trains it
         run = run_from_dict(RunFolder(resume_dir).config()["run"])
     else:
         run_sets, member_sets = parse_sets(args.set)
@@ -131,7 +133,10 @@ def _train(args, comp, data_dir) -> int:
     if args.lr == "auto" and resume_dir is None:
         from .lrfind import apply_suggestions
         apply_suggestions(session, data_dir)
-    train_competition(session, data_dir, args.skip_bad_images, resume_dir)
+    try:
+        train_competition(session, data_dir, args.skip_bad_images, resume_dir)
+    finally:
+        release_all()  # the run folder may be trained again (tests run commands in one process)
     return 0
 
 

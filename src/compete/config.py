@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from .errors import PipelineError
+from .guards import check_settings
 from .metrics import metric_entry
 from .model_names import model_library
 
@@ -302,6 +303,7 @@ def load_competition(name: str) -> Competition:
         raise PipelineError(f"{path}: not valid YAML ({error}).") from None
     values.setdefault("name", name)
     competition = Competition(**_checked(Competition, values, str(path)))
+    check_settings(competition, str(path))  # files it names stay in the data folder; sizes bounded
     competition.presets = {preset: _checked_preset(competition, preset, settings)
                            for preset, settings in competition.presets.items()}
     target_settings(competition)  # a wrong target stops every command now

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
-from .atomic import write_atomically
+from .atomic import made_once, write_atomically
 from .config import Competition, RunConfig, cache_dir, target_settings
 from .errors import PipelineError
 from .files import EXAMPLES, DataDir, Problems, examples
@@ -176,7 +176,9 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], s
     cache = _cache_file(comp, data, paths, ids, split)
     decoded = _read_cache(cache)
     if decoded is None:
-        _decode_all(comp, data, paths, set(missing), cache)
+        with made_once(cache.with_suffix(".lock")):  # another command decoding them: wait, then read
+            if _read_cache(cache) is None:
+                _decode_all(comp, data, paths, set(missing), cache)
         decoded = _read_cache(cache)
     unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
     if unreadable and not skip_bad:

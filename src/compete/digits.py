@@ -12,20 +12,37 @@ from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from .atomic import made_once
+
 TEST_FRACTION = 0.2  # fixed stratified train/test cut
 SEED = 0
 
 
 def ensure_digits(folder: Path) -> Path:
-    """Write the digits competition into `folder` unless it is already there."""
+    """Write the digits competition into `folder` unless it is already there. Two first commands
+    at once: one writes it while the other waits for it (atomic.made_once), then finds it."""
     if (folder / "sample_submission.csv").is_file():
         return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with made_once(folder.with_name(f".{folder.name}.lock")):
+        if not (folder / "sample_submission.csv").is_file():
+            partial = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+            try:
+                _write_digits(partial)
+                os.replace(partial, folder)  # a half-written competition is never left in place
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+            print(f"Wrote the embedded digits competition to {folder}")
+    return folder
+
+
+def _write_digits(partial: Path) -> None:
+    """The competition's files (images, train.csv, test.csv, sample submission) into `partial`."""
     digits = load_digits()
     images = (digits.images * (255 / 16)).round().astype(np.uint8)  # pixel values are 0..16
     ids = np.arange(1, len(images) + 1)
     train_ids, test_ids = train_test_split(ids, test_size=TEST_FRACTION, random_state=SEED,
                                            stratify=digits.target)
-    partial = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     for split, split_ids in (("train", np.sort(train_ids)), ("test", np.sort(test_ids))):
         (partial / split).mkdir(parents=True)
@@ -36,7 +53,3 @@ def ensure_digits(folder: Path) -> Path:
     test = np.sort(test_ids)
     pd.DataFrame({"id": test}).to_csv(partial / "test.csv", index=False)
     pd.DataFrame({"id": test, "label": 0}).to_csv(partial / "sample_submission.csv", index=False)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(partial, folder)  # a half-written competition is never left in place
-    print(f"Wrote the embedded digits competition to {folder}")
-    return folder

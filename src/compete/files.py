@@ -26,8 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import write_atomically
+from .atomic import write_atomically
 from .config import cache_dir, inputs_dir
 from .errors import PipelineError
+from .guards import check_declared, escapes, inside, read_limited
 
 DELIMITERS = ";\t|"  # recognised from the header line when it holds no comma
 EXAMPLES = 5         # rows or files named in one message; the rest are counted
@@ -66,6 +68,8 @@ class Problems:
         self.found.append(message)
 
     def warn(self, message: str) -> None:
+        if not self.collect:  # a command that stops at the first problem prints its warnings as they come
+            print(f"warning: {message}")
         self.warnings.append(message)
 
     def note(self, message: str) -> None:
@@ -117,26 +121,38 @@ class DataDir:
         self._members: list[tuple[str, Archive, str]] = []  # (path as stored, zip, member)
         self._zips: dict[Path, zipfile.ZipFile] = {}
         self._bad_zips: dict[str, str] = {}  # zips that could not be opened, and why
+        self.unsafe_members: list[str] = []  # zip members named '../x' or '/x': never read
+        self._folders: set[str] = set()      # keys of the zips' folder entries (empty ones too)
 
     def __getstate__(self):
         """Pickled for the decoding processes as its folder: each opens the zips itself."""
-        return {**self.__dict__, "_by_suffix": None, "_members": [], "_zips": {}}
+        return {**self.__dict__, "_by_suffix": None, "_members": [], "_zips": {}, "_folders": set(),
+                "unsafe_members": []}
 
     def _index(self) -> dict[str, tuple[Archive, str]]:
         """Map every key of every zip member (see zip_keys) to its member; shorter names win."""
         if self._by_suffix is None:
             self._by_suffix = {}
             for zip_path in sorted(self.root.glob("*.zip")):
+                if not inside(self.root, zip_path):
+                    self._bad_zips[str(zip_path)] = f"a link to {os.path.realpath(zip_path)}, outside {self.root}"
+                    continue
                 self._add_archive(Archive(zip_path, str(zip_path), zip_path, zip_path.stem), depth=0)
         return self._by_suffix
 
     def _add_archive(self, archive: Archive, depth: int) -> None:
         try:
-            names = [name for name in self._open_zip(archive.path).namelist() if not name.endswith("/")]
+            names = self._open_zip(archive.path).namelist()
         except ZIP_ERRORS as error:
             self._bad_zips[archive.label] = str(error)  # a problem only if a file we need is in it
             return
         for name in sorted(names, key=len, reverse=True):
+            if name.endswith("/"):  # a folder entry: only its name counts (subfolders)
+                self._folders.update(zip_keys(archive.stem, name.rstrip("/")))
+                continue
+            if escapes(name):  # what a zip says of its own paths is not trusted either
+                self.unsafe_members.append(f"{archive.label}:{name}")
+                continue
             if name.lower().endswith(".zip") and depth < NESTED_ZIPS:
                 inner = self._copy_out(archive, name)
                 if inner is not None:
@@ -186,13 +202,25 @@ class DataDir:
         return f"{archive.label}:{name}"
 
     def read_bytes(self, relpath: str) -> bytes:
+        """A file's bytes, from disk or a zip, refused beyond guards.max_file_bytes (declared or
+        counted) and when a link takes it outside the data folder."""
         path = self.root / relpath
         try:
             if _is_file(path):
-                return path.read_bytes()
+                if not inside(self.root, path):
+                    raise PipelineError(
+                        f"{path} is a link to {os.path.realpath(path)}, outside the data folder "
+                        f"{self.root}: nothing is read from outside it. Copy the file in, or link the "
+                        f"whole data folder instead (inputs/NAME -> the folder, or --data DIR).")
+                check_declared(str(path), path.stat().st_size)
+                with open(path, "rb") as file:
+                    return read_limited(file, str(path))
             if relpath in self._index():
                 archive, name = self._index()[relpath]
-                return self._open_zip(archive.path).read(name)
+                zipped = self._open_zip(archive.path)
+                check_declared(f"{archive.label}:{name}", zipped.getinfo(name).file_size)
+                with zipped.open(name) as member:
+                    return read_limited(member, f"{archive.label}:{name}")
         except ZIP_ERRORS as error:
             raise PipelineError(f"Cannot read {self.describe(relpath)} ({error}): download it "
                                 f"again, or check its permissions.") from error
@@ -223,6 +251,19 @@ class DataDir:
         names.update(key[len(prefix):] for key in self._index()
                      if key.startswith(prefix) and "/" not in key[len(prefix):])
         return sorted(names)
+
+    def subfolders(self, folder: str) -> list[str]:
+        """Names of the folders directly inside `folder`, on disk and in the zips, empty ones and
+        ones holding only hidden files included (hidden folders left out)."""
+        names = set()
+        disk = self.root / folder
+        if disk.is_dir():
+            names.update(p.name for p in disk.iterdir() if p.is_dir())
+        prefix = f"{folder}/" if folder else ""
+        inner = [key[len(prefix):] for key in self._index() if key.startswith(prefix)]
+        names.update(path.split("/")[0] for path in inner if "/" in path)  # a file in a subfolder
+        names.update(key[len(prefix):].split("/")[0] for key in self._folders if key.startswith(prefix))
+        return sorted(name for name in names if name and not name.startswith("."))
 
     def walk(self, folder: str = "") -> list[str]:
         """Every file under `folder` (all depths), as paths relative to it; hidden files and the

@@ -24,6 +24,7 @@ from .config import CHOICES
 RESIZE_POLICIES = CHOICES["resize"]  # see fit_to_size
 LETTERBOX_FILL = 0        # pixel value of letterbox bars (black, as the photo sites pad)
 CHUNK_IMAGES = 64         # images per decoding task: one file write each, ~10 MB at 224 px
+CHUNK_BYTES = 64 << 20    # ... and at most this many decoded bytes (large image_size: fewer images)
 POOL_MIN_IMAGES = 512     # fewer images decode in this process: starting a pool costs ~1-2 s
 STATS_IMAGES = 2048       # data mean/std are measured on this many evenly spaced images
 STATS_CHUNK = 64          # images converted to float32 at once while measuring
@@ -204,23 +205,24 @@ def decode_into(file, shape: tuple, items: list, decode, desc: str = "decode",
     {format: count})."""
     writer = create(file, shape)
     workers = worker_count() if workers is None else workers
-    starts = range(0, len(items), CHUNK_IMAGES)
+    chunk = max(1, min(CHUNK_IMAGES, CHUNK_BYTES // max(1, int(np.prod(shape[1:])))))
+    starts = range(0, len(items), chunk)
     bad, formats = {}, Counter()
     bar = tqdm(total=len(items), desc=desc, unit="img", leave=False, mininterval=1.0)
     if workers <= 1 or len(items) < POOL_MIN_IMAGES:
         for start in starts:
-            _merge(bad, formats, fill_rows(decode, writer, shape, start, items[start:start + CHUNK_IMAGES]))
-            bar.update(min(CHUNK_IMAGES, len(items) - start))
+            _merge(bad, formats, fill_rows(decode, writer, shape, start, items[start:start + chunk]))
+            bar.update(min(chunk, len(items) - start))
     else:
         # spawned, not forked: a fork would share the parent's open zip files and torch threads
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_start_worker,
                                  initargs=(decode,)) as pool:
-            pending = {pool.submit(_pool_task, writer, shape, s, items[s:s + CHUNK_IMAGES]): s for s in starts}
+            pending = {pool.submit(_pool_task, writer, shape, s, items[s:s + chunk]): s for s in starts}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     _merge(bad, formats, future.result())
-                    bar.update(min(CHUNK_IMAGES, len(items) - pending.pop(future)))
+                    bar.update(min(chunk, len(items) - pending.pop(future)))
     bar.close()
     return bad, dict(formats.most_common())
 

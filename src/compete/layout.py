@@ -82,12 +82,26 @@ def folder_rows(comp: Competition, data: DataDir, problems: Problems) -> pd.Data
         problems.report(f"{where}: no class folders holding images (layout: folders expects "
                         f"{folder}/<class>/<image>). Check train_images in competition/{comp.name}.yaml.")
         return None
+    empty = empty_class_folders(data, folder, classes)
+    if empty:
+        problems.warn(empty)
     left_out = [path for path in paths if "/" not in path or not is_image_name(path)]
     if left_out:
         problems.note(f"{len(left_out)} file(s) in {where} are not images inside a class folder "
                       f"and are left out: {examples(left_out)}.")
     rows = [(path, label) for label, paths in classes.items() for path in paths]
     return pd.DataFrame(sorted(rows), columns=[comp.id_column, comp.label_column])
+
+
+def empty_class_folders(data: DataDir, folder: str, classes: dict) -> str | None:
+    """A warning naming the class folders of `folder` that hold no image (empty, or only hidden
+    or other files): their class would vanish without a word. None when there are none."""
+    empty = [name for name in data.subfolders(folder) if name not in classes]
+    if not empty:
+        return None
+    return (f"{len(empty)} class folder(s) in {data.describe(folder)} hold no image and are left out "
+            f"(no such class is trained): {examples(empty)}. Put their images there, or delete the "
+            f"folder(s) if those classes are not wanted.")
 
 
 def folders_hint(comp: Competition, data: DataDir) -> str:

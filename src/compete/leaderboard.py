@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import write_atomically
 from .config import Competition, submissions_dir
 from .errors import PipelineError
 from .files import DataDir
@@ -41,6 +42,7 @@ FAILURES = [
                                r"access_token", re.I)),
     ("limit", re.compile(r"daily|allowance|submission limit|maximum number of submissions|"
                          r"too many submissions", re.I)),
+    ("rate", re.compile(r"\b429\b|too many requests|rate.?limit", re.I)),
     ("rules", re.compile(r"rules|403|forbidden", re.I)),
     ("network", re.compile(r"resolve|connection|network is unreachable|timed out|max retries|"
                            r"name or service not known|temporary failure", re.I)),
@@ -53,9 +55,14 @@ def failure_kind(output: str) -> str | None:
     return next((kind for kind, pattern in FAILURES if pattern.search(output)), None)
 
 
-def explain(kind: str | None, slug: str, output: str) -> str:
-    """The fix for a failed kaggle call, with the tool's own last words."""
+def explain(kind: str | None, slug: str, output: str, args: list[str] | None = None,
+            status: int | None = None) -> str:
+    """The fix for a failed kaggle call, with the tool's own last words (or, when it printed
+    nothing, its exit status and the command to run by hand to see more)."""
     said = " ".join(output.strip().splitlines()[-3:])[-400:]
+    if not said:
+        said = (f"nothing, exit status {status}; run `kaggle {' '.join(args or [])}` by hand to see "
+                f"why" if args else "nothing")
     fixes = {
         "credentials": f"Kaggle refused the credentials (or found none). Create an API token at "
                        f"{CREDENTIALS_URL} and save it as ~/.kaggle/kaggle.json (or set KAGGLE_USERNAME "
@@ -63,6 +70,8 @@ def explain(kind: str | None, slug: str, output: str) -> str:
                        f"~/.kaggle/access_token), then run again.",
         "limit": f"The daily submission limit of '{slug}' is reached: Kaggle resets it at midnight "
                  f"UTC. Submit again then; nothing was recorded.",
+        "rate": "Kaggle is limiting the rate of requests (429 Too Many Requests): wait a few minutes, "
+                "then run again; nothing was recorded.",
         "rules": f"Kaggle refused access to '{slug}': accept the competition's rules first at "
                  f"https://www.kaggle.com/competitions/{slug}/rules ('Join Competition'), then run again.",
         "network": "Cannot reach kaggle.com (no network, or a proxy is needed: set HTTPS_PROXY). "
@@ -73,8 +82,9 @@ def explain(kind: str | None, slug: str, output: str) -> str:
     return fixes.get(kind, f"The kaggle tool failed on '{slug}'.") + f" (kaggle said: {said})"
 
 
-def run_kaggle(args: list[str], slug: str) -> str:
-    """Run `kaggle ARGS`; its standard output, or a PipelineError that says what to do."""
+def run_kaggle(args: list[str], slug: str, merged: bool = False) -> str:
+    """Run `kaggle ARGS`; its standard output (and error output, `merged`), or a PipelineError
+    that says what to do."""
     executable = shutil.which(KAGGLE)
     if executable is None:
         raise PipelineError("The Kaggle command-line tool is not installed (no `kaggle` on PATH). "
@@ -88,8 +98,8 @@ def run_kaggle(args: list[str], slug: str) -> str:
                             f"check the connection and run again.") from None
     if done.returncode:  # the tool exits non-zero on every failure, refusals included
         output = done.stdout + done.stderr
-        raise PipelineError(explain(failure_kind(output), slug, output))
-    return done.stdout
+        raise PipelineError(explain(failure_kind(output), slug, output, args, done.returncode))
+    return done.stdout + done.stderr if merged else done.stdout
 
 
 def download(comp: Competition, folder: Path) -> list[Path]:
@@ -130,8 +140,8 @@ def _unpack_inner_zips(archive: Path) -> list[Path]:
             inner = [name for name in names if name.lower().endswith(".zip")]
             for name in inner:
                 target = archive.parent / Path(name).name
-                with outer.open(name) as source, open(target, "wb") as out:
-                    shutil.copyfileobj(source, out)
+                with outer.open(name) as source:  # whole or not at all: a kill leaves no half zip
+                    write_atomically(target, lambda out: shutil.copyfileobj(source, out, 1 << 20))
     except zipfile.BadZipFile as error:
         raise PipelineError(f"{archive} is not a readable zip ({error}): delete it and download again.") from None
     for name in names:
@@ -196,15 +206,23 @@ def submit(comp: Competition, data_dir: Path, run_id: str | None = None, message
         print(f"competition/{comp.name}.yaml names no Kaggle competition (kaggle: SLUG): {path} is "
               f"checked; upload it by hand on the competition's page.")
         return {}
-    said = run_kaggle(["competitions", "submit", comp.kaggle, "-f", str(path), "-m", message], comp.kaggle)
+    before = list_submissions(comp.kaggle)
+    args = ["competitions", "submit", comp.kaggle, "-f", str(path), "-m", message]
+    said = run_kaggle(args, comp.kaggle, merged=True)
     ref = re.search(r"Submission ref:\s*(\d+)", said)  # printed by kaggle 2.x
+    after = list_submissions(comp.kaggle)
+    if not new_entry(before, after, ref.group(1) if ref else None, message):
+        # kaggle 2.x prints "Could not submit to competition" and exits 0 when an upload fails
+        raise PipelineError(f"The upload of {path} did not reach Kaggle: it is not in the submission "
+                            f"list read back, so nothing was recorded. "
+                            + explain(failure_kind(said), comp.kaggle, said, args, 0))
     upload = {"file": str(path), "run": run_dir.name, "message": message,
               "submitted_at": time.strftime("%Y-%m-%d %H:%M:%S"), "ref": ref.group(1) if ref else None,
               "status": "pending", "public_score": None}
     record_uploads(run_dir, uploads_of(run_dir) + [upload])  # the upload happened: remember it now
     print(f"Uploaded {path} to {comp.kaggle}: {message}")
     try:
-        read_scores(comp, [run_dir], wait_s)
+        read_scores(comp, [run_dir], wait_s, after)
     except PipelineError as error:  # the upload stands; only its score is unknown
         print(f"The public score could not be read back: {error} Read it later with "
               f"./run.sh scores {comp.name}.")
@@ -222,12 +240,24 @@ def read_pending_scores(comp: Competition) -> int:
     return read_scores(comp, waiting)
 
 
-def read_scores(comp: Competition, run_dirs: list[Path], wait_s: float = 0) -> int:
-    """Read the submission list back and record the public score of every upload of `run_dirs`
-    still pending; polls for up to `wait_s` seconds. Returns how many still wait."""
+def new_entry(before: list[dict], after: list[dict], ref: str | None, message: str) -> bool:
+    """Whether the submission list `after` an upload holds it: its ref (kaggle 2.x), else one more
+    row with its message than `before`."""
+    if ref is not None and any(row.get("ref") for row in after):
+        return any(row.get("ref") == ref for row in after)
+    def count(rows):
+        return sum((row.get("description") or "").strip() == message.strip() for row in rows)
+    return count(after) > count(before)
+
+
+def read_scores(comp: Competition, run_dirs: list[Path], wait_s: float = 0,
+                listed: list[dict] | None = None) -> int:
+    """Read the submission list back (or take `listed`, just read) and record the public score
+    of every upload of `run_dirs` still pending; polls for up to `wait_s` seconds. Returns how
+    many still wait."""
     deadline = time.monotonic() + wait_s
     while True:
-        listed = list_submissions(comp.kaggle)
+        listed = list_submissions(comp.kaggle) if listed is None else listed
         waiting = 0
         for run_dir in run_dirs:
             scored, pending = _update_uploads(run_dir, listed)
@@ -238,6 +268,7 @@ def read_scores(comp: Competition, run_dirs: list[Path], wait_s: float = 0) -> i
         if not waiting or time.monotonic() + POLL_S > deadline:
             break
         time.sleep(POLL_S)
+        listed = None
     if waiting:
         print(f"{waiting} upload(s) not scored yet; read the scores later with ./run.sh scores {comp.name}.")
     return waiting

@@ -71,6 +71,8 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     deadlines = Deadlines(plan) if plan and resume_dir is None else None  # a resumed run has no clock to meet
     splits = splits[:plan["folds"]] if plan else splits
+    if resume_dir is None and plan is None:  # (a time plan has built them all already)
+        build_members(run, specs[0])  # a setting that cannot work stops before the run folder exists
     run_dir = _open_run_dir(session, data_dir, specs[0], dataset.target, resume_dir, plan)
     job = TrainingRun(session, data, splits, specs, RunFolder(run_dir), deadlines)
     if distributed.is_main():
@@ -195,6 +197,13 @@ def _open_run_dir(session: Session, data_dir: Path, spec: NetSpec, target: Targe
         "shape": asdict(spec), "classes": target.classes, "target": target.to_dict(),
         "provenance": provenance(comp, data_dir), "time_plan": plan})
     return distributed.share(run_dir)
+
+
+def build_members(run: RunConfig, spec: NetSpec) -> None:
+    """Build every member once on the CPU, its weights file read: a setting that cannot work
+    (an unreadable weights: file, wrong model_args) stops `train` before a run folder exists."""
+    for member in run.members:
+        member_model(member, spec, torch.device("cpu"), run.seed)
 
 
 def validated_by(splits, count: int) -> np.ndarray:

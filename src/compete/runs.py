@@ -6,19 +6,22 @@ run came from, the table of runs, and the manifest beside a submission.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 import time
 from pathlib import Path
 
 import torch
 
-from .atomic import write_atomically
+from .atomic import held_by_this_process, holder, write_atomically
 from .config import Member, member_from_dict, submissions_dir
 from .errors import PipelineError
 from .models import NetSpec, build_model
 
 RUN_FORMAT = 2  # what a run folder and its checkpoints hold; raised whenever that changes, so that
                 # a run written otherwise is refused (check_format) instead of half-read
+
+TRAINING_LOCK = ".training.lock"  # held by the process training a run folder (atomic.py)
 
 
 class RunFolder:
@@ -108,7 +111,22 @@ def new_run_dir(competition: str, preset: str) -> Path:
         path = runs_dir(competition) / f"{stamp}-{preset}-{suffix}"
         suffix += 1
     RunFolder(path).members_dir.mkdir(parents=True)
+    claim_run(path)
     return path
+
+
+def claim_run(run_dir: Path) -> None:
+    """Make this process the one that trains `run_dir` until it ends (a second `train --resume`
+    of it, or one while it is still being trained, is refused rather than writing it too).
+    Under torchrun rank 0 holds it for every rank."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    lock = run_dir / TRAINING_LOCK
+    if not held_by_this_process(lock):
+        raise PipelineError(
+            f"Run {run_dir.name} is being trained by another process (pid {holder(lock)}), so this one "
+            f"leaves it alone. Wait for it to end, or stop it (Ctrl-C) and then continue with "
+            f"./run.sh train {run_dir.parent.parent.name} --resume --run {run_dir.name}.")
 
 
 def run_folders(competition: str) -> list[RunFolder]:

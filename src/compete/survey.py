@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import PipelineError
 from .files import DataDir, examples
-from .layout import class_folders, is_image_name
+from .layout import class_folders, empty_class_folders, is_image_name
 
 SAMPLED_IDS = 200        # ids looked up to find the image folder and name template
 SAMPLED_IMAGES = 300     # images whose headers give the size and mode statistics
@@ -192,8 +192,8 @@ def image_stats(data: DataDir, paths: list[str]) -> Images:
                     size = size[::-1]
                 stats.sizes.append(size)
                 stats.modes[f"{image.format} {image.mode}"] += 1
-        except (PipelineError, UnidentifiedImageError, OSError, ValueError):
-            stats.unreadable.append(path)
+        except Exception as error:  # noqa: BLE001 - a hostile file (a decompression bomb) may raise anything
+            stats.unreadable.append(f"{path} ({str(error).rstrip('.') or type(error).__name__})")
     return stats
 
 
@@ -221,12 +221,15 @@ def _csv_training(data: DataDir, table, index: dict, id_column: str, notes: list
     return Training("csv", train_csv, ids, labels, label_column, folder, template)
 
 
-def _folder_training(data: DataDir, images: list[str], sample: pd.DataFrame) -> Training:
+def _folder_training(data: DataDir, images: list[str], sample: pd.DataFrame, notes: list[str]) -> Training:
     root = _class_folder_root(images)
     if root is None:
         raise PipelineError(f"No training labels found in {data.root}: no CSV besides the sample "
                             f"has an id and a label column, and no folder holds one folder per class.")
     folders = class_folders([path[len(root) + 1:] for path in images if path.startswith(root + "/")])
+    empty = empty_class_folders(data, root, folders)
+    if empty:
+        notes.append(empty)
     rows = sorted((path, label) for label, paths in folders.items() for path in paths)
     others = list(sample.columns[1:])
     return Training("folders", None, [path for path, _ in rows], [label for _, label in rows],
@@ -252,7 +255,7 @@ def survey(data: DataDir) -> Survey:
                      f"`./run.sh check` lists the missing ones.")
     table = _train_table(data, csvs, sample_csv, sample)
     train = _csv_training(data, table, index, id_column, notes) if table is not None else \
-        _folder_training(data, images, sample)
+        _folder_training(data, images, sample, notes)
     test_csv = _test_csv(data, csvs, sample_csv, id_column)
     train_paths = [f"{train.folder}/{train.template.format(id=i)}".lstrip("/") for i in train.ids]
     return Survey(

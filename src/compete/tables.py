@@ -97,10 +97,29 @@ def _check_labels(labels: pd.Series, ids: pd.Series, where: str, problems: Probl
         problems.report(
             f"{where} line(s) {examples(_lines(missing))} (id {ids[missing].iloc[0]!r}): missing "
             f"label; {int(missing.sum())} row(s) have none. Remove those rows or fill in their labels.")
+    _check_spellings(labels[~missing], where, problems)
     if labels[~missing].nunique() == 1:
         problems.report(f"{where}: every row has the label {labels[~missing].iloc[0]!r}; a classifier "
                         f"needs at least two classes. Check label_column in the competition yaml.")
     return ~missing
+
+
+def _check_spellings(labels: pd.Series, where: str, problems: Problems) -> None:
+    """Warn of labels that spell one value two ways ('1' and '01', '1.0'; 'cat' and 'Cat'): each
+    spelling would silently become a class of its own."""
+    def value(label: str):
+        try:
+            return f"number {float(label)!r}"
+        except ValueError:
+            return f"text {label.casefold()}"
+    spellings = pd.Series(labels.unique())
+    groups = spellings.groupby(spellings.map(value)).agg(list)
+    twice = [sorted(group) for group in groups if len(group) > 1]
+    if twice:
+        problems.warn(f"{where}: the labels {' and '.join(repr(x) for x in twice[0])} look like one value "
+                      f"spelled {len(twice[0])} ways, and train as {len(twice[0])} different classes"
+                      f"{f' ({len(twice)} such groups)' if len(twice) > 1 else ''}. If they are one class, "
+                      f"write one spelling in every row.")
 
 
 def _check_same_ids(test_ids: pd.Series, sample_ids: pd.Series, test_where: str, sample_where: str,
