@@ -17,8 +17,9 @@ from .check import split_notes
 from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Competition, Member, PipelineError, RunConfig
 from .data import training_dataset, validation_splits
-from .ensemble import CrossFit, Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
+from .ensemble import CrossFit, Ensemble, add_intervals, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
+from .intervals import format_interval
 from .metrics import check_metric, score
 from .models import input_shape, member_model
 from .report import analyse_run
@@ -62,8 +63,8 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
             print("note: the refit on every image does not fit the time limit: predict uses the fold models")
     folds = validated_by(splits, len(targets))
     covered = np.flatnonzero(folds >= 0)
-    parts = crossfit_parts(folds[covered], dataset.strata[covered], run.seed,
-                           None if dataset.groups is None else dataset.groups[covered])
+    groups = None if dataset.groups is None else dataset.groups[covered]  # kept whole by splits and resamples
+    parts = crossfit_parts(folds[covered], dataset.strata[covered], run.seed, groups)
     if distributed.is_main():
         np.save(RunFolder(run_dir).oof_folds_path, folds)
     oof_all, rows = [], []
@@ -89,12 +90,14 @@ def train_competition(comp: Competition, run: RunConfig, data_dir: Path, skip_ba
                len(splits), rows, deadlines)
     summary, crossed = _summarize(comp, target, oof_all, targets[covered], folds[covered], parts, rows,
                                   len(splits), dataset.skipped, started)
+    add_intervals(summary, oof_all, targets[covered], parts, crossed, target, groups, run.seed)  # intervals.py
     summary["selected_on_validation"] = any(row["selected"] for row in rows)
     summary["refit"] = refit
     if distributed.is_main():
         if crossed is not None:  # what the report analyses: predictions no fit saw
             write_atomically(RunFolder(run_dir).crossfit_path, lambda file: np.savez(
-                file, rows=covered, outputs=crossed.outputs, decided=crossed.decided))
+                file, rows=covered, outputs=crossed.outputs, decided=crossed.decided, targets=targets[covered],
+                **({} if groups is None else {"groups": groups})))  # what compare resamples
         write_json(RunFolder(run_dir).summary_path, summary)  # written last: marks the run as finished
         print_summary(summary)
         analyse_run(run_dir, dataset.train_images, targets)  # plots and analysis.json for the report
@@ -236,12 +239,14 @@ def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: Labelled
 
 
 def print_summary(summary: dict) -> None:
-    print(f"{'member':<24}{summary['metric']:>12}{'weight':>9}{'seconds':>10}")
+    print(f"{'member':<24}{summary['metric']:>12}{'weight':>9}{'seconds':>10}  95% interval")
     for row, weight in zip(summary["members"], summary["weights"]):
         value = "-" if row["score"] is None else f"{row['score']:.4f}"
-        print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
+        print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}"
+              f"  {format_interval(row.get('score_interval'))}")
     if summary["ensemble_score"] is not None:
-        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  cross-fitted over "
+        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  95% {format_interval(summary.get('score_interval'))}"
+              f" on {summary['validated']} images; cross-fitted over "
               f"{summary['crossfit_parts']} parts (fitted on all rows: {summary['ensemble_score_in_sample']:.4f})")
     if summary["decisions"] and summary["score_default_decisions"] is not None:  # cross-fitted too
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
