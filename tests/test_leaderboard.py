@@ -202,7 +202,8 @@ def test_submit_uploads_with_the_runs_message_and_records_the_public_score(works
     capsys.readouterr()
     assert main(["runs", "tiny"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if run_dir.name in line)
-    assert row.split()[3:5] == [f"{summary['ensemble_score']:.4f}", "0.8750"]  # local beside public
+    fields = row.split()  # *, run, preset, local score, its interval (two words), public score
+    assert [fields[3], fields[6]] == [f"{summary['ensemble_score']:.4f}", "0.8750"]
 
 
 @pytest.mark.slow
