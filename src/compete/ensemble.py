@@ -17,7 +17,7 @@ from scipy.optimize import minimize, minimize_scalar
 
 from .data import group_folds
 from .intervals import Bootstrap, score_intervals
-from .metrics import decided_score, metric, score, submitted
+from .metrics import decided_score, metric, submitted
 from .targets import Target
 
 EPS = 1e-7  # probability floor inside the log loss

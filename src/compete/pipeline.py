@@ -245,8 +245,9 @@ def print_summary(summary: dict) -> None:
         print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}"
               f"  {format_interval(row.get('score_interval'))}")
     if summary["ensemble_score"] is not None:
-        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  95% {format_interval(summary.get('score_interval'))}"
-              f" on {summary['validated']} images; cross-fitted over "
+        interval = format_interval(summary.get("score_interval"))
+        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  95% {interval} on {summary['validated']} images; "
+              f"cross-fitted over "
               f"{summary['crossfit_parts']} parts (fitted on all rows: {summary['ensemble_score_in_sample']:.4f})")
     if summary["decisions"] and summary["score_default_decisions"] is not None:  # cross-fitted too
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "
