@@ -5,9 +5,10 @@ leaderboard score of a known size.
 A resample draws, within each stratum (the class; a target kind's `strata`), as many units as the
 stratum has, with replacement; a unit is a row, or a whole group where the split kept groups
 whole (a group's images are predicted alike, so they are not independent evidence). A resample is
-a count per unit, so a metric that is a mean over rows (accuracy, log loss,
-top-k accuracy, mae, rmse) is computed for every resample at once as a count-weighted mean; any
-other metric (roc_auc, f1_macro, kappa) is computed on each resample's rows in turn.
+a count per unit, so a metric that is a mean over rows (accuracy, log loss, top-k accuracy, mae,
+rmse) is computed for every resample at once as a count-weighted mean; any other metric (roc_auc,
+f1_macro, kappa) is computed on each resample's rows in turn. The interval is the middle 95% of
+the resamples' scores (percentile bootstrap).
 """
 from __future__ import annotations
 
