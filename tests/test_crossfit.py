@@ -67,7 +67,7 @@ def test_the_recorded_and_printed_ensemble_score_is_the_cross_fitted_one(capsys)
     oof, targets = noise_run(seed=0)
     folds = np.zeros(len(targets), np.int64)
     parts = crossfit_parts(folds, targets, seed=0)
-    job = SimpleNamespace(session=SimpleNamespace(comp=SimpleNamespace(metric="accuracy")),
+    job = SimpleNamespace(session=SimpleNamespace(comp=SimpleNamespace(metric="accuracy"), run=SimpleNamespace(seed=0)),
                           data=SimpleNamespace(target=BINARY), splits=[None])  # a hold-out run
     rows = [{"member": m, "model": "cnn", "score": 0.5, "seconds": 1.0, "selected": False} for m in range(len(oof))]
     out_of_fold = OutOfFold(np.arange(len(targets)), oof, targets, folds, parts)

@@ -204,10 +204,12 @@ def test_submit_uploads_with_the_runs_message_and_records_the_public_score(works
     [upload] = json.loads((run_dir / "uploads.json").read_text())
     assert upload["message"] == message and upload["file"] == str(path) and upload["ref"] == "1000"
     assert upload["status"] == "complete" and upload["public_score"] == 0.875
-    capsys.readouterr()
+    assert f"public score 0.875 (uploaded {upload['submitted_at']}); local {summary['ensemble_score']:.4f}, 95% [" \
+        in capsys.readouterr().out  # to read beside each other
     assert main(["runs", "tiny"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if run_dir.name in line)
-    assert row.split()[3:5] == [f"{summary['ensemble_score']:.4f}", "0.8750"]  # local beside public
+    fields = row.split()  # *, run, preset, local score, its interval (two words), public score
+    assert [fields[3], fields[6]] == [f"{summary['ensemble_score']:.4f}", "0.8750"]
 
 
 @pytest.mark.slow

@@ -48,6 +48,12 @@ def parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write a run's HTML report with plots and print its path")
     report.add_argument("name", nargs="?", default=DEFAULT_COMPETITION, help="competition; default: digits")
     report.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest finished)")
+    compare = commands.add_parser("compare", help="two runs on the images both validated: the metric's "
+                                  "difference with its 95% interval (paired bootstrap), how often B beats A, "
+                                  "the classes that moved most")
+    compare.add_argument("name", help="competition (a file competition/NAME.yaml)")
+    compare.add_argument("run_a", help="run id under submissions/NAME/runs: the baseline")
+    compare.add_argument("run_b", help="run id: the change")
     lr_find = command("lr-find", "sweep the learning rate over mini-batches; plot and suggest one per member")
     lr_find.add_argument("--preset", default="default", help="recipe whose members are swept")
     lr_find.add_argument("--member", type=int, help="sweep only this member (0 = first); default: all")
@@ -196,6 +202,12 @@ def _runs(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from .compare import compare_runs
+    compare_runs(args.name, args.run_a, args.run_b)
+    return 0
+
+
 def _report(args) -> int:
     from .report import report_run
     print(report_run(args.name, args.run))
@@ -203,9 +215,9 @@ def _report(args) -> int:
 
 
 ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit}
-# runs, report and scores read run folders only; download fills the data folder; init reads it
+# runs, report, compare and scores read run folders only; download fills the data folder; init reads it
 # without a yaml
-NO_DATA = {"runs": _runs, "report": _report, "download": _download, "scores": _scores,
+NO_DATA = {"runs": _runs, "report": _report, "compare": _compare, "download": _download, "scores": _scores,
            "init": _init}  # init writes the yaml that the other commands load
 
 

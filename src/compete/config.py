@@ -159,6 +159,8 @@ class Competition:
                                              # are near-duplicates (check; groups: near_duplicates)
     kaggle: str | None = None                # kaggle.com slug (the URL's /competitions/SLUG) for
                                              # download and submit; None: a site without an API
+    public_rows: int | None = None           # test images the public leaderboard scores (often a
+                                             # share of the test set): `runs` gives public scores a 95% ±
     presets: dict = field(default_factory=dict)  # preset name -> run settings and members
 
 
@@ -307,6 +309,8 @@ def load_competition(name: str) -> Competition:
     competition.presets = {preset: _checked_preset(competition, preset, settings)
                            for preset, settings in competition.presets.items()}
     target_settings(competition)  # a wrong target stops every command now
+    if competition.public_rows is not None and competition.public_rows < 1:
+        raise PipelineError(f"{path}: public_rows: {competition.public_rows} must be a positive number of test images.")
     return competition
 
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
+from .intervals import Bootstrap, score_intervals
+from .metrics import decided_score, metric, submitted
 from .splits import group_folds
-from .metrics import decided_score, metric, score
 from .targets import SINGLE_LABEL, Target
 
 EPS = 1e-7  # probability floor inside the log loss
@@ -129,11 +130,14 @@ class CrossFit:
     outputs: np.ndarray
     decided: np.ndarray
 
+    def scored(self, metric_name: str, target: Target) -> np.ndarray:
+        """What the metric scores: the outputs' probabilities, or the cross-fitted decisions."""
+        return target.probabilities(self.outputs) if metric(metric_name, target.kind).on_probabilities \
+            else self.decided
+
     def score(self, metric_name: str, target: Target, truth: np.ndarray) -> float:
         """The metric under the cross-fitted decisions (on probabilities: of the outputs)."""
-        entry = metric(metric_name, target.kind)
-        return float(entry.function(truth, target.probabilities(self.outputs) if entry.on_probabilities
-                                    else self.decided))
+        return float(metric(metric_name, target.kind).function(truth, self.scored(metric_name, target)))
 
 
 def cross_fitted(fit, oof: list[np.ndarray], targets: np.ndarray, folds: np.ndarray,
@@ -165,14 +169,39 @@ def member_score(probs: np.ndarray, truth: np.ndarray, parts: np.ndarray, target
                  metric_name: str) -> float | None:
     """One member's metric on its out-of-fold outputs as they are; where the kind fits
     decisions for the metric (thresholds, cut-points), those are cross-fitted over `parts`."""
+    scored = member_scored(probs, truth, parts, target, metric_name)
+    return None if scored is None else float(metric(metric_name, target.kind).function(truth, scored))
+
+
+def member_scored(probs: np.ndarray, truth: np.ndarray, parts: np.ndarray, target: Target,
+                  metric_name: str) -> np.ndarray | None:
+    """What a member's score scores: its outputs as the metric takes them, or its decisions
+    cross-fitted over `parts` where the kind fits them for the metric (None: under two parts)."""
     if not fits_decisions(target, metric_name):
-        return score(metric_name, target, truth, probs)
+        return submitted(metric_name, target, probs)
     folds = np.zeros(len(truth), np.int64)
 
     def fit(oof, fit_targets, _):
         return Ensemble([[1.0]], np.ones(1), target.fit_decisions(metric_name, fit_targets, oof[0]))
     crossed = cross_fitted(fit, [probs], truth, folds, parts, target)
-    return None if crossed is None else crossed.score(metric_name, target, truth)
+    return None if crossed is None else crossed.scored(metric_name, target)
+
+
+def add_intervals(summary: dict, oof, crossed: CrossFit | None, target: Target,
+                  bootstrap: Bootstrap) -> None:
+    """A 95% interval (`score_interval`) beside every score of the summary, each member's and the
+    ensemble's: a bootstrap over the validated rows (`oof`: their outputs, truth and parts),
+    stratified by class and keeping groups whole, the same resamples for all (intervals.py)."""
+    metric_name, truth = summary["metric"], oof.targets
+    scored = [member_scored(p, truth, oof.parts, target, metric_name) for p in oof.outputs] if len(truth) else []
+    scored.append(crossed.scored(metric_name, target) if crossed is not None else None)
+    present = [i for i, s in enumerate(scored) if s is not None]
+    found = score_intervals(metric_name, target, truth, [scored[i] for i in present], bootstrap) \
+        if present else []
+    intervals = dict(zip(present, found))
+    for m, row in enumerate(summary["members"]):
+        row["score_interval"] = intervals.get(m)
+    summary["score_interval"] = intervals.get(len(scored) - 1)
 
 
 def blend_run(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: dict,

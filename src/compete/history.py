@@ -1,6 +1,7 @@
 """Run history: where each run came from (code commit, input files), the table of a
-competition's runs, the manifest that ties a submission file to the run that made it, and the
-run's uploads with the public score each got. Reads run folders through runs.RunFolder, which owns
+competition's runs (each score with its 95% interval, and how far public scores fell from local
+ones), the manifest that ties a submission file to the run that made it, and the run's uploads
+with the public score each got. Reads run folders through runs.RunFolder, which owns
 their layout; writes nothing into them but config.json's provenance (through the pipeline) and the
 uploads record.
 """
@@ -12,8 +13,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Competition, submissions_dir
+import numpy as np
+
+from .config import PROJECT_ROOT, Competition, load_competition, submissions_dir
 from .errors import PipelineError
+from .intervals import format_interval, public_interval
 from .runs import RunFolder, read_json, run_folders, runs_dir, write_json
 
 MANIFEST = "submission.json"  # beside submission.csv
@@ -92,7 +96,8 @@ def run_rows(competition: str) -> list[dict]:
                      "models": [m["model"] for m in config["run"]["members"]],
                      "commit": (origin.get("git_commit") or "-")[:7] + ("+" if origin.get("git_dirty") else ""),
                      "summary": folder.summary(), "epochs_logged": folder.epochs_logged(),
-                     "time_limit": config["run"]["time_limit"], "public": _public(uploads_of(folder.path))})
+                     "time_limit": config["run"]["time_limit"], "public": _public(uploads_of(folder.path)),
+                     "public_score": _public_score(uploads_of(folder.path))})
     return sorted(rows, key=lambda row: row["started"], reverse=True)
 
 
@@ -102,6 +107,35 @@ def _public(uploads: list[dict]) -> str:
         return "-"
     latest = uploads[-1]
     return f"{latest['public_score']:.4f}" if latest.get("public_score") is not None else latest["status"]
+
+
+def _public_score(uploads: list[dict]) -> float | None:
+    return uploads[-1].get("public_score") if uploads else None
+
+
+def _public_text(row: dict, public_rows: int | None) -> str:
+    """The public score, with its own 95% half-width (±) where the yaml gives public_rows."""
+    summary = row["summary"]
+    if row["public_score"] is None or not public_rows or not summary:
+        return row["public"]
+    interval = public_interval(summary["metric"], row["public_score"], public_rows,
+                               summary.get("score_interval"), summary.get("validated", 0))
+    return row["public"] if interval is None else f"{row['public']}±{(interval[1] - interval[0]) / 2:.4f}"
+
+
+def public_gaps(rows: list[dict]) -> str | None:
+    """Public minus local score over the uploaded runs: how far local scores can be trusted on
+    this competition (its mean is the local score's bias, its spread the noise of one upload)."""
+    gaps = np.array([row["public_score"] - row["summary"]["ensemble_score"] for row in rows
+                     if row.get("public_score") is not None and row["summary"]
+                     and row["summary"]["ensemble_score"] is not None])
+    if not len(gaps):
+        return None
+    if len(gaps) == 1:
+        return f"public - local: {gaps[0]:+.4f} (1 uploaded run; upload more to see its spread)"
+    return (f"public - local over {len(gaps)} uploaded runs: mean {gaps.mean():+.4f}, sd {gaps.std(ddof=1):.4f} "
+            f"(from {gaps.min():+.4f} to {gaps.max():+.4f}); local differences within a few sd of this "
+            f"say little about the leaderboard")
 
 
 def _taken(summary: dict) -> float:
@@ -115,14 +149,16 @@ def _wall(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
-def format_runs(competition: str, rows: list[dict], submitted: str | None = None) -> str:
-    """The run table as text; `submitted` (a run id) gets a * for having made submission.csv."""
+def format_runs(competition: str, rows: list[dict], submitted: str | None = None,
+                public_rows: int | None = None) -> str:
+    """The run table as text; `submitted` (a run id) gets a * for having made submission.csv;
+    with `public_rows` (the public test's size), each public score shows its own ± (95%)."""
     metrics = {row["summary"]["metric"] for row in rows if row.get("summary")}
     metric = metrics.pop() if len(metrics) == 1 else "score"
     width = max([len(row["run"]) for row in rows] + [3]) + 2
     lines = [f"{competition}: {len(rows)} run(s), newest first" + (" (* made submission.csv)" if submitted else ""),
-             f"  {'run':<{width}}{'preset':<10}{metric:>14}{'public':>10}  {'members':<24}{'folds':>5}"
-             f"{'wall':>9}{'limit':>8}  commit"]
+             f"  {'run':<{width}}{'preset':<10}{metric:>14}  {'95% interval':<18}{'public':>14}  {'members':<24}"
+             f"{'folds':>5}{'wall':>9}{'limit':>8}  commit"]
     for row in rows:
         if "refused" in row:
             lines.append(f"  {row['run']:<{width}}{row['refused']}")
@@ -131,15 +167,27 @@ def format_runs(competition: str, rows: list[dict], submitted: str | None = None
         members = f"{len(row['models'])}: {','.join(row['models'])}"
         limit = _wall(row["time_limit"]) if row["time_limit"] else "-"
         if summary is None:
-            lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}{'-':>10}  "
+            lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}  {'-':<18}{'-':>14}  "
                          f"{members:<24}{'-':>5}{'-':>9}{limit:>8}  {row['commit']}  "
                          f"({row['epochs_logged']} epochs logged)")
             continue
         value = "-" if summary["ensemble_score"] is None else f"{summary['ensemble_score']:.4f}"
+        interval = format_interval(summary.get("score_interval"))
         folds = f"{summary['folds']}{'+r' if summary.get('refit') else ''}"  # +r: refit on every image
-        lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}{row['public']:>10}  "
-                     f"{members:<24}{folds:>5}{_wall(_taken(summary)):>9}{limit:>8}  {row['commit']}")
-    return "\n".join(lines)
+        lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}  {interval:<18}"
+                     f"{_public_text(row, public_rows):>14}  {members:<24}{folds:>5}{_wall(_taken(summary)):>9}"
+                     f"{limit:>8}  {row['commit']}")
+    gaps = public_gaps(rows)
+    return "\n".join(lines + ([gaps] if gaps else []))
+
+
+def _public_rows(competition: str) -> int | None:
+    """The yaml's public_rows (the public leaderboard's share of the test set); None when not
+    given or the yaml is gone."""
+    try:
+        return load_competition(competition).public_rows
+    except PipelineError:
+        return None
 
 
 def print_runs(competition: str | None = None) -> None:
@@ -155,4 +203,4 @@ def print_runs(competition: str | None = None) -> None:
             continue
         manifest = submissions_dir() / name / MANIFEST
         submitted = read_json(manifest)["run"] if manifest.is_file() else None
-        print(format_runs(name, rows, submitted))
+        print(format_runs(name, rows, submitted, _public_rows(name)))

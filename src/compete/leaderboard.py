@@ -25,6 +25,7 @@ from .config import Competition, submissions_dir
 from .errors import PipelineError
 from .files import DataDir
 from .history import MANIFEST, record_uploads, uploads_of
+from .intervals import format_interval
 from .runs import RunFolder, find_run, read_json, runs_dir
 from .submission import validate_submission
 from .tables import load_tables
@@ -264,7 +265,7 @@ def read_scores(comp: Competition, run_dirs: list[Path], wait_s: float = 0,
             waiting += pending
             for upload in scored:
                 print(f"{run_dir.name}: {upload['status']}, public score {upload['public_score']} "
-                      f"(uploaded {upload['submitted_at']})")
+                      f"(uploaded {upload['submitted_at']}){_local(run_dir)}")
         if not waiting or time.monotonic() + POLL_S > deadline:
             break
         time.sleep(POLL_S)
@@ -272,6 +273,14 @@ def read_scores(comp: Competition, run_dirs: list[Path], wait_s: float = 0,
     if waiting:
         print(f"{waiting} upload(s) not scored yet; read the scores later with ./run.sh scores {comp.name}.")
     return waiting
+
+
+def _local(run_dir: Path) -> str:
+    """The run's local score and its 95% interval, to read beside the public one."""
+    summary = RunFolder(run_dir).summary() or {}
+    if summary.get("ensemble_score") is None:
+        return ""
+    return f"; local {summary['ensemble_score']:.4f}, 95% {format_interval(summary.get('score_interval'))}"
 
 
 def list_submissions(slug: str) -> list[dict]:

@@ -40,12 +40,18 @@ def log_loss(targets: np.ndarray, probs: np.ndarray) -> float:
     """Kaggle's log loss: probabilities clipped to [eps, 1 - eps]. Class probabilities (N, C) are
     rescaled to sum to one per row; one probability per cell ((N,) or (N, tags)) scores each cell
     as a yes/no outcome, averaged (column-wise mean for tags)."""
+    return float(log_losses(targets, probs).mean())
+
+
+def log_losses(targets: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Each row's log loss (a row of tags: the mean of its cells'); their mean is `log_loss`."""
     probs = np.clip(np.asarray(probs, dtype=np.float64), KAGGLE_EPS, 1 - KAGGLE_EPS)
     targets = np.asarray(targets)
     if probs.ndim == 2 and targets.ndim == 1:
         probs = probs / probs.sum(1, keepdims=True)
-        return float(-np.log(probs[np.arange(len(targets)), targets]).mean())
-    return float(-np.where(targets > 0, np.log(probs), np.log1p(-probs)).mean())
+        return -np.log(probs[np.arange(len(targets)), targets])
+    cells = -np.where(targets > 0, np.log(probs), np.log1p(-probs))
+    return cells.mean(1) if cells.ndim == 2 else cells
 
 
 def roc_auc(targets: np.ndarray, probs: np.ndarray) -> float:

@@ -17,8 +17,9 @@ from .check import split_notes
 from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Member, RunConfig
 from .data import training_dataset
-from .ensemble import CrossFit, Ensemble, crossfit_parts, cross_fitted, fit_ensemble, member_score
+from .ensemble import CrossFit, Ensemble, add_intervals, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
+from .intervals import Bootstrap, format_interval
 from .metrics import check_metric, score
 from .errors import PipelineError
 from .models import NetSpec, member_model, member_seed, net_spec
@@ -54,6 +55,7 @@ class OutOfFold:
     targets: np.ndarray
     folds: np.ndarray
     parts: np.ndarray
+    groups: np.ndarray | None = None  # kept whole by the splits and the intervals' resamples
 
 
 def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
@@ -83,7 +85,7 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     summary, crossed = _summarize(job, oof, rows, dataset.skipped, started)
     summary["refit"] = refit
     if distributed.is_main():
-        _finish(job, summary, (oof.rows, crossed), dataset)
+        _finish(job, summary, (oof, crossed), dataset)
     distributed.teardown()
     return run_dir
 
@@ -117,11 +119,11 @@ def _train_members(job: TrainingRun, dataset) -> tuple[OutOfFold, list[dict]]:
     comp, run, target, targets = job.session.comp, job.session.run, dataset.target, dataset.train_targets
     folds = validated_by(job.splits, len(targets))
     covered = np.flatnonzero(folds >= 0)
-    parts = crossfit_parts(folds[covered], dataset.strata[covered], run.seed,
-                           None if dataset.groups is None else dataset.groups[covered])
+    groups = None if dataset.groups is None else dataset.groups[covered]
+    parts = crossfit_parts(folds[covered], dataset.strata[covered], run.seed, groups)
     if distributed.is_main():
         np.save(job.folder.oof_folds_path, folds)
-    oof = OutOfFold(covered, [], targets[covered], folds[covered], parts)
+    oof = OutOfFold(covered, [], targets[covered], folds[covered], parts, groups)
     rows = []
     for m, member in enumerate(run.members):
         member_started = time.perf_counter()
@@ -141,13 +143,15 @@ def _train_members(job: TrainingRun, dataset) -> tuple[OutOfFold, list[dict]]:
     return oof, rows
 
 
-def _finish(job: TrainingRun, summary: dict, crossfit: tuple[np.ndarray, CrossFit | None], dataset) -> None:
+def _finish(job: TrainingRun, summary: dict, crossfit: tuple[OutOfFold, CrossFit | None], dataset) -> None:
     """The summary written (marking the run finished) and printed, the cross-fitted
-    predictions of the validated rows saved, the analysis plots drawn."""
-    folder, (covered, crossed) = job.folder, crossfit
-    if crossed is not None:  # what the report analyses: predictions no fit saw
+    predictions of the validated rows saved (with their truth and groups: what the report
+    analyses and compare resamples), the analysis plots drawn."""
+    folder, (oof, crossed) = job.folder, crossfit
+    if crossed is not None:  # predictions no fit saw
         write_atomically(folder.crossfit_path, lambda file: np.savez(
-            file, rows=covered, outputs=crossed.outputs, decided=crossed.decided))
+            file, rows=oof.rows, outputs=crossed.outputs, decided=crossed.decided, targets=oof.targets,
+            **({} if oof.groups is None else {"groups": oof.groups})))
     write_json(folder.summary_path, summary)  # written last: marks the run as finished
     print_summary(summary)
     analyse_run(folder.path, dataset.train_images, dataset.train_targets)  # plots and analysis.json for the report
@@ -238,14 +242,17 @@ def _summarize(job: TrainingRun, oof: OutOfFold, rows: list[dict], skipped: int,
     else:  # no validation data: equal weights, no scores
         fitted = Ensemble([[1.0] * count for _ in oof.outputs], np.full(len(oof.outputs), 1 / len(oof.outputs)),
                           target.default_decisions())
-    return {"metric": metric_name, "target": target.kind, "members": rows,
-            "weights": np.asarray(fitted.weights).tolist(), "temperatures": fitted.temperatures,
-            "decisions": fitted.decisions, "ensemble_score": ensemble_score,
-            "ensemble_score_in_sample": in_sample, "score_default_decisions": undecided,
-            "crossfit_parts": int(len(np.unique(oof.parts))), "folds": count,
-            "validated": int(len(targets)), "skipped_images": skipped,
-            "seconds": round(time.perf_counter() - started, 1),
-            "selected_on_validation": any(row["selected"] for row in rows)}, crossed
+    summary = {"metric": metric_name, "target": target.kind, "members": rows,
+               "weights": np.asarray(fitted.weights).tolist(), "temperatures": fitted.temperatures,
+               "decisions": fitted.decisions, "ensemble_score": ensemble_score,
+               "ensemble_score_in_sample": in_sample, "score_default_decisions": undecided,
+               "crossfit_parts": int(len(np.unique(oof.parts))), "folds": count,
+               "validated": int(len(targets)), "skipped_images": skipped,
+               "seconds": round(time.perf_counter() - started, 1),
+               "selected_on_validation": any(row["selected"] for row in rows)}
+    add_intervals(summary, oof, crossed, target,
+                  Bootstrap(target.strata(targets), oof.groups, job.session.run.seed))  # intervals.py
+    return summary, crossed
 
 
 def _refit(job: TrainingRun, spec: NetSpec, rows: list[dict]) -> None:
@@ -298,12 +305,15 @@ def _train_fold(job: TrainingRun, m: int, fold: Fold, spec: NetSpec):
 
 
 def print_summary(summary: dict) -> None:
-    print(f"{'member':<24}{summary['metric']:>12}{'weight':>9}{'seconds':>10}")
+    print(f"{'member':<24}{summary['metric']:>12}{'weight':>9}{'seconds':>10}  95% interval")
     for row, weight in zip(summary["members"], summary["weights"]):
         value = "-" if row["score"] is None else f"{row['score']:.4f}"
-        print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}")
+        print(f"{'m%d ' % row['member'] + row['model']:<24}{value:>12}{weight:>9.3f}{row['seconds']:>10}"
+              f"  {format_interval(row.get('score_interval'))}")
     if summary["ensemble_score"] is not None:
-        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  cross-fitted over "
+        interval = format_interval(summary.get("score_interval"))
+        print(f"{'ensemble':<24}{summary['ensemble_score']:>12.4f}  95% {interval} on {summary['validated']} images; "
+              f"cross-fitted over "
               f"{summary['crossfit_parts']} parts (fitted on all rows: {summary['ensemble_score_in_sample']:.4f})")
     if summary["decisions"] and summary["score_default_decisions"] is not None:  # cross-fitted too
         print(f"{'  at 0.5 / rounding':<24}{summary['score_default_decisions']:>12.4f}  "

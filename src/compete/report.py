@@ -21,6 +21,7 @@ from .config import competition_from_dict, run_from_dict
 from .errors import PipelineError
 from .data import training_dataset
 from .ensemble import CrossFit, blend_oof
+from .intervals import Bootstrap, format_interval, score_intervals
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE, f_beta
 from .plots import plot_confusion, plot_curves, plot_errors, plot_per_class
 from .runs import RunFolder, find_run, read_json, write_json
@@ -35,6 +36,10 @@ PLOTS = {  # file in the run folder -> caption in the report
     "errors.png": "Validation images with the highest loss",
 }
 ERROR_IMAGES = 16          # images in the highest-loss grid
+INTERVAL_NOTE = ("95% interval: the middle 95% of the score over bootstrap resamples of the validated "
+                 "images (redrawn with replacement, class by class, groups whole): how far the score moves "
+                 "by the luck of which images were validated. Compare two runs on the same images with "
+                 "./run.sh compare NAME RUN_A RUN_B.")
 REPORT_METRICS = {         # shown beside the competition's own, per target kind
     SINGLE: ["accuracy", "f1_macro", "f2_macro", "log_loss", "top3_accuracy", "top5_accuracy"],
     BINARY: ["accuracy", "f1", "roc_auc", "log_loss"],
@@ -158,9 +163,10 @@ def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
         val_targets, decisions = targets[rows], summary.get("decisions") or target.default_decisions()
         crossed = predicted is not None
         predicted = predicted if crossed else target.decide(outputs, decisions)
+        names = report_metrics(target, summary["metric"])
         analysis = {"validated": int(len(rows)), "per_class": [], "cross_fitted": crossed,
-                    "metrics": {name: CrossFit(outputs, predicted).score(name, target, val_targets)
-                                for name in report_metrics(target, summary["metric"])}}
+                    "metrics": {name: CrossFit(outputs, predicted).score(name, target, val_targets) for name in names},
+                    "intervals": _intervals(run_dir, config, target, val_targets, CrossFit(outputs, predicted), names)}
         view = as_classes(target, val_targets, outputs, predicted)
         if view is not None:
             counts = np.array(list(target.counts(targets).values()))
@@ -169,6 +175,20 @@ def analyse_run(run_dir: Path, images: np.ndarray, targets: np.ndarray) -> dict:
             analysis.update(_tag_analysis(target, targets, val_targets, predicted, decisions))
     write_json(run_dir / ANALYSIS, analysis)
     return analysis
+
+
+def _intervals(run_dir: Path, config: dict, target: Target, targets: np.ndarray, crossed: CrossFit,
+               names: list[str]) -> dict:
+    """Each reported metric's 95% interval (intervals.py), resampled by class with the groups the
+    run saved beside its cross-fitted predictions kept whole."""
+    path = RunFolder(run_dir).crossfit_path
+    groups = None
+    if path.is_file():
+        with np.load(path) as saved:
+            groups = saved["groups"] if "groups" in saved else None
+    resampling = Bootstrap(target.strata(targets), groups, config["run"]["seed"])
+    return {name: score_intervals(name, target, targets, [crossed.scored(name, target)], resampling)[0]
+            for name in names}
 
 
 def report_run(competition: str, run_id: str | None = None) -> Path:
@@ -203,7 +223,7 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
              else "the kept weights', on validation that chose nothing",
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
              f"ensemble {summary['metric']}": "-" if summary["ensemble_score"] is None
-             else f"{summary['ensemble_score']:.4f}",
+             else f"{summary['ensemble_score']:.4f}, 95% {format_interval(summary['score_interval'])}",
              "member temperatures": ", ".join(_temperatures(t) for t in summary["temperatures"]) or "-",
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
              "input hash": origin["input_hash"], "data": config["data"]}
@@ -229,7 +249,8 @@ def _members(config: dict, summary: dict) -> pd.DataFrame:
         rows.append({"member": f"m{row['member']}", "model": member["model"],
                      "epochs": member["epochs"], "batch": member["batch_size"], "lr": f"{member['lr']:.3g}",
                      "optimizer": member["optimizer"], "schedule": member["schedule"],
-                     summary["metric"]: row["score"], "weight": weight, "seconds": f"{row['seconds']:.1f}"})
+                     summary["metric"]: row["score"], "95% interval": format_interval(row.get("score_interval")),
+                     "weight": weight, "seconds": f"{row['seconds']:.1f}"})
     return pd.DataFrame(rows)
 
 
@@ -250,8 +271,12 @@ def write_report(run_dir: Path) -> Path:
     if analysis.get("metrics"):
         how = ("each image predicted by an ensemble fitted without it" if analysis.get("cross_fitted")
                else "the ensemble fitted on these images: optimistic")
+        intervals = analysis.get("intervals", {})
         parts += [f"<h2>Out-of-fold metrics ({analysis['validated']} validated images; {how})</h2>",
-                  _table(pd.DataFrame({"metric": list(analysis["metrics"]), "value": list(analysis["metrics"].values())}))]
+                  _table(pd.DataFrame({"metric": list(analysis["metrics"]), "value": list(analysis["metrics"].values()),
+                                       "95% interval": [format_interval(intervals.get(name))
+                                                        for name in analysis["metrics"]]})),
+                  f"<p>{html.escape(INTERVAL_NOTE)}</p>"]
     parts.append("<h2>Plots</h2>")
     parts += [_image(run_dir / name, caption) for name, caption in PLOTS.items() if (run_dir / name).is_file()]
     if analysis.get("per_class"):
