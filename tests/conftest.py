@@ -22,6 +22,9 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 # pretrained weights files named by presets: the shared folder beside the checkout (also in CI)
 os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))
+# torchvision's cache (hub/checkpoints), which holds the ImageNet MobileNetV2 that photo presets
+# start from (`tv/mobilenet_v2`, pretrained: true) under torchvision's own file names
+os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "torch_home"))
 TINY_PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
     "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}

@@ -159,9 +159,7 @@ def pretrained_file(library: str, arch: str) -> str:
     download would write, which an offline load reads instead."""
     import torch.hub
     if library == "torchvision":
-        import torchvision
-        url = torchvision.models.get_model_weights(arch).DEFAULT.url
-        return f"{Path(url).name} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        return str(torchvision_cache_file(arch))
     import huggingface_hub.constants
     from timm.models import get_pretrained_cfg
     config = get_pretrained_cfg(arch)
@@ -171,6 +169,15 @@ def pretrained_file(library: str, arch: str) -> str:
         return f"model.safetensors (or pytorch_model.bin) in {repo / 'snapshots' / '<revision>'}"
     url = config.url if config is not None else ""
     return f"{Path(url).name or arch} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+
+
+def torchvision_cache_file(arch: str) -> Path:
+    """The file torchvision's default pretrained weights of `arch` are downloaded to and read from:
+    $TORCH_HOME/hub/checkpoints/<the release's file name>."""
+    import torch.hub
+    import torchvision
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
 def _unwrap_state(state) -> dict:
