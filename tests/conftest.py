@@ -78,8 +78,9 @@ def resident_bytes() -> int:
 
 def member_weights(run_dir: Path) -> dict:
     """Checkpoint file name -> saved state_dict, for every member and fold of a finished run."""
-    return {path.name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-            for path in sorted((run_dir / "members").glob("*.pt"))}
+    from compete.runs import read_checkpoint
+    return {path.name: read_checkpoint(path)["state_dict"]
+            for path in sorted((run_dir / "members").glob("*.safetensors"))}
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from compete.metrics import decided_score, score
 from compete.models import InputShape, build_model
 from compete.pipeline import _summarize, print_summary, train_competition
 from compete.predict import fold_outputs
-from compete.runs import save_checkpoint
+from compete.runs import read_checkpoint, save_checkpoint
 from compete.targets import target_from_dict
 
 from conftest import make_competition, with_pictures
@@ -123,7 +123,7 @@ def write_fold_model(run_dir, fold: int, sharpness: float) -> None:
     model = build_model(member, 1, shape.num_classes, shape.image_size, shape.mean, shape.std)
     state = {key: value * sharpness if key.endswith("weight") and value.ndim == 2 else value
              for key, value in model.state_dict().items()}  # the linear head
-    save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", state, member, shape, {"fold": fold})
+    save_checkpoint(run_dir / "members" / f"m0_f{fold}.safetensors", state, member, shape, {"fold": fold})
 
 
 def test_prediction_calibrates_each_fold_model_before_the_folds_are_averaged(tmp_path):
@@ -167,7 +167,7 @@ def test_kfold_statistics_come_from_each_folds_training_part(workspace):
     splits = validation_splits(dataset.strata, run, dataset.groups)
     means = []
     for f, (train_idx, _) in enumerate(splits):
-        shape = torch.load(run_dir / "members" / f"m0_f{f}.pt", weights_only=False)["shape"]
+        shape = read_checkpoint(run_dir / "members" / f"m0_f{f}.safetensors")["shape"]
         mean, std = channel_stats(dataset.train_images, train_idx)
         np.testing.assert_allclose(shape["mean"], mean, rtol=1e-6)
         np.testing.assert_allclose(shape["std"], std, rtol=1e-6)

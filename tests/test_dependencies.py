@@ -51,7 +51,7 @@ def test_every_third_party_import_is_declared():
     undeclared = [module for module in sorted(imported_top_names())
                   if not names & {canonicalize_name(d) for d in distributions.get(module, [module])}]
     assert not undeclared, f"imported by src/compete but not in pyproject.toml: {undeclared}"
-    assert {"numpy", "sklearn", "cv2", "huggingface_hub"} <= imported_top_names()
+    assert {"numpy", "sklearn", "cv2", "huggingface_hub", "safetensors"} <= imported_top_names()
 
 
 def test_ranges_admit_what_the_code_calls():

@@ -9,6 +9,7 @@ import torch
 
 from compete.cli import main
 from compete.models import torchvision_cache_file
+from compete.runs import read_checkpoint
 
 from conftest import REPO, only_run
 
@@ -41,7 +42,7 @@ def test_init_on_bees_trains_the_pretrained_default_from_torch_home_alone(worksp
     assert "offline, put" not in capsys.readouterr().out  # the cache holds what the presets need
     assert main(["train", "bees", "--data", str(data), "--epochs", "1", "--set", "freeze_epochs=1"]) == 0
     assert main(["predict", "bees", "--data", str(data)]) == 0
-    checkpoint = torch.load(only_run(workspace, "bees") / "members" / "m0_f0.pt", weights_only=False)
+    checkpoint = read_checkpoint(only_run(workspace, "bees") / "members" / "m0_f0.safetensors")
     assert checkpoint["member"]["model"] == "tv/mobilenet_v2" and checkpoint["member"]["pretrained"]
     cached = torch.load(cache_file, weights_only=True)
     frozen = [key for key in cached if key.startswith("features.") and cached[key].is_floating_point()]

@@ -17,6 +17,7 @@ from compete.data import (always_trained, channel_stats, holdout_split, kfold_sp
                           validation_splits)
 from compete.lrfind import LRSweep, find_lrs
 from compete.pipeline import train_competition, training_dataset
+from compete.runs import read_checkpoint
 
 from conftest import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
 
@@ -160,7 +161,7 @@ def test_normalization_statistics_come_from_the_training_part_only(workspace):
     assert expected != everything  # the hold-out would move them
     run_dir = train_competition(comp, run, tiny.data_dir)
     shape = json.loads((run_dir / "config.json").read_text())["shape"]
-    checkpoint = torch.load(run_dir / "members" / "m0_f0.pt", weights_only=False)
+    checkpoint = read_checkpoint(run_dir / "members" / "m0_f0.safetensors")
     for recorded in (shape, checkpoint["shape"]):
         assert (recorded["mean"], recorded["std"]) == expected
 

@@ -12,7 +12,7 @@ from compete.files import DataDir
 from compete.models import InputShape, build_model
 from compete.pipeline import train_competition
 from compete.predict import fold_outputs
-from compete.runs import load_checkpoint, save_checkpoint
+from compete.runs import load_checkpoint, read_checkpoint, save_checkpoint
 
 from conftest import make_competition
 
@@ -42,7 +42,7 @@ def write_member(run_dir, fold: int, tta: list[str]) -> torch.nn.Module:
     """A trained-looking member checkpoint (random weights) in a run folder."""
     member = Member(model="cnn", model_args={"widths": [4], "convs": 1}, tta=tta)
     model = build_model(member, 1, SHAPE.num_classes, SHAPE.image_size, SHAPE.mean, SHAPE.std)
-    save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", model.state_dict(), member, SHAPE,
+    save_checkpoint(run_dir / "members" / f"m0_f{fold}.safetensors", model.state_dict(), member, SHAPE,
                     {"epoch": 1, "fold": fold})
     return model.eval()
 
@@ -90,7 +90,7 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     run_dir = train_competition(comp, run, tiny.data_dir)
     dataset = load_train(comp, DataDir(tiny.data_dir))
     _, val_idx = holdout_split(dataset.train_targets, 0.25, 0)
-    model, member = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
+    model, member = load_checkpoint(run_dir / "members" / "m0_f0.safetensors", torch.device("cpu"))
     scaled = to_tensor(dataset.train_images[val_idx], torch.device("cpu")).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1) for name in member.tta]
@@ -103,8 +103,8 @@ def test_a_checkpoint_of_an_older_run_with_a_plain_shape_dict_still_predicts(tmp
     """Runs saved before InputShape existed hold `shape` as a plain dict: same keys, same model."""
     (tmp_path / "members").mkdir()
     model = write_member(tmp_path, 0, ["identity"])
-    path = tmp_path / "members" / "m0_f0.pt"
-    checkpoint = torch.load(path, weights_only=False)
+    path = tmp_path / "members" / "m0_f0.safetensors"
+    checkpoint = read_checkpoint(path)
     assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     [[(_, probs)]] = fold_outputs(tmp_path, images, torch.device("cpu"), "fp32")

@@ -15,6 +15,7 @@ from .config import CHOICES, Competition, Member, PipelineError, weights_dir
 from .data import TrainingSet
 from .imagestore import channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
+from .modelfiles import read_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -200,7 +201,9 @@ def load_backbone_weights(net: nn.Module, path: str, head_name: str) -> None:
                             f"there (the weights folder is $COMPETE_WEIGHTS, else weights/ in the "
                             f"workspace), or fix 'weights:' in the competition yaml.")
     try:
-        state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
+        state = _unwrap_state(read_weights(path))
+    except PipelineError:
+        raise  # a pickle that would build more than tensors: refused in one line
     except Exception as error:
         raise PipelineError(f"Weights file {path} is not a readable state_dict ({error}).") from None
 

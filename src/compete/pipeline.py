@@ -22,7 +22,7 @@ from .history import provenance
 from .metrics import check_metric, score
 from .models import input_shape, member_model
 from .report import analyse_run
-from .runs import RunFolder, new_run_dir, save_checkpoint, write_json
+from .runs import RunFolder, new_run_dir, read_checkpoint, save_checkpoint, write_json
 from .runtime import Runtime, choose_device, configure_threads
 from .submission import submission_format
 from .targets import Target
@@ -203,7 +203,7 @@ def _member_on(run, m: int, fold: Fold, folder: RunFolder, folds: int) -> Member
     member = run.members[m]
     if fold.index is not None or not selects_best(member):
         return member
-    kept = distributed.share([torch.load(folder.member_path(m, f), map_location="cpu", weights_only=False)["epoch"]
+    kept = distributed.share([read_checkpoint(folder.member_path(m, f))["epoch"]
                               for f in range(folds)] if distributed.is_main() else None)  # main writes them
     return replace(member, epochs=max(1, int(np.mean(kept) + 0.5)))
 
@@ -215,7 +215,7 @@ def _train_fold(comp, run, m: int, fold: Fold, folds: int, shape, data: Labelled
     time-limited run gives each fit a `deadline` (budget.Deadlines)."""
     final = folder.member_path(m, fold.index)
     if final.is_file():  # finished before an interruption
-        return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
+        return read_checkpoint(final).get("val_probs")
     member = _member_on(run, m, fold, folder, folds)
     model = member_model(member, shape, runtime.device, fold.seed + 1000 * m)
     if run.compile:

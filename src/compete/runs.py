@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import modelfiles
 from .atomic import write_atomically
 from .config import Member, submissions_dir, PipelineError
 from .models import InputShape, build_model
@@ -31,7 +32,8 @@ class RunFolder:
 
     def member_path(self, m: int, f: int | None) -> Path:
         """The finished checkpoint of member m on fold f; f None: its refit on every labelled image."""
-        return self.members_dir / (f"m{m}_full.pt" if f is None else f"m{m}_f{f}.pt")
+        name = f"m{m}_full" if f is None else f"m{m}_f{f}"
+        return self.members_dir / (name + modelfiles.SUFFIX)
 
     def resume_path(self, m: int, f: int | None) -> Path:
         """Training state after the last complete epoch of an unfinished member m, fold f (None:
@@ -59,7 +61,8 @@ class RunFolder:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(member index, path) of every finished fold checkpoint, member by member."""
-        return self._members(sorted(self.members_dir.glob("m*_f[0-9]*.pt")))
+        self.refuse_pickled()
+        return self._members(sorted(self.members_dir.glob(f"m*_f[0-9]*{modelfiles.SUFFIX}")))
 
     @staticmethod
     def _members(paths: list[Path]) -> list[tuple[int, Path]]:
@@ -68,14 +71,22 @@ class RunFolder:
 
     @staticmethod
     def checkpoint_fold(path: Path) -> int | None:
-        """The fold of a member checkpoint m{m}_f{f}.pt; None for one refit on all images
-        (m{m}_full.pt)."""
+        """The fold of a member checkpoint m{m}_f{f}.safetensors; None for one refit on all
+        images (m{m}_full.safetensors)."""
         part = Path(path).stem.split("_")[1]
         return int(part[1:]) if part[1:].isdigit() else None
 
     def refits(self) -> list[tuple[int, Path]]:
         """(member index, path) of every finished refit on all labelled images (train --refit)."""
-        return sorted(self._members(list(self.members_dir.glob("m*_full.pt"))), key=lambda pair: pair[0])
+        self.refuse_pickled()
+        return sorted(self._members(list(self.members_dir.glob(f"m*_full{modelfiles.SUFFIX}"))),
+                      key=lambda pair: pair[0])
+
+    def refuse_pickled(self) -> None:
+        """An older compete's run (pickled checkpoints) is refused with the command that rebuilds it."""
+        if self.config_path.is_file():
+            config = self.config()
+            modelfiles.refuse_pickled_run(self.path, config["competition"]["name"], config["run"]["preset"])
 
     @property
     def finished(self) -> bool:
@@ -151,12 +162,17 @@ def read_json(path: Path):
 def save_checkpoint(path: Path, state_dict: dict, member: Member, shape: InputShape, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
     state = {"member": asdict(member), "shape": asdict(shape), "state_dict": state_dict, **extra}
-    write_atomically(path, lambda file: torch.save(state, file))
+    modelfiles.save_model_file(path, state)  # safetensors: reading it runs no code
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint as save_checkpoint was given it: member, shape, state_dict and the extras."""
+    return modelfiles.load_model_file(path)
 
 
 def load_checkpoint(path: Path, device: torch.device):
     """The member's model, rebuilt from its checkpoint alone and in eval mode, and its settings."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     member = Member(**checkpoint["member"])
     shape = InputShape(**checkpoint["shape"])  # a dict with these keys, in old runs too
     model = build_model(member, shape.channels, shape.num_classes, shape.image_size,
