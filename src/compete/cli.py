@@ -64,6 +64,9 @@ def parser() -> argparse.ArgumentParser:
                          help="which of the run's models predict: its fold models, its models refit on "
                               "every labelled image (train --refit), or both half and half "
                               "(default: refit where the run has one, as its refit_blend says)")
+    package = command("package", "write submissions/NAME/kaggle/: a run as a Kaggle dataset and an "
+                      "offline kernel that predicts with it (code competitions)")
+    package.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
     runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
                                "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
@@ -136,6 +139,12 @@ def _predict(args, comp, folder) -> int:
     return 0
 
 
+def _package(args, comp, folder) -> int:
+    from .package import package_run
+    package_run(comp, folder, args.run)
+    return 0
+
+
 def _lr_find(args, comp, folder) -> int:
     from .lrfind import find_lrs
     find_lrs(comp, resolve_run(comp, args.preset, {"device": args.device}), folder,
@@ -191,7 +200,8 @@ def _report(args) -> int:
     return 0
 
 
-ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit}
+ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit,
+           "package": _package}
 # runs, report and scores read run folders only; download fills the data folder; init reads it
 # without a yaml
 NO_DATA = {"runs": _runs, "report": _report, "download": _download, "scores": _scores,
