@@ -2,6 +2,8 @@
 the project's wheel) and a kernel that, run in a fresh process with the network cut and the
 project's src/ out of reach, reads /kaggle/input as Kaggle lays it out and writes the same
 submission.csv as `./run.sh predict`."""
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -29,7 +31,10 @@ def packaged(tmp_path_factory):
         make_competition(root, kaggle=SLUG)
         assert main(["train", "tiny"]) == 0
         assert main(["predict", "tiny"]) == 0
-        assert main(["package", "tiny"]) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            assert main(["package", "tiny", "--time-limit", "600", "--test-images", "1000"]) == 0
+    (root / "package-output.txt").write_text(printed.getvalue())
     return root
 
 
@@ -45,6 +50,14 @@ def test_package_writes_the_dataset_and_kernel_metadata(packaged):
     files = {path.relative_to(kaggle / "dataset").as_posix() for path in (kaggle / "dataset").rglob("*")}
     assert {"competition.yaml", "run/config.json", "run/summary.json", "run/members/m0_f0.safetensors"} <= files
     assert [name for name in files if name.endswith(".whl")] and not [n for n in files if "resume_" in n]
+    assert "TIME_LIMIT = 600.0" in (kaggle / "kernel" / kernel["code_file"]).read_text()
+
+
+@pytest.mark.slow
+def test_package_prints_the_expected_runtime_for_the_hidden_test(packaged):
+    printed = (packaged / "package-output.txt").read_text()
+    assert "Expected runtime for 1000 test images on this machine" in printed
+    assert "The kernel's time limit is 600 s: it fits." in printed
 
 
 def kaggle_layout(packaged, tmp_path):

@@ -70,6 +70,10 @@ def parser() -> argparse.ArgumentParser:
     package = command("package", "write submissions/NAME/kaggle/: a run as a Kaggle dataset and an "
                       "offline kernel that predicts with it (code competitions)")
     package.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    package.add_argument("--time-limit", type=float, metavar="SECONDS",
+                         help="the kernel predicts within SECONDS (as predict --time-limit)")
+    package.add_argument("--test-images", type=int, metavar="N",
+                         help="print the expected runtime for N hidden test images (default: the public test's count)")
     runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
                                "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
@@ -144,7 +148,7 @@ def _predict(args, comp, folder) -> int:
 
 def _package(args, comp, folder) -> int:
     from .package import package_run
-    package_run(comp, folder, args.run)
+    package_run(comp, folder, args.run, args.time_limit, args.test_images)
     return 0
 
 

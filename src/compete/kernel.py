@@ -18,12 +18,14 @@ from .errors import PipelineError
 CHECKED = ("torch", "torchvision", "timm", "numpy", "pandas", "Pillow")  # what a Kaggle image brings
 
 
-def main(dataset: Path, data_dir: Path, working: Path, name: str, run_id: str) -> int:
-    """Predict with the packaged run `run_id` on the files in `data_dir`; write
-    `working`/submission.csv. Returns the exit status; a user-fixable problem is one line."""
+def main(dataset: Path, data_dir: Path, working: Path, name: str, run_id: str,
+         time_limit: float | None = None) -> int:
+    """Predict with the packaged run `run_id` on the files in `data_dir`, within `time_limit`
+    seconds where given; write `working`/submission.csv. Returns the exit status; a
+    user-fixable problem is one line."""
     try:
         check_versions()
-        path = predict_packaged(Path(dataset), Path(data_dir), Path(working), name, run_id)
+        path = predict_packaged(Path(dataset), Path(data_dir), Path(working), name, run_id, time_limit)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -49,7 +51,8 @@ def check_versions(required: list[str] | None = None) -> None:
                                 f"a dataset with a newer wheel and pip install it --no-index.")
 
 
-def predict_packaged(dataset: Path, data_dir: Path, working: Path, name: str, run_id: str) -> Path:
+def predict_packaged(dataset: Path, data_dir: Path, working: Path, name: str, run_id: str,
+                     time_limit: float | None = None) -> Path:
     """The packaged run as a workspace under `working` (COMPETE_ROOT), then predict."""
     root = working / "compete"
     runs = root / "submissions" / name / "runs"
@@ -63,7 +66,7 @@ def predict_packaged(dataset: Path, data_dir: Path, working: Path, name: str, ru
     from .predict import predict_competition
     print(f"compete from {Path(__file__).resolve().parent}; data {data_dir}; run {run_id}", flush=True)
     started = time.perf_counter()
-    made = predict_competition(load_competition(name), data_dir, run_id)
+    made = predict_competition(load_competition(name), data_dir, run_id, time_limit=time_limit)
     target = working / "submission.csv"
     shutil.copy(made, target)
     print(f"Predicted in {time.perf_counter() - started:.1f} s", flush=True)

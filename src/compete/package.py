@@ -12,10 +12,21 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Competition, PipelineError, competition_path, submissions_dir
-from .runs import RunFolder, find_run
+import torch
+
+from .config import PROJECT_ROOT, Competition, PipelineError, competition_path, run_from_dict, submissions_dir
+from .data import decode_file
+from .files import DataDir
+from .imagestore import worker_count
+from .layout import image_paths
+from .predict import chosen_checkpoints
+from .predictplan import seconds_per_view
+from .runs import RunFolder, find_run, load_checkpoint
+from .runtime import choose_device
+from .tables import load_tables
 
 KERNEL_FILE = "compete_kernel.py"
 RUN_FOLDER = "run"                      # the run's files inside the dataset
@@ -27,9 +38,11 @@ override /kaggle/input and /kaggle/working (tests)."""
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DATASET, COMPETITION, NAME, RUN = {dataset!r}, {slug!r}, {name!r}, {run!r}
+TIME_LIMIT = {time_limit!r}  # seconds predict may take (package --time-limit); None: no limit
 inputs = Path(os.environ.get("COMPETE_KAGGLE_INPUT", "/kaggle/input"))
 working = Path(os.environ.get("COMPETE_KAGGLE_WORKING", "/kaggle/working"))
 dataset = inputs / DATASET
@@ -40,13 +53,15 @@ subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
 sys.path.insert(0, str(lib))
 from compete.kernel import main  # noqa: E402
 
-sys.exit(main(dataset, inputs / COMPETITION, working, NAME, RUN))
+sys.exit(main(dataset, inputs / COMPETITION, working, NAME, RUN, TIME_LIMIT))
 '''
 
 
-def package_run(comp: Competition, data_dir: Path, run_id: str | None = None) -> Path:
-    """Write the dataset and kernel folders for run `run_id` (default: the latest); returns the
-    kaggle folder."""
+def package_run(comp: Competition, data_dir: Path, run_id: str | None = None,
+                time_limit: float | None = None, test_images: int | None = None) -> Path:
+    """Write the dataset and kernel folders for run `run_id` (default: the latest), the kernel
+    predicting within `time_limit` seconds where given; print the expected runtime for
+    `test_images` hidden test images (default: the public test's count). Returns the kaggle folder."""
     run_dir = find_run(comp.name, run_id)
     RunFolder(run_dir).checkpoints()  # refuses an older compete's pickled run before anything is written
     out = submissions_dir() / comp.name / "kaggle"
@@ -62,8 +77,8 @@ def package_run(comp: Competition, data_dir: Path, run_id: str | None = None) ->
         "title": f"{comp.name} compete models", "id": f"{user}/{dataset_slug}",
         "licenses": [{"name": "CC0-1.0"}]})
     kernel.mkdir(parents=True)
-    (kernel / KERNEL_FILE).write_text(KERNEL_SCRIPT.format(name=comp.name, run=run_dir.name,
-                                                           dataset=dataset_slug, slug=slug))
+    (kernel / KERNEL_FILE).write_text(KERNEL_SCRIPT.format(name=comp.name, run=run_dir.name, dataset=dataset_slug,
+                                                           slug=slug, time_limit=time_limit))
     write_json(kernel / "kernel-metadata.json", {
         "id": f"{user}/{slugify(comp.name + '-compete-kernel')}", "title": f"{comp.name} compete kernel",
         "code_file": KERNEL_FILE, "language": "python", "kernel_type": "script", "is_private": True,
@@ -73,10 +88,45 @@ def package_run(comp: Competition, data_dir: Path, run_id: str | None = None) ->
     print(f"Packaged run {run_dir.name} into {out}: dataset {size / 1e6:.1f} MB ({wheel.name}, "
           f"{len(list((dataset / RUN_FOLDER / 'members').glob('*')))} model file(s)), kernel {KERNEL_FILE} "
           f"reading /kaggle/input/{slug} and /kaggle/input/{dataset_slug}.")
+    print_expected_runtime(comp, data_dir, run_dir, test_images, time_limit)
     if user == PLACEHOLDER_USER:
         print(f"No Kaggle user found (KAGGLE_USERNAME or ~/.kaggle/kaggle.json): replace "
               f"{PLACEHOLDER_USER} in both metadata files before uploading.")
     return out
+
+
+SAMPLED = 16  # test images decoded, and inputs inferred per model, to time this machine
+
+
+def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: int | None) -> tuple[int, float, float]:
+    """(test images, seconds to decode them, seconds to predict them with every view of every
+    model predict uses) on this machine, from SAMPLED images timed."""
+    data = DataDir(data_dir)
+    test_ids = load_tables(comp, data).test_ids
+    count = images or len(test_ids)
+    paths = image_paths(comp, "test", comp.test_images, test_ids[:SAMPLED])
+    started = time.perf_counter()
+    for path in paths:
+        decode_file(data, comp.channels, comp.image_size, comp.resize, path)
+    decode_s = (time.perf_counter() - started) / len(paths) / worker_count() * count  # decoded in parallel
+    run = run_from_dict(RunFolder(run_dir).config()["run"])
+    device = choose_device("auto")
+    loaded = [(m, load_checkpoint(path, device)) for m, path in chosen_checkpoints(run_dir, run)[0]]
+    sample = torch.randint(0, 256, (SAMPLED, comp.channels, comp.image_size, comp.image_size), dtype=torch.uint8)
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], sample, device, run.precision)
+    views = {m: len(member.tta) for m, (_, member) in loaded}
+    return count, decode_s, sum(per_view[m] * views[m] for m in per_view) / SAMPLED * count
+
+
+def print_expected_runtime(comp, data_dir: Path, run_dir: Path, images: int | None, limit: float | None) -> None:
+    count, decode_s, predict_s = expected_seconds(comp, data_dir, run_dir, images)
+    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{worker_count()} CPU core(s)"
+    print(f"Expected runtime for {count} test images on this machine ({where}): about "
+          f"{decode_s + predict_s:.0f} s ({decode_s:.0f} s decoding, {predict_s:.0f} s predicting with "
+          f"every view of every model).")
+    if limit is not None:
+        verdict = "fits" if decode_s + predict_s < limit else "does not fit: predict drops TTA views, then members"
+        print(f"The kernel's time limit is {limit:.0f} s: it {verdict}.")
 
 
 def copy_run(run_dir: Path, target: Path) -> None:

@@ -86,6 +86,17 @@ def predicting_models(run_dir: Path, run, images, device: torch.device, target: 
     default the refit on every labelled image where the run has one (with run.refit_blend,
     averaged half and half with the fold models' average, see ensemble.blend_run), else the
     fold models. With `seconds` left, views and members are dropped to end in time."""
+    chosen, models = chosen_checkpoints(run_dir, run, models)
+    if seconds is None:
+        return fold_outputs(run_dir, images, device, run.precision, target, chosen), models, summary
+    plan = _plan(chosen, images, device, run.precision, seconds, summary)
+    outputs = fold_outputs(run_dir, images, device, run.precision, target,
+                           checkpoints_kept(chosen, plan), plan.views)
+    return _with_placeholders(outputs, plan), models, summary_of_kept(summary, plan)
+
+
+def chosen_checkpoints(run_dir: Path, run, models: str | None = None) -> tuple[list[tuple[int, Path]], str]:
+    """(member, checkpoint) pairs of the models that predict, and which they are (`models`)."""
     folder = RunFolder(run_dir)
     refits = folder.refits()
     if models is None:
@@ -95,12 +106,7 @@ def predicting_models(run_dir: Path, run, images, device: torch.device, target: 
                             f"to use. Train with --refit, or predict with --models folds.")
     chosen = {"folds": folder.checkpoints(), "refit": refits,
               "blend": sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])}[models]
-    if seconds is None:
-        return fold_outputs(run_dir, images, device, run.precision, target, chosen), models, summary
-    plan = _plan(chosen, images, device, run.precision, seconds, summary)
-    outputs = fold_outputs(run_dir, images, device, run.precision, target,
-                           checkpoints_kept(chosen, plan), plan.views)
-    return _with_placeholders(outputs, plan), models, summary_of_kept(summary, plan)
+    return chosen, models
 
 
 def _plan(chosen, images, device: torch.device, precision: str, seconds: float, summary: dict) -> Plan:

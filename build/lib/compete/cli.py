@@ -64,9 +64,16 @@ def parser() -> argparse.ArgumentParser:
                          help="which of the run's models predict: its fold models, its models refit on "
                               "every labelled image (train --refit), or both half and half "
                               "(default: refit where the run has one, as its refit_blend says)")
+    predict.add_argument("--time-limit", type=float, metavar="SECONDS",
+                         help="end within SECONDS: measure each model's rate on the first images and "
+                              "drop the costliest TTA views, then members, that would not fit")
     package = command("package", "write submissions/NAME/kaggle/: a run as a Kaggle dataset and an "
                       "offline kernel that predicts with it (code competitions)")
     package.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    package.add_argument("--time-limit", type=float, metavar="SECONDS",
+                         help="the kernel predicts within SECONDS (as predict --time-limit)")
+    package.add_argument("--test-images", type=int, metavar="N",
+                         help="print the expected runtime for N hidden test images (default: the public test's count)")
     runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
                                "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
@@ -135,13 +142,13 @@ def _train(args, comp, folder) -> int:
 
 def _predict(args, comp, folder) -> int:
     from .predict import predict_competition
-    predict_competition(comp, folder, args.run, args.device, args.models)
+    predict_competition(comp, folder, args.run, args.device, args.models, args.time_limit)
     return 0
 
 
 def _package(args, comp, folder) -> int:
     from .package import package_run
-    package_run(comp, folder, args.run)
+    package_run(comp, folder, args.run, args.time_limit, args.test_images)
     return 0
 
 
