@@ -29,6 +29,7 @@ from .runtime import choose_device
 from .tables import load_tables
 
 KERNEL_FILE = "compete_kernel.py"
+PACKAGED = "package.json"              # beside dataset/ and kernel/: the run packaged, the two ids
 RUN_FOLDER = "run"                      # the run's files inside the dataset
 SKIPPED = ("resume_*", "*.png", "report.html", "test_probs.npy", "uploads.json")  # not needed to predict
 
@@ -84,6 +85,8 @@ def package_run(comp: Competition, data_dir: Path, run_id: str | None = None,
         "code_file": KERNEL_FILE, "language": "python", "kernel_type": "script", "is_private": True,
         "enable_gpu": needs_gpu(run_dir), "enable_internet": False,
         "dataset_sources": [f"{user}/{dataset_slug}"], "competition_sources": [slug], "kernel_sources": []})
+    write_json(out / PACKAGED, {"run": run_dir.name, "dataset": f"{user}/{dataset_slug}",
+                                "kernel": f"{user}/{slugify(comp.name + '-compete-kernel')}", "time_limit": time_limit})
     size = sum(path.stat().st_size for path in dataset.rglob("*") if path.is_file())
     print(f"Packaged run {run_dir.name} into {out}: dataset {size / 1e6:.1f} MB ({wheel.name}, "
           f"{len(list((dataset / RUN_FOLDER / 'members').glob('*')))} model file(s)), kernel {KERNEL_FILE} "

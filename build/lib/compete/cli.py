@@ -104,6 +104,11 @@ def parser() -> argparse.ArgumentParser:
                                                 "local score, commit)")
     submit.add_argument("--wait", type=float, default=60, metavar="SECONDS",
                         help="how long to wait for Kaggle to score it (default 60)")
+    submit.add_argument("--kernel", action="store_true",
+                        help="a code competition: upload the packaged dataset, push the kernel, wait for "
+                             "it and submit its output (./run.sh package NAME first)")
+    submit.add_argument("--kernel-wait", type=float, default=9 * 3600, metavar="SECONDS",
+                        help="with --kernel: how long to wait for the kernel to run (default 9 hours)")
     scores = commands.add_parser("scores", help="read the public scores of earlier uploads back from Kaggle")
     scores.add_argument("name", help="competition (a file competition/NAME.yaml)")
     return top
@@ -172,6 +177,10 @@ def _init(args) -> int:  # init writes the yaml that the other data commands loa
 
 
 def _submit(args, comp, folder) -> int:
+    if args.kernel:
+        from .codesubmit import submit_kernel
+        submit_kernel(comp, args.message, args.kernel_wait, args.wait)
+        return 0
     from .leaderboard import submit
     submit(comp, folder, args.run, args.message, args.wait)
     return 0
