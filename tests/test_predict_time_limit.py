@@ -44,3 +44,12 @@ def test_predict_within_a_limit_drops_views_and_says_so(workspace, capsys):
     assert "dropped m" in out and "view hflip" in out and "member m" in out
     kept = pd.read_csv(workspace / "submissions" / "tiny" / "submission.csv")
     assert list(kept["id"]) == list(everything["id"]) and kept["label"].notna().all()
+
+
+def test_a_limit_counts_from_the_start_of_the_process():
+    """Interpreter start and imports (seconds, with torch) count against the limit too."""
+    import time
+    from compete.predictplan import seconds_since_start
+    first = seconds_since_start()
+    time.sleep(0.05)
+    assert 0 < first < seconds_since_start() < 7 * 24 * 3600
