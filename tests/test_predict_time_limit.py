@@ -26,6 +26,8 @@ def test_the_costliest_members_views_go_first_then_members():
 def test_the_best_weighted_member_is_the_one_that_stays():
     plan = plan_within(0.1, {0: 1.0, 1: 2.0}, VIEWS, [0.2, 0.8])
     assert plan.members == [1] and plan.views[1] == ["identity"] and "member m0" in plan.dropped
+    assert "even that is estimated beyond the 0 s left: the submission will be late" in plan.says()
+    assert plan_within(4.5, {0: 1.0, 1: 2.0}, VIEWS, [0.5, 0.5]).says().endswith("(estimated 4 s of 4 s left)")
 
 
 @pytest.mark.slow  # trains two tiny members (a few seconds)

@@ -17,7 +17,8 @@ from .ensemble import blend_run
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
-from .predictplan import Plan, RESERVE, checkpoints_kept, plan_within, seconds_per_view, summary_of_kept
+from .predictplan import (Plan, RESERVE, checkpoints_kept, plan_within, seconds_per_view, seconds_since_start,
+                          summary_of_kept)
 from .runs import RunFolder, find_run, load_checkpoint
 from .runtime import choose_device
 from .submission import build_submission, validate_submission, write_submission
@@ -46,8 +47,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
                         device_name: str = "auto", models: str | None = None,
                         time_limit: float | None = None) -> Path:
     """Write the submission of run `run_id` (default: the latest); within `time_limit` seconds
-    where given (predictplan.py: views, then members, dropped to fit)."""
-    command_started = time.perf_counter()
+    of the process's start where given (predictplan.py: views, then members, dropped to fit)."""
     run_dir = find_run(comp.name, run_id)
     config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
     target = target_of_run(config)
@@ -64,7 +64,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     started = time.perf_counter()
     probs, used, summary = predicting_models(run_dir, run, images, device, target, models, summary,
                                              None if time_limit is None
-                                             else time_limit - (time.perf_counter() - command_started))
+                                             else time_limit - seconds_since_start())
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
@@ -110,11 +110,14 @@ def chosen_checkpoints(run_dir: Path, run, models: str | None = None) -> tuple[l
 
 
 def _plan(chosen, images, device: torch.device, precision: str, seconds: float, summary: dict) -> Plan:
-    """The views and members that end within `seconds`, from each model's measured rate."""
+    """The views and members that end within `seconds` (measuring included), from each model's
+    measured rate."""
+    started = time.perf_counter()
     loaded = [(m, load_checkpoint(path, device)) for m, path in chosen]
     per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], images, device, precision)
     views = {m: member.tta for m, (_, member) in loaded}
-    plan = plan_within(seconds * (1 - RESERVE), per_view, views, summary["weights"])
+    left = seconds - (time.perf_counter() - started)
+    plan = plan_within(left * (1 - RESERVE), per_view, views, summary["weights"])
     print(f"--time-limit: {plan.says()}")
     return plan
 

@@ -3,6 +3,7 @@ first test images; where every view of every model would not end within the limi
 members' extra TTA views go first, then whole members, and what was dropped is said."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,17 @@ class Plan:
         if not self.dropped:
             return f"every view of every model fits (estimated {self.seconds:.0f} s)"
         return f"dropped {', '.join(self.dropped)} to fit; kept {kept} (estimated {self.seconds:.0f} s)"
+
+
+def seconds_since_start() -> float:
+    """Seconds since this process started (Linux /proc: interpreter start and imports count
+    against a limit too); elsewhere 0, so a limit counts from the call on."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start time
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def seconds_per_view(models: list[tuple[int, object]], images, device: torch.device,
