@@ -14,6 +14,7 @@ import pytest
 
 from compete.cli import main
 from compete.config import PipelineError
+from compete.imagestore import POOL_MIN_IMAGES
 from compete.kernel import check_versions
 
 from conftest import make_competition, workspace_at
@@ -28,7 +29,7 @@ def packaged(tmp_path_factory):
     root = tmp_path_factory.mktemp("packaged")
     with workspace_at(root), pytest.MonkeyPatch.context() as patch:
         patch.setenv("KAGGLE_USERNAME", "tester")
-        make_competition(root, kaggle=SLUG)
+        make_competition(root, kaggle=SLUG, n_test=POOL_MIN_IMAGES)  # decoded by spawned processes
         assert main(["train", "tiny"]) == 0
         assert main(["predict", "tiny"]) == 0
         printed = io.StringIO()

@@ -22,13 +22,16 @@ class Plan:
     views: dict[int, list[str]]
     members: list[int]
     seconds: float                                 # the estimate for what is kept
+    limit_s: float                                 # the seconds it was planned for
     dropped: list[str] = field(default_factory=list)
 
     def says(self) -> str:
         kept = ", ".join(f"m{m} {'+'.join(self.views[m])}" for m in self.members)
         if not self.dropped:
-            return f"every view of every model fits (estimated {self.seconds:.0f} s)"
-        return f"dropped {', '.join(self.dropped)} to fit; kept {kept} (estimated {self.seconds:.0f} s)"
+            return f"every view of every model fits (estimated {self.seconds:.0f} s of {self.limit_s:.0f} s left)"
+        late = (f"; even that is estimated beyond the {self.limit_s:.0f} s left: the submission will be late"
+                if self.seconds > self.limit_s else f" of {self.limit_s:.0f} s left")
+        return f"dropped {', '.join(self.dropped)}; kept {kept} (estimated {self.seconds:.0f} s{late})"
 
 
 def seconds_since_start() -> float:
@@ -80,7 +83,7 @@ def plan_within(limit_s: float, per_view: dict[int, float], views: dict[int, lis
             dropped.append(f"member m{m}")
         else:
             break  # one view of one model: nothing left to drop
-    return Plan(views, sorted(members), estimate(), dropped)
+    return Plan(views, sorted(members), estimate(), limit_s, dropped)
 
 
 def checkpoints_kept(checkpoints: list[tuple[int, Path]], plan: Plan) -> list[tuple[int, Path]]:
