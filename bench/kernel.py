@@ -45,17 +45,24 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--limits", type=float, nargs="*", default=[], help="predict --time-limit values")
+    parser.add_argument("--reuse", help="a scratch workspace of an earlier call: its trained run, no training")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix=f"kernel-{args.name}-"))
-    (root / "competition").mkdir()
-    shutil.copy(REPO / "competition" / f"{args.name}.yaml", root / "competition")
+    root = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix=f"kernel-{args.name}-"))
+    if not args.reuse:
+        (root / "competition").mkdir()
+        shutil.copy(REPO / "competition" / f"{args.name}.yaml", root / "competition")
     os.environ.update(COMPETE_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
     os.environ.setdefault("COMPETE_WEIGHTS", str(SHARED_WEIGHTS))
     os.environ.setdefault("TORCH_HOME", str(SHARED_TORCH_HOME))
     compete = [sys.executable, "-m", "compete"]
     data = ["--data", str(Path(args.data).resolve())]
-    train_s, out = timed(compete + ["train", args.name, "--preset", args.preset, *data])
-    run_dir = Path(out.strip().splitlines()[-1].split("Run saved in ", 1)[1])
+    if args.reuse:
+        train_s, run_dir = None, max((root / "submissions" / args.name / "runs").iterdir())
+        shutil.rmtree(root / "kaggle-input", ignore_errors=True)
+        shutil.rmtree(root / "kaggle-working", ignore_errors=True)
+    else:
+        train_s, out = timed(compete + ["train", args.name, "--preset", args.preset, *data])
+        run_dir = Path(out.strip().splitlines()[-1].split("Run saved in ", 1)[1])
     warm_s, _ = timed(compete + ["predict", args.name, *data])
     shutil.rmtree(root / "inputs" / ".cache")
     cold_s, _ = timed(compete + ["predict", args.name, *data])
@@ -64,11 +71,12 @@ def main() -> None:
     kaggle = root / "submissions" / args.name / "kaggle"
     size = sum(p.stat().st_size for p in (kaggle / "dataset").rglob("*") if p.is_file())
     kernel_s, kernel_out, same = run_kernel(root, kaggle, Path(args.data).resolve())
-    limited = [predict_within(compete, data, args.name, limit, pd.read_csv(submission)) for limit in args.limits]
+    full = pd.read_csv(submission)  # every view of every model
+    limited = [predict_within(compete, data, args.name, limit, full) for limit in args.limits]
     last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])
     metric = json.loads((run_dir / "summary.json").read_text())["metric"]
     result = {"bench": "kernel", "name": args.name, "preset": args.preset, "machine": machine(),
-              "run": run_dir.name, "train_wall_s": round(train_s, 1),
+              "run": run_dir.name, "train_wall_s": train_s and round(train_s, 1),
               "predict_warm_s": round(warm_s, 1), "predict_cold_s": round(cold_s, 1),
               "package_s": round(package_s, 1), "package_mb": round(size / 1e6, 2),
               "expected": [line for line in package_out.splitlines() if line.startswith("Expected")],

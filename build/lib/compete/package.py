@@ -44,17 +44,20 @@ from pathlib import Path
 
 DATASET, COMPETITION, NAME, RUN = {dataset!r}, {slug!r}, {name!r}, {run!r}
 TIME_LIMIT = {time_limit!r}  # seconds predict may take (package --time-limit); None: no limit
-inputs = Path(os.environ.get("COMPETE_KAGGLE_INPUT", "/kaggle/input"))
-working = Path(os.environ.get("COMPETE_KAGGLE_WORKING", "/kaggle/working"))
-dataset = inputs / DATASET
-lib = working / "compete-lib"  # the project, installed from the dataset's wheel: no index, no network
-wheel = next(dataset.glob("compete-*.whl"))
-subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-                "--disable-pip-version-check", "--target", str(lib), str(wheel)], check=True)
-sys.path.insert(0, str(lib))
-from compete.kernel import main  # noqa: E402
 
-sys.exit(main(dataset, inputs / COMPETITION, working, NAME, RUN, TIME_LIMIT))
+# under the guard: the decoding processes (spawned) import this file again, and must not rerun it
+if __name__ == "__main__":
+    inputs = Path(os.environ.get("COMPETE_KAGGLE_INPUT", "/kaggle/input"))
+    working = Path(os.environ.get("COMPETE_KAGGLE_WORKING", "/kaggle/working"))
+    dataset = inputs / DATASET
+    lib = working / "compete-lib"  # the project, installed from the dataset's wheel: no index, no network
+    wheel = next(dataset.glob("compete-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                    "--disable-pip-version-check", "--target", str(lib), str(wheel)], check=True)
+    sys.path.insert(0, str(lib))
+    from compete.kernel import main
+
+    sys.exit(main(dataset, inputs / COMPETITION, working, NAME, RUN, TIME_LIMIT))
 '''
 
 
