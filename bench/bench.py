@@ -20,6 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 SHARED_WEIGHTS = REPO.parent / "shared" / "weights"  # presets' weights files, unless $COMPETE_WEIGHTS
+SHARED_TORCH_HOME = REPO.parent / "shared" / "torch_home"  # torchvision's cache, unless $TORCH_HOME
 
 
 def machine() -> str:
@@ -58,6 +59,7 @@ def main() -> None:
     common = [sys.executable, "-m", "compete"]
     os.environ["PYTHONPATH"] = str(REPO / "src")
     os.environ.setdefault("COMPETE_WEIGHTS", str(SHARED_WEIGHTS))
+    os.environ.setdefault("TORCH_HOME", str(SHARED_TORCH_HOME))
     train_seconds, out = timed(common + ["train", args.name, "--preset", args.preset,
                                          "--device", args.device, *data, *args.extra])
     run_dir = Path(out.strip().splitlines()[-1].split("Run saved in ", 1)[1])

@@ -12,14 +12,15 @@
 #   bash bench/gpu_prepare.sh apparel cifar10     # fills the git-ignored .data/, prints the carry lists
 # then two device calls, one right after the other (the machine stays warm for 30 s), timeout_s 330:
 #   carry [".data/apparel"]:  bash bench/gpu.sh .data/apparel apparel
-#   carry [".data/cifar10", ".data/weights/mobilenet_v2_imagenet_fp16.pth.gz"]:
+#   carry [".data/cifar10", ".data/torch_home"]:
 #                             bash bench/gpu.sh .data/cifar10 cifar10
 set -uo pipefail
 cd "$(dirname "$0")/.."
 data=$1; name=$2; deadline=${3:-300}   # seconds for the whole script: two calls fit 15 minutes
 out=${OUT:-/tmp/gpu-$name}; mkdir -p "$out"
 log=$out/gpu-$name.log
-export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 COMPETE_ROOT=$PWD COMPETE_WEIGHTS=$PWD/weights
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 COMPETE_ROOT=$PWD COMPETE_WEIGHTS=$PWD/weights \
+  TORCH_HOME=$PWD/.data/torch_home  # torchvision's cache, as gpu_prepare.sh filled it
 device=${DEVICE:-cuda}  # DEVICE=cpu tries the script itself on a machine without a GPU
 
 step() {  # step SECONDS COMMAND...: run it with a time limit, log it, go on whatever happens

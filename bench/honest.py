@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench import REPO, SHARED_WEIGHTS, machine, timed  # bench.py puts src/ on the path
+from bench import REPO, SHARED_TORCH_HOME, SHARED_WEIGHTS, machine, timed  # bench.py puts src/ on the path
 from compete.config import load_competition  # noqa: E402
 from compete.files import DataDir  # noqa: E402
 from compete.metrics import score  # noqa: E402
@@ -196,6 +196,7 @@ def main() -> None:
     kept_name, kept = pseudo_test_competition(args, root) if "refit" in args.parts else (None, None)
     os.environ.update({"COMPETE_ROOT": str(root), "PYTHONPATH": str(REPO / "src")})
     os.environ.setdefault("COMPETE_WEIGHTS", str(SHARED_WEIGHTS))
+    os.environ.setdefault("TORCH_HOME", str(SHARED_TORCH_HOME))
     results = {}
     for part in args.parts:
         for seed in args.seeds:

@@ -15,6 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))  # presets' weights files
+os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "torch_home"))  # torchvision's cache
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -23,6 +23,9 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 # pretrained weights files named by presets: the shared folder beside the checkout (also in CI)
 os.environ.setdefault("COMPETE_WEIGHTS", str(REPO.parent / "shared" / "weights"))
+# torchvision's cache (hub/checkpoints), which holds the ImageNet MobileNetV2 that photo presets
+# start from (`tv/mobilenet_v2`, pretrained: true) under torchvision's own file names
+os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "torch_home"))
 TINY_PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
     "epochs": 3, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
@@ -84,8 +87,9 @@ def resident_bytes() -> int:
 
 def member_weights(run_dir: Path) -> dict:
     """Checkpoint file name -> saved state_dict, for every member and fold of a finished run."""
-    return {path.name: torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-            for path in sorted((run_dir / "members").glob("*.pt"))}
+    from compete.runs import read_checkpoint
+    return {path.name: read_checkpoint(path)["state_dict"]
+            for path in sorted((run_dir / "members").glob("*.safetensors"))}
 
 
 @contextmanager

@@ -173,13 +173,13 @@ def test_folds_that_do_not_fit_are_not_trained_even_when_resumed(workspace, fake
     # a 1.35 s margin leave 27.6 s: two folds of one epoch
     assert main(["train", tiny.name, "--device", "cpu", "--folds", "3", "--time-limit", "45"]) == 0
     run_dir = only_run(workspace, tiny.name)
-    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.pt", "m0_f1.pt"]
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.safetensors", "m0_f1.safetensors"]
     summary = run_summary(run_dir)
     assert summary["folds"] == 2 and summary["validated"] == 24
     (run_dir / "summary.json").unlink()  # as if killed during the second fold
-    (run_dir / "members" / "m0_f1.pt").unlink()
+    (run_dir / "members" / "m0_f1.safetensors").unlink()
     assert main(["train", tiny.name, "--device", "cpu", "--resume"]) == 0
-    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.pt", "m0_f1.pt"]
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.safetensors", "m0_f1.safetensors"]
     assert main(["predict", tiny.name, "--device", "cpu"]) == 0
 
 

@@ -20,7 +20,7 @@ from compete.models import NetSpec, build_model
 from compete.runtime import start_session
 from compete.pipeline import OutOfFold, _summarize, print_summary, train_competition
 from compete.predict import fold_outputs
-from compete.runs import save_checkpoint
+from compete.runs import read_checkpoint, save_checkpoint
 from compete.targets import target_from_dict
 
 from helpers import cpu_session, make_competition, with_pictures
@@ -127,7 +127,7 @@ def write_fold_model(run_dir, fold: int, sharpness: float) -> None:
     model = build_model(member, shape)
     state = {key: value * sharpness if key.endswith("weight") and value.ndim == 2 else value
              for key, value in model.state_dict().items()}  # the linear head
-    save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", state, member, shape, {"fold": fold})
+    save_checkpoint(run_dir / "members" / f"m0_f{fold}.safetensors", state, member, shape, {"fold": fold})
 
 
 def test_prediction_calibrates_each_fold_model_before_the_folds_are_averaged(tmp_path):
@@ -164,7 +164,7 @@ def test_kfold_statistics_come_from_each_folds_training_part(workspace):
     splits = validation_splits(dataset.strata, run, dataset.groups)
     means = []
     for f, (train_idx, _) in enumerate(splits):
-        shape = torch.load(run_dir / "members" / f"m0_f{f}.pt", weights_only=False)["shape"]
+        shape = read_checkpoint(run_dir / "members" / f"m0_f{f}.safetensors")["shape"]
         mean, std = channel_stats(dataset.train_images, train_idx)
         np.testing.assert_allclose(shape["mean"], mean, rtol=1e-6)
         np.testing.assert_allclose(shape["std"], std, rtol=1e-6)

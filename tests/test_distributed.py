@@ -51,9 +51,9 @@ def test_two_gloo_processes_end_with_the_weights_of_one_process_on_whole_batches
         assert status == 0, output[-2000:]
     runs = sorted((workspace / "submissions" / "tiny" / "runs").iterdir())  # oldest first
     single, parallel = (member_weights(run) for run in runs)
-    assert single.keys() == parallel.keys() == {"m0_f0.pt"}
-    for name, tensor in single["m0_f0.pt"].items():
-        assert torch.allclose(parallel["m0_f0.pt"][name], tensor, rtol=0, atol=2e-3), name  # float sums: ~1e-4
+    assert single.keys() == parallel.keys() == {"m0_f0.safetensors"}
+    for name, tensor in single["m0_f0.safetensors"].items():
+        assert torch.allclose(parallel["m0_f0.safetensors"][name], tensor, rtol=0, atol=2e-3), name  # float sums: ~1e-4
 
 
 def test_batch_size_must_split_over_processes(workspace):

@@ -36,7 +36,7 @@ def test_kfold_ensemble_validates_every_image_out_of_fold(workspace):
     assert summary["folds"] == 3 and summary["validated"] == 36
     assert len(summary["weights"]) == 2 and abs(sum(summary["weights"]) - 1) < 1e-6
     assert sorted(p.name for p in (run_dir / "members").iterdir()) == \
-        [f"m{m}_f{f}.pt" for m in range(2) for f in range(3)]
+        [f"m{m}_f{f}.safetensors" for m in range(2) for f in range(3)]
     oof = np.load(run_dir / "oof_m0.npy")
     assert np.allclose(oof.sum(1), 1, atol=1e-4)  # every training image predicted out of fold
     assert main(["predict", tiny.name, "--device", "cpu"]) == 0

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from compete.cli import main
-from compete.config import load_competition
+from compete.config import load_competition, resolve_run
 from compete.data import load_train
 from compete.files import DataDir
 from compete.layout import unsafe_ids
@@ -191,13 +191,22 @@ def test_init_refuses_to_overwrite_a_yaml_unless_forced(workspace, capsys):
     assert "Confirm" in capsys.readouterr().out and load_competition("comp").image_size == 8
 
 
-def test_init_says_when_the_weights_folder_lacks_the_presets_file(workspace, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("COMPETE_WEIGHTS", str(tmp_path / "no-weights"))
+def test_init_names_the_cache_file_the_photo_presets_need_when_it_is_absent(workspace, tmp_path,
+                                                                           monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
     data = download("class folders", workspace, "comp")
     assert main(["init", "comp", "--data", str(data)]) == 0
     out = capsys.readouterr().out
-    assert f"mobilenet_v2_imagenet_fp16.pth from the weights folder {tmp_path / 'no-weights'}" in out
-    assert "--set weights=none" in out
+    assert f"{tmp_path}/empty-cache/hub/checkpoints/mobilenet_v2-7ebf99e0.pth; offline, put" in out
+    assert "--set pretrained=false" in out
+    member = resolve_run(load_competition("comp")).members[0]
+    assert (member.model, member.pretrained, member.weights) == ("tv/mobilenet_v2", True, None)
+
+
+def test_init_says_nothing_of_weights_when_the_cache_holds_them(workspace, capsys):
+    data = download("class folders", workspace, "comp")
+    assert main(["init", "comp", "--data", str(data)]) == 0
+    assert "offline, put" not in capsys.readouterr().out
 
 
 def test_files_inside_a_zip_inside_a_zip_are_named_by_both(workspace):

@@ -7,7 +7,7 @@ import torch
 from compete.config import Member
 from compete.model_names import OWN_MODEL_NAMES
 from compete.models import NetSpec, member_model
-from compete.runs import RUN_FORMAT, load_checkpoint, save_checkpoint
+from compete.runs import RUN_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
 
 # (model, model_args): tiny widths where the model takes them; library models as they come
 LIBRARY_MODELS = [
@@ -29,10 +29,10 @@ def round_trip(tmp_path, model_name: str, model_args: dict, channels: int, size:
     with torch.no_grad():
         logits = model(images)
     assert logits.shape == (2, 5) and torch.isfinite(logits).all()
-    path = tmp_path / "members" / "m0_f0.pt"
+    path = tmp_path / "members" / "m0_f0.safetensors"
     path.parent.mkdir(exist_ok=True)
     save_checkpoint(path, model.state_dict(), member, spec, {"epoch": 1})
-    assert torch.load(path, weights_only=False)["format"] == RUN_FORMAT
+    assert read_checkpoint(path)["format"] == RUN_FORMAT
     loaded, saved_member = load_checkpoint(path, torch.device("cpu"))
     assert saved_member == member and not loaded.training
     saved = model.state_dict()

@@ -181,7 +181,7 @@ def offline(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("model,where", [
-    ("resnet18", "resnet18-f37072fd.pth in {tmp}/torch/hub/checkpoints"),
+    ("resnet18", "Looked for {tmp}/torch/hub/checkpoints/resnet18-f37072fd.pth."),
     ("timm/convnext_atto", "model.safetensors (or pytorch_model.bin) in "
                            "{tmp}/hf/models--timm--convnext_atto.d2_in1k/snapshots")])
 def test_pretrained_weights_that_cannot_be_fetched_name_the_file_and_folder(offline, tmp_path, model, where):

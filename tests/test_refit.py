@@ -12,6 +12,7 @@ from compete.config import load_competition, resolve_run
 from compete.errors import PipelineError
 from compete.history import MANIFEST
 from compete.leaderboard import upload_message
+from compete.runs import read_checkpoint
 
 from helpers import TINY_PRESET, make_competition, run_summary
 
@@ -48,7 +49,7 @@ def test_refit_trains_every_member_on_every_image_after_validating(workspace, fi
     summary = run_summary(run_dir)
     assert summary["refit"] is True and summary["members"][0]["refit_epochs"] == MEMBER["epochs"]
     assert summary["members"][0]["score"] is not None  # the hold-out model's validation score
-    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.pt", "m0_full.pt"]
+    assert sorted(p.name for p in (run_dir / "members").iterdir()) == ["m0_f0.safetensors", "m0_full.safetensors"]
     assert "refit on every labelled image: m0 3 epochs" in capsys.readouterr().out
 
 
@@ -57,7 +58,7 @@ def test_a_member_that_kept_its_best_epoch_refits_for_its_folds_mean_best_epoch(
     make_competition(workspace, n_train=48, preset={"members": [{**MEMBER, "select": "best", "epochs": 4}]})
     assert main(["train", "tiny", "--device", "cpu", "--refit", "--folds", "2"]) == 0
     run_dir = latest_run(workspace)
-    kept = [torch.load(run_dir / "members" / f"m0_f{f}.pt", weights_only=False)["epoch"] for f in range(2)]
+    kept = [read_checkpoint(run_dir / "members" / f"m0_f{f}.safetensors")["epoch"] for f in range(2)]
     assert fits[-1]["index"] is None and fits[-1]["epochs"] == max(1, int(np.mean(kept) + 0.5))
     assert fits[-1]["epochs"] < 4  # not the preset's schedule: the folds kept epochs 2 and 4 here
     assert run_summary(run_dir)["members"][0]["refit_epochs"] == fits[-1]["epochs"]
@@ -71,7 +72,7 @@ def test_predict_uses_the_refit_models_or_blends_them(workspace, monkeypatch, ca
     loaded = loaded_checkpoints(monkeypatch)
     capsys.readouterr()
     assert main(["predict", "tiny", "--device", "cpu"]) == 0
-    assert sorted(loaded) == (["m0_f0.pt", "m0_full.pt"] if blend else ["m0_full.pt"])
+    assert sorted(loaded) == (["m0_f0.safetensors", "m0_full.safetensors"] if blend else ["m0_full.safetensors"])
     said = capsys.readouterr().out
     assert ("refit and fold models, half and half" if blend else "refit models, trained on every") in said
     assert manifest(workspace)["models"] == ("blend" if blend else "refit")
@@ -101,7 +102,7 @@ def test_predict_models_chooses_among_a_refit_runs_models_and_each_is_its_own_pr
     assert main(["predict", "tiny", "--device", "cpu"]) == 0
     assert manifest(workspace)["models"] == "blend"  # the default: it beat the refit alone (BENCHMARKS)
     probs = {}
-    for models, names in (("folds", ["m0_f0.pt"]), ("refit", ["m0_full.pt"]), ("blend", ["m0_f0.pt", "m0_full.pt"])):
+    for models, names in (("folds", ["m0_f0.safetensors"]), ("refit", ["m0_full.safetensors"]), ("blend", ["m0_f0.safetensors", "m0_full.safetensors"])):
         loaded.clear()
         assert main(["predict", "tiny", "--device", "cpu", "--models", models]) == 0
         assert sorted(loaded) == names and manifest(workspace)["models"] == models
@@ -129,7 +130,7 @@ def test_an_interrupted_refit_resumes_to_the_weights_of_an_uninterrupted_one(wor
                                                                                monkeypatch, capsys):
     make_competition(workspace, n_train=48)
     assert main(["train", "tiny", "--device", "cpu", "--refit"]) == 0
-    expected = torch.load(latest_run(workspace) / "members" / "m0_full.pt", weights_only=False)["state_dict"]
+    expected = read_checkpoint(latest_run(workspace) / "members" / "m0_full.safetensors")["state_dict"]
 
     real_log = train._log
 
@@ -141,14 +142,14 @@ def test_an_interrupted_refit_resumes_to_the_weights_of_an_uninterrupted_one(wor
     assert main(["train", "tiny", "--device", "cpu", "--refit"]) == 130
     interrupted = latest_run(workspace)
     assert (interrupted / "members" / "resume_m0_full.pt").is_file()
-    assert not (interrupted / "members" / "m0_full.pt").exists()
+    assert not (interrupted / "members" / "m0_full.safetensors").exists()
     assert not (interrupted / "summary.json").exists()
 
     monkeypatch.setattr(train, "_log", real_log)
     capsys.readouterr()
     assert main(["train", "tiny", "--device", "cpu", "--resume"]) == 0
     assert "refit on all 48 images: resuming after epoch 1" in capsys.readouterr().out
-    actual = torch.load(interrupted / "members" / "m0_full.pt", weights_only=False)["state_dict"]
+    actual = read_checkpoint(interrupted / "members" / "m0_full.safetensors")["state_dict"]
     assert actual.keys() == expected.keys()
     for name in expected:
         assert torch.equal(actual[name], expected[name]), name

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from compete.runs import read_checkpoint
+
 from helpers import cli_process, make_competition, needs_cuda
 
 pytestmark = pytest.mark.slow  # trains for real
@@ -29,7 +31,7 @@ def train(workspace: Path, *extra: str) -> subprocess.Popen:
 
 def final_weights(workspace: Path) -> dict:
     runs = sorted((workspace / "submissions" / "tiny" / "runs").iterdir())
-    return torch.load(runs[-1] / "members" / "m0_f0.pt", weights_only=False)["state_dict"]
+    return read_checkpoint(runs[-1] / "members" / "m0_f0.safetensors")["state_dict"]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -56,7 +58,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(workspace, device):
     assert resumed.returncode == 0, output
     assert "resuming after epoch" in output
     assert (interrupted / "summary.json").exists()
-    actual = torch.load(interrupted / "members" / "m0_f0.pt", weights_only=False)["state_dict"]
+    actual = read_checkpoint(interrupted / "members" / "m0_f0.safetensors")["state_dict"]
     assert actual.keys() == expected.keys()
     for name in expected:
         assert torch.equal(actual[name], expected[name]), name

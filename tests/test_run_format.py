@@ -10,6 +10,7 @@ from compete.cli import main
 from compete.config import Member, RunConfig, competition_from_dict, member_from_dict, run_from_dict
 from compete.errors import PipelineError
 from compete.models import NetSpec, build_model
+from compete.modelfiles import load_model_file, save_model_file
 from compete.runs import RUN_FORMAT, load_checkpoint, save_checkpoint
 
 from helpers import make_competition
@@ -53,12 +54,11 @@ def test_a_checkpoint_of_another_format_is_refused(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(OLD_CONFIG))
     member = Member(model="cnn", model_args={"widths": [4], "convs": 1})
     spec = NetSpec(1, 8, 3, [0.5], [0.25])
-    path = run_dir / "members" / "m0_f0.pt"
+    path = run_dir / "members" / "m0_f0.safetensors"
     save_checkpoint(path, build_model(member, spec).state_dict(), member, spec, {})
     model, loaded = load_checkpoint(path, torch.device("cpu"))  # this version's: read
     assert loaded == member
-    checkpoint = torch.load(path, weights_only=False)
-    torch.save({**checkpoint, "format": RUN_FORMAT - 1}, path)
+    save_model_file(path, {**load_model_file(path), "format": RUN_FORMAT - 1})
     with pytest.raises(PipelineError, match=r"older run format .* ./run.sh train tiny --preset default --seed 3"):
         load_checkpoint(path, torch.device("cpu"))
 

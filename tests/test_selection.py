@@ -10,6 +10,7 @@ from compete.cli import main
 from compete.config import Member, load_competition, resolve_run
 from compete.errors import PipelineError
 from compete.train import selects_best
+from compete.runs import read_checkpoint
 
 from helpers import nchw, make_competition, run_summary
 
@@ -29,7 +30,7 @@ def logged_epochs(run_dir) -> list[dict]:
 
 def kept_epoch(run_dir) -> int:
     import torch
-    return torch.load(run_dir / "members" / "m0_f0.pt", weights_only=False)["epoch"]
+    return read_checkpoint(run_dir / "members" / "m0_f0.safetensors")["epoch"]
 
 
 def test_select_defaults_to_last_and_patience_implies_best():
@@ -95,7 +96,7 @@ def test_the_reported_score_is_the_saved_final_weights_score_with_the_submission
     run = resolve_run(comp, "default")
     dataset = training_dataset(comp, run, tiny.data_dir)
     [(_, val_idx)] = validation_splits(dataset.strata, run, dataset.groups)
-    model, saved = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
+    model, saved = load_checkpoint(run_dir / "members" / "m0_f0.safetensors", torch.device("cpu"))
     scaled = nchw(dataset.train_images[val_idx]).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1).numpy() for name in saved.tta]

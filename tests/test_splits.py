@@ -19,6 +19,7 @@ from compete.splits import always_trained, holdout_split, kfold_splits, straddli
 from compete.lrfind import LRSweep, find_lrs
 from compete.runtime import start_session
 from compete.pipeline import train_competition, training_dataset
+from compete.runs import read_checkpoint
 
 from helpers import TINY_PRESET, make_competition, image_bytes, put_file, read_file, with_pictures
 
@@ -162,7 +163,7 @@ def test_normalization_statistics_come_from_the_training_part_only(workspace):
     assert expected != everything  # the hold-out would move them
     run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     shape = json.loads((run_dir / "config.json").read_text())["shape"]
-    checkpoint = torch.load(run_dir / "members" / "m0_f0.pt", weights_only=False)
+    checkpoint = read_checkpoint(run_dir / "members" / "m0_f0.safetensors")
     for recorded in (shape, checkpoint["shape"]):
         assert (recorded["mean"], recorded["std"]) == expected
 

@@ -14,7 +14,7 @@ from compete.models import NetSpec, build_model
 from compete.runtime import start_session
 from compete.pipeline import train_competition
 from compete.predict import fold_outputs
-from compete.runs import load_checkpoint, save_checkpoint
+from compete.runs import load_checkpoint, read_checkpoint, save_checkpoint
 
 from helpers import nchw, cpu_session, make_competition
 
@@ -44,7 +44,7 @@ def write_member(run_dir, fold: int, tta: list[str]) -> torch.nn.Module:
     """A trained-looking member checkpoint (random weights) in a run folder."""
     member = Member(model="cnn", model_args={"widths": [4], "convs": 1}, tta=tta)
     model = build_model(member, SHAPE)
-    save_checkpoint(run_dir / "members" / f"m0_f{fold}.pt", model.state_dict(), member, SHAPE,
+    save_checkpoint(run_dir / "members" / f"m0_f{fold}.safetensors", model.state_dict(), member, SHAPE,
                     {"epoch": 1, "fold": fold})
     return model.eval()
 
@@ -92,7 +92,7 @@ def test_hold_out_probabilities_are_the_members_tta_average(workspace):
     run_dir = train_competition(start_session(comp, run), tiny.data_dir)
     dataset = load_train(comp, DataDir(tiny.data_dir))
     _, val_idx = holdout_split(dataset.train_targets, 0.25, 0)
-    model, member = load_checkpoint(run_dir / "members" / "m0_f0.pt", torch.device("cpu"))
+    model, member = load_checkpoint(run_dir / "members" / "m0_f0.safetensors", torch.device("cpu"))
     scaled = nchw(dataset.train_images[val_idx]).float() / 255
     with torch.no_grad():
         views = [model(TTA[name](scaled)).softmax(1) for name in member.tta]
@@ -105,8 +105,8 @@ def test_a_checkpoint_holds_its_net_spec_as_a_plain_dict_and_predicts_alone(tmp_
     """Runs saved before NetSpec existed hold `shape` as a plain dict: same keys, same model."""
     (tmp_path / "members").mkdir()
     model = write_member(tmp_path, 0, ["identity"])
-    path = tmp_path / "members" / "m0_f0.pt"
-    checkpoint = torch.load(path, weights_only=False)
+    path = tmp_path / "members" / "m0_f0.safetensors"
+    checkpoint = read_checkpoint(path)
     assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     [[(_, probs)]] = fold_outputs(tmp_path, images, cpu_session().runtime)

@@ -3,7 +3,6 @@ workspace), never a path outside it; the shipped presets name files that are the
 from pathlib import Path
 
 import pytest
-import yaml
 
 from compete.cli import main
 from compete.config import load_competition, parse_sets, resolve_run
@@ -56,19 +55,3 @@ def test_a_missing_weights_file_names_the_folder_and_the_environment_variable(wo
     assert main(["train", tiny.name, "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert f"mobilenet.pth not found in {tmp_path / 'empty'}" in err and "COMPETE_WEIGHTS" in err
-
-
-def test_shipped_presets_name_files_that_the_weights_folder_holds():
-    """bench/gpu_prepare.sh and gpu.sh find the files as here (bench/weights_files.py)."""
-    from compete.config import PROJECT_ROOT, weights_dir
-    if not weights_dir().is_dir():
-        pytest.skip(f"no weights folder at {weights_dir()}")
-    named = {Path(member.weights) for yaml_path in (PROJECT_ROOT / "competition").glob("*.yaml")
-             for preset in load_competition(yaml_path.stem).presets
-             for member in resolve_run(load_competition(yaml_path.stem), preset).members if member.weights}
-    assert named, "some shipped preset uses a local weights file"
-    for path in named:
-        assert path.parent == weights_dir() and path.is_file(), path
-    for yaml_path in (PROJECT_ROOT / "competition").glob("*.yaml"):  # the yamls name just the file
-        for preset in yaml.safe_load(yaml_path.read_text())["presets"].values():
-            assert all("/" not in member.get("weights", "") for member in preset["members"])

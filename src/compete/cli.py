@@ -36,12 +36,17 @@ def parser() -> argparse.ArgumentParser:
         return sub
 
     _train_options(command("train", "train the competition's models into a new run folder"))
+    _package_options(command("package", "write submissions/NAME/kaggle/: a run as a Kaggle dataset and an "
+                             "offline kernel that predicts with it (code competitions)"))
     predict = command("predict", "write submissions/NAME/submission.csv from a trained run")
     predict.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
     predict.add_argument("--models", choices=PREDICTING_MODELS,
                          help="which of the run's models predict: its fold models, its models refit on "
                               "every labelled image (train --refit), or both half and half "
                               "(default: refit where the run has one, as its refit_blend says)")
+    predict.add_argument("--time-limit", type=float, metavar="SECONDS",
+                         help="end within SECONDS: measure each model's rate on the first images and "
+                              "drop the costliest TTA views, then members, that would not fit")
     runs = commands.add_parser("runs", help="list runs, newest first: local and public score, members, "
                                "wall time and time limit, commit")
     runs.add_argument("name", nargs="?", help="competition; default: every competition with runs")
@@ -89,6 +94,14 @@ def _train_options(train: argparse.ArgumentParser) -> None:
                             "0 turns a preset's limit off")
 
 
+def _package_options(package: argparse.ArgumentParser) -> None:
+    package.add_argument("--run", help="run id under submissions/NAME/runs (default: the latest)")
+    package.add_argument("--time-limit", type=float, metavar="SECONDS",
+                         help="the kernel predicts within SECONDS (as predict --time-limit)")
+    package.add_argument("--test-images", type=int, metavar="N",
+                         help="print the expected runtime for N hidden test images (default: the public test's count)")
+
+
 def _site_commands(commands) -> None:
     """init, download, submit and scores: the commands that meet the downloaded files and the site."""
     init = commands.add_parser("init", help="write competition/NAME.yaml from the downloaded files")
@@ -110,6 +123,11 @@ def _site_commands(commands) -> None:
                                                 "local score, commit)")
     submit.add_argument("--wait", type=float, default=60, metavar="SECONDS",
                         help="how long to wait for Kaggle to score it (default 60)")
+    submit.add_argument("--kernel", action="store_true",
+                        help="a code competition: upload the packaged dataset, push the kernel, wait for "
+                             "it and submit its output (./run.sh package NAME first)")
+    submit.add_argument("--kernel-wait", type=float, default=9 * 3600, metavar="SECONDS",
+                        help="with --kernel: how long to wait for the kernel to run (default 9 hours)")
     scores = commands.add_parser("scores", help="read the public scores of earlier uploads back from Kaggle")
     scores.add_argument("name", help="competition (a file competition/NAME.yaml)")
 
@@ -148,7 +166,13 @@ def _train(args, comp, data_dir) -> int:
 
 def _predict(args, comp, data_dir) -> int:
     from .predict import predict_competition
-    predict_competition(comp, data_dir, args.run, args.device, args.models)
+    predict_competition(comp, data_dir, args.run, args.device, args.models, args.time_limit)
+    return 0
+
+
+def _package(args, comp, data_dir) -> int:
+    from .package import package_run
+    package_run(comp, data_dir, args.run, args.time_limit, args.test_images)
     return 0
 
 
@@ -173,6 +197,10 @@ def _init(args) -> int:  # init writes the yaml that the other data commands loa
 
 
 def _submit(args, comp, data_dir) -> int:
+    if args.kernel:
+        from .codesubmit import submit_kernel
+        submit_kernel(comp, args.message, args.kernel_wait, args.wait)
+        return 0
     from .leaderboard import submit
     submit(comp, data_dir, args.run, args.message, args.wait)
     return 0
@@ -214,7 +242,8 @@ def _report(args) -> int:
     return 0
 
 
-ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit}
+ON_DATA = {"train": _train, "predict": _predict, "lr-find": _lr_find, "check": _check, "submit": _submit,
+           "package": _package}
 # runs, report, compare and scores read run folders only; download fills the data folder; init reads it
 # without a yaml
 NO_DATA = {"runs": _runs, "report": _report, "compare": _compare, "download": _download, "scores": _scores,

@@ -2,8 +2,8 @@
 (survey.py), with presets sized to the data, and say which guesses the user should confirm.
 
 Small images (up to SMALL_SIDE pixels) get the in-memory recipes trained from scratch (apparel's
-CNN for gray images, cifar10's ResNet-style net for colour); photos get the pretrained MobileNetV2
-file at PHOTO_SIDE pixels, fine-tuned head first.
+CNN for gray images, cifar10's ResNet-style net for colour); photos get torchvision's pretrained
+MobileNetV2 (its own weights, from its cache) at PHOTO_SIDE pixels, fine-tuned head first.
 """
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from .config import (TargetSettings, competitions_dir, inputs_dir, load_competition, resolve_run,
-                     weights_dir)
+from .config import TargetSettings, competitions_dir, inputs_dir, load_competition, resolve_run
 from .errors import PipelineError
 from .files import DataDir, examples
 from .leaderboard import fetch
 from .metrics import BINARY, MULTI, REGRESSION
+from .model_names import model_library
+from .models import torchvision_cache_file
 from .survey import Images, Survey, survey
 from .tables import sample_format
 from .target_guess import infer_target
@@ -27,7 +28,7 @@ from .targets import Target, fit_target
 
 SMALL_SIDE = 64           # images up to this side train from scratch, in memory
 PHOTO_SIDE = 224          # larger images (photos) are squashed to this side for pretrained members
-PRETRAINED_FILE = "mobilenet_v2_imagenet_fp16.pth"  # ImageNet MobileNetV2, an fp16 torchvision state_dict
+PRETRAINED_MODEL = "tv/mobilenet_v2"  # torchvision's ImageNet MobileNetV2: downloaded once into its cache
 SMALL_DATA = 2000         # fewer training images than this: hold out 20% for a steadier score
 MIN_BATCH = 8             # smallest batch a preset is shrunk to for tiny training sets
 
@@ -96,21 +97,24 @@ def small_presets(channels: int, side: int, fit_images: int, hflip: bool, val: f
 
 
 def photo_presets(side: int, fit_images: int, hflip: bool, val: float) -> dict:
-    """The pretrained MobileNetV2 file with a new head. `default` trains the head alone on the
+    """torchvision's pretrained MobileNetV2 with a new head. `default` trains the head alone on the
     frozen ImageNet features: on a CPU that costs a forward pass per image, and on a few hundred
     photos it scored as well as fine-tuning everything (BENCHMARKS.md). `finetune` then trains
     everything with lower rates for earlier layers; `ensemble` adds torchvision's pretrained
     ResNet-18 from its cache. fp32: depthwise convolutions run faster in fp32 than bf16 on CPUs."""
-    member = {"model": "mobilenet_v2", "weights": PRETRAINED_FILE, "normalize": "imagenet",
+    member = {"model": PRETRAINED_MODEL, "pretrained": True, "normalize": "imagenet",
               "epochs": 5, "freeze_epochs": 5, "freeze_bn": True,
               "batch_size": batch_for(32, fit_images), "optimizer": "adamw", "lr": 0.002,
               "weight_decay": 0.01, "label_smoothing": 0.1, "pad_crop": side // 14, "tta": tta(hflip)}
     finetune = {**member, "epochs": 5, "freeze_epochs": 3, "lr_decay": 0.3, "lr_groups": 3}
-    resnet = {key: value for key, value in member.items() if key != "weights"}
-    resnet.update(model="tv/resnet18", pretrained=True, freeze_bn=False)
+    resnet = {**member, "model": "tv/resnet18", "freeze_bn": False}
     run = {"val_fraction": val, "precision": "fp32"}
     return {"default": {**run, "members": [member]}, "finetune": {**run, "members": [finetune]},
             "ensemble": {**run, "members": [member, resnet]}}
+
+
+def _arch(model: str) -> str:
+    return model_library(model)[1]
 
 
 def guess_metric(target: Target, fill: str | None) -> tuple[str, str]:
@@ -175,11 +179,12 @@ def yaml_settings(found: Survey) -> Choices:
     choices.summary += [f"images      {found.images.describe()}",
                         f"submission  {columns} in {found.sample_csv}, ids in column {found.id_column!r}"]
     choices.confirm.append("hflip: true (mirrored images keep their class) and vflip: false")
-    if photos and not (weights_dir() / PRETRAINED_FILE).is_file():
+    if photos and not torchvision_cache_file(_arch(PRETRAINED_MODEL)).is_file():
         choices.confirm.append(
-            f"the presets load {PRETRAINED_FILE} from the weights folder {weights_dir()}, which does not "
-            f"hold it: put it there (or point COMPETE_WEIGHTS at its folder), or train from scratch "
-            f"with --set weights=none")
+            f"the presets start from torchvision's ImageNet weights of {PRETRAINED_MODEL}, downloaded on "
+            f"first use to {torchvision_cache_file(_arch(PRETRAINED_MODEL))}; offline, put that file "
+            f"there (TORCH_HOME names the folder above hub/), or train from scratch with "
+            f"--set pretrained=false")
     if found.images.unreadable:
         choices.confirm.append(f"{len(found.images.unreadable)} sampled image(s) did not open: "
                                f"{examples(found.images.unreadable)}")
@@ -215,11 +220,12 @@ def _presets(choices: Choices, images: int, channels: int, side: int, photos: bo
         return
     choices.set("presets", photo_presets(side, fit_images, hflip, val))
     choices.presets_note = [
-        f"Presets: default trains a new head on the ImageNet MobileNetV2 file {PRETRAINED_FILE}",
-        "(in the weights folder), its backbone frozen, at the competition's image_size; finetune",
-        "then trains everything, earlier layers at lower rates (slower on a CPU); ensemble adds",
-        "torchvision's pretrained resnet18 (its weights in torchvision's cache). From scratch:",
-        "--set weights=none."]
+        f"Presets: default trains a new head on torchvision's ImageNet MobileNetV2 ({PRETRAINED_MODEL},",
+        "pretrained: the library downloads its weights once into $TORCH_HOME/hub/checkpoints), its",
+        "backbone frozen, at the competition's image_size; finetune then trains everything, earlier",
+        "layers at lower rates (slower on a CPU); ensemble adds torchvision's pretrained resnet18.",
+        "Your own weights file instead: weights: FILE (in the weights folder). From scratch:",
+        "--set pretrained=false."]
 
 
 def _templates(choices: Choices, found: Survey) -> None:

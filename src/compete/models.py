@@ -16,6 +16,7 @@ from .config import Competition, Member, weights_dir
 from .errors import PipelineError
 from .imagestore import ImageFile, channel_stats
 from .model_names import OWN_MODEL_NAMES, model_library
+from .modelfiles import read_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -160,9 +161,7 @@ def pretrained_file(library: str, arch: str) -> str:
     download would write, which an offline load reads instead."""
     import torch.hub
     if library == "torchvision":
-        import torchvision
-        url = torchvision.models.get_model_weights(arch).DEFAULT.url
-        return f"{Path(url).name} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+        return str(torchvision_cache_file(arch))
     import huggingface_hub.constants
     from timm.models import get_pretrained_cfg
     config = get_pretrained_cfg(arch)
@@ -172,6 +171,15 @@ def pretrained_file(library: str, arch: str) -> str:
         return f"model.safetensors (or pytorch_model.bin) in {repo / 'snapshots' / '<revision>'}"
     url = config.url if config is not None else ""
     return f"{Path(url).name or arch} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+
+
+def torchvision_cache_file(arch: str) -> Path:
+    """The file torchvision's default pretrained weights of `arch` are downloaded to and read from:
+    $TORCH_HOME/hub/checkpoints/<the release's file name>."""
+    import torch.hub
+    import torchvision
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
 def _unwrap_state(state) -> dict:
@@ -206,7 +214,9 @@ def load_backbone_weights(net: nn.Module, path: str, head_name: str) -> None:
                             f"there (the weights folder is $COMPETE_WEIGHTS, else weights/ in the "
                             f"workspace), or fix 'weights:' in the competition yaml.")
     try:
-        state = _unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
+        state = _unwrap_state(read_weights(path))
+    except PipelineError:
+        raise  # a pickle that would build more than tensors: refused in one line
     except Exception as error:
         raise PipelineError(
             f"Weights file {path} is not a readable state_dict ({_load_failure(error)}). A file that "

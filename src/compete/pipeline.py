@@ -24,7 +24,7 @@ from .metrics import check_metric, score
 from .errors import PipelineError
 from .models import NetSpec, member_model, member_seed, net_spec
 from .report import analyse_run
-from .runs import RUN_FORMAT, RunFolder, new_run_dir, save_checkpoint, write_json
+from .runs import RUN_FORMAT, RunFolder, new_run_dir, read_checkpoint, save_checkpoint, write_json
 from .runtime import Session
 from .splits import validation_splits
 from .submission import submission_format
@@ -273,7 +273,7 @@ def _member_on(job: TrainingRun, m: int, fold: Fold) -> Member:
     member, folder = job.session.run.members[m], job.folder
     if fold.index is not None or not selects_best(member):
         return member
-    kept = distributed.share([torch.load(folder.member_path(m, f), map_location="cpu", weights_only=False)["epoch"]
+    kept = distributed.share([read_checkpoint(folder.member_path(m, f))["epoch"]
                               for f in range(len(job.splits))] if distributed.is_main() else None)  # main writes them
     return replace(member, epochs=max(1, int(np.mean(kept) + 0.5)))
 
@@ -287,7 +287,7 @@ def _train_fold(job: TrainingRun, m: int, fold: Fold, spec: NetSpec):
         fold = replace(fold, deadline=job.deadlines.of(m, folds if fold.index is None else fold.index))
     final = folder.member_path(m, fold.index)
     if final.is_file():  # finished before an interruption
-        return torch.load(final, map_location="cpu", weights_only=False).get("val_probs")
+        return read_checkpoint(final).get("val_probs")
     member = _member_on(job, m, fold)
     model = member_model(member, spec, session.runtime.device, member_seed(fold.seed, m))
     if session.run.compile:

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import torch
 
+from . import modelfiles
 from .atomic import held_by_this_process, holder, write_atomically
 from .config import Member, member_from_dict, submissions_dir
 from .errors import PipelineError
 from .models import NetSpec, build_model
 
-RUN_FORMAT = 2  # what a run folder and its checkpoints hold; raised whenever that changes, so that
-                # a run written otherwise is refused (check_format) instead of half-read
+RUN_FORMAT = 3  # what a run folder and its checkpoints hold; raised whenever that changes, so that
+                # a run written otherwise is refused (check_format) instead of half-read.
+                # 3: checkpoints are safetensors and resume states plain tensors (modelfiles.py);
+                # 2 and before held pickles, which are never loaded.
 
 TRAINING_LOCK = ".training.lock"  # held by the process training a run folder (atomic.py)
 
@@ -38,7 +41,8 @@ class RunFolder:
 
     def member_path(self, m: int, f: int | None) -> Path:
         """The finished checkpoint of member m on fold f; f None: its refit on every labelled image."""
-        return self.members_dir / (f"m{m}_full.pt" if f is None else f"m{m}_f{f}.pt")
+        name = f"m{m}_full" if f is None else f"m{m}_f{f}"
+        return self.members_dir / (name + modelfiles.SUFFIX)
 
     def resume_path(self, m: int, f: int | None) -> Path:
         """Training state after the last complete epoch of an unfinished member m, fold f (None:
@@ -66,7 +70,7 @@ class RunFolder:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(member index, path) of every finished fold checkpoint, member by member."""
-        return self._members(sorted(self.members_dir.glob("m*_f[0-9]*.pt")))
+        return self._members(sorted(self.members_dir.glob(f"m*_f[0-9]*{modelfiles.SUFFIX}")))
 
     @staticmethod
     def _members(paths: list[Path]) -> list[tuple[int, Path]]:
@@ -75,14 +79,15 @@ class RunFolder:
 
     @staticmethod
     def checkpoint_fold(path: Path) -> int | None:
-        """The fold of a member checkpoint m{m}_f{f}.pt; None for one refit on all images
-        (m{m}_full.pt)."""
+        """The fold of a member checkpoint m{m}_f{f}.safetensors; None for one refit on all
+        images (m{m}_full.safetensors)."""
         part = Path(path).stem.split("_")[1]
         return int(part[1:]) if part[1:].isdigit() else None
 
     def refits(self) -> list[tuple[int, Path]]:
         """(member index, path) of every finished refit on all labelled images (train --refit)."""
-        return sorted(self._members(list(self.members_dir.glob("m*_full.pt"))), key=lambda pair: pair[0])
+        return sorted(self._members(list(self.members_dir.glob(f"m*_full{modelfiles.SUFFIX}"))),
+                      key=lambda pair: pair[0])
 
     @property
     def finished(self) -> bool:
@@ -198,13 +203,20 @@ def rebuild_command(run_dir: Path) -> str:
 
 def save_checkpoint(path: Path, state_dict: dict, member: Member, shape: NetSpec, extra: dict) -> None:
     """Weights plus everything needed to rebuild the model without the competition yaml."""
-    state = {"format": RUN_FORMAT, "member": asdict(member), "shape": asdict(shape), "state_dict": state_dict, **extra}
-    write_atomically(path, lambda file: torch.save(state, file))
+    state = {"format": RUN_FORMAT, "member": asdict(member), "shape": asdict(shape), "state_dict": state_dict,
+             **extra}
+    modelfiles.save_model_file(path, state)  # safetensors: reading it runs no code
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint as save_checkpoint was given it (member, shape, state_dict and the extras),
+    once its run format is this version's."""
+    return check_format(modelfiles.load_model_file(path), Path(path).parent.parent)
 
 
 def load_checkpoint(path: Path, device: torch.device):
     """The member's model, rebuilt from its checkpoint alone and in eval mode, and its settings."""
-    checkpoint = check_format(torch.load(path, map_location="cpu", weights_only=False), Path(path).parent.parent)
+    checkpoint = read_checkpoint(path)
     member = member_from_dict(checkpoint["member"], str(path))
     model = build_model(member, NetSpec(**checkpoint["shape"]), load_weights=False)
     model.load_state_dict(checkpoint["state_dict"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +29,7 @@ from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 from .inference import predict_logits, tta_probs
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
+from .modelfiles import load_plain
 from .pace import PACE_PASSES, EpochTimes, Pace, meet_deadline
 from .runtime import Session
 from .targets import SINGLE_LABEL, Target
@@ -320,7 +321,7 @@ class Progress:
 
 def _save_resume(path: Path, progress: Progress, training: Training) -> None:
     generator, ema = training.generator, training.ema
-    state = {"progress": progress, "model": training.model.state_dict(),
+    state = {"progress": progress_state(progress), "model": training.model.state_dict(),
              "optimizer": training.optimizer.state_dict(), "scheduler": training.scheduler.state_dict(),
              "ema": ema.state_dict() if ema is not None else None,
              "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -331,7 +332,7 @@ def _save_resume(path: Path, progress: Progress, training: Training) -> None:
 
 
 def _load_resume(path: Path, training: Training) -> Progress:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_plain(path, "Resume state", "Delete it to train that fit from its start.")  # runs no code
     training.model.load_state_dict(state["model"])
     training.optimizer.load_state_dict(state["optimizer"])
     training.scheduler.load_state_dict(state["scheduler"])
@@ -341,10 +342,21 @@ def _load_resume(path: Path, training: Training) -> Progress:
     torch.set_rng_state(state["torch_rng"])
     if state.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(state["cuda_rng"], training.generator.device)
-    progress = state["progress"]
-    if "best_score" in vars(progress):  # resume files written before the rename to best_value
-        progress.best_value = vars(progress).pop("best_score")
-    return progress
+    return progress_from(state["progress"])
+
+
+def progress_state(progress: Progress) -> dict:
+    """Progress as tensors and plain values, which torch.load(weights_only=True) reads back."""
+    state = {**vars(progress), "pace": None if progress.pace is None else asdict(progress.pace)}
+    if progress.best_val_probs is not None:
+        state["best_val_probs"] = torch.from_numpy(np.asarray(progress.best_val_probs))
+    return state
+
+
+def progress_from(state: dict) -> Progress:
+    probs = state["best_val_probs"]
+    return Progress(**{**state, "best_val_probs": None if probs is None else probs.numpy(),
+                       "pace": None if state["pace"] is None else Pace(**state["pace"])})
 
 
 def start_fit(model, member: Member, session: Session, data: LabelledImages, fold: Fold) -> Training:

@@ -1,0 +1,358 @@
+"""Images as uint8 arrays: decoding (folder or zip), the decoded-array cache, label encoding,
+image groups, stratified (group-aware) splits and normalization statistics.
+
+Each image is decoded once, in parallel, into an on-disk store under inputs/.cache/
+(imagestore.py) keyed by the input files' sizes and times, so later epochs and later runs never
+touch an image file again; the store is read by rows, never loaded whole. The cache also records
+which images could not be read and why, so a broken image is explained without decoding again.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
+
+from .atomic import write_atomically
+from .config import Competition, RunConfig, cache_dir, PipelineError, target_settings
+from .files import EXAMPLES, DataDir, Problems, examples
+from .imagestore import ImageFile, channel_stats, decode_into, draft, fit_to_size  # noqa: F401 (channel_stats: re-exported)
+from .layout import image_paths
+from .leakage import train_groups
+from .tables import Tables, load_tables
+from .targets import Target, fit_target
+
+CACHE_VERSION = 3  # bump when decoding or the cache layout changes, so old caches are not reused
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # modes Pillow gives 16-bit gray PNGs
+NOT_FOUND = "not found"
+SIGNATURES = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"II*", b"MM\0*")  # PNG, JPEG, GIF, BMP, TIFF
+EXIF_ORIENTATION = 0x0112      # EXIF tag: how the camera was held (1 = upright)
+BACKGROUND = (255, 255, 255)  # what transparent pixels show: the white of a page or a web site
+
+
+def open_image(raw: bytes, draft_to: tuple[str, int] | None = None) -> Image.Image:
+    """Decode any image Pillow knows (the content decides, not the file name); raises if broken.
+    With `draft_to` (mode, side), a JPEG may decode at a reduced scale (imagestore.draft); the
+    file's own format, mode and size stay in image.info["file"]."""
+    if not raw:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(raw))
+        image.info["file"] = f"{image.format} {image.mode} {image.width}x{image.height}"
+        if draft_to is not None:
+            draft(image, *draft_to)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "palette images with transparency", once per image
+            image.load()
+    except UnidentifiedImageError:
+        if raw.startswith(SIGNATURES):
+            raise ValueError(f"truncated or damaged image ({len(raw)} bytes)") from None
+        raise ValueError(f"not an image file (starts with {raw[:8]!r})") from None
+    return image
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """Transparent images (alpha channel, or a palette / colour marked transparent) composited
+    on white, as a viewer shows them; dropping alpha would reveal whatever colour hides there."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)
+    return image
+
+
+def to_array(image: Image.Image, channels: int, size: int, resize: str = "squash") -> np.ndarray:
+    """Any mode (gray, RGB, RGBA, palette, 16-bit) to uint8 (size, size, channels), resized by
+    the `resize` policy (imagestore.fit_to_size): turned upright as its EXIF orientation says,
+    transparency composited on white."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # a phone photo taken sideways
+        image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT:
+        # Pillow's own conversion clips 16-bit values at 255; scale the full range instead
+        array = np.asarray(image, dtype=np.float64) / 257
+        image = Image.fromarray(np.clip(array.round(), 0, 255).astype(np.uint8), mode="L")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        image = on_white(image).convert("L" if channels == 1 else "RGB")
+    array = np.asarray(fit_to_size(image, size, resize), dtype=np.uint8)
+    return array[:, :, None] if channels == 1 else array
+
+
+def decode_image(raw: bytes, channels: int, size: int) -> np.ndarray:
+    """Image file bytes to uint8 (size, size, channels); raises ValueError or OSError if broken."""
+    return to_array(open_image(raw), channels, size)
+
+
+@dataclass
+class Decoded:
+    """One split's images, decoded in id order into their on-disk store."""
+    images: ImageFile                  # (N, H, W, C) uint8, read by rows; zeros where unreadable
+    bad: dict[int, str] = field(default_factory=dict)        # row -> why it is unreadable
+    formats: dict[str, int] = field(default_factory=dict)    # "PNG L 28x28" -> image count
+
+
+def decode_file(data: DataDir, channels: int, size: int, resize: str, path: str | None):
+    """One image file -> (uint8 (size, size, channels), its format); None: a missing file. Runs
+    in the decoding processes (module level, so that it pickles)."""
+    if path is None:
+        raise FileNotFoundError(NOT_FOUND)
+    image = open_image(data.read_bytes(path), ("L" if channels == 1 else "RGB", size))
+    return to_array(image, channels, size, resize), image.info["file"]
+
+
+def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set[int], cache: Path) -> None:
+    """Decode every image into the store `cache`. Its meta (unreadable rows, formats) lands
+    first, the .npy last: the .npy appearing marks a complete entry."""
+    shape = (len(paths), comp.image_size, comp.image_size, comp.channels)
+    items = [None if i in missing else path for i, path in enumerate(paths)]
+    decode = functools.partial(decode_file, data, comp.channels, comp.image_size, comp.resize)
+    meta = {}
+
+    def fill(file):
+        meta["bad"], meta["formats"] = decode_into(file, shape, items, decode, f"decode {paths[0].split('/')[0]}")
+
+    def write_meta(_partial):
+        write_atomically(cache.with_suffix(".json"), lambda file: file.write(json.dumps(meta).encode()))
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(cache, fill, check=write_meta)
+    except OSError as error:
+        raise PipelineError(f"Cannot write the decoded images to {cache.parent} ({error}): they need "
+                            f"{np.prod(shape) / 2 ** 30:.2f} GiB there. Free some space, or make "
+                            f"the folder writable.") from None
+
+
+def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], tag: str):
+    key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, comp.resize, ids, data.fingerprint(paths)])
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return cache_dir() / comp.name / f"{tag}-{digest}.npy"
+
+
+def _read_cache(cache) -> Decoded | None:
+    try:
+        meta = json.loads(cache.with_suffix(".json").read_text())
+        images = ImageFile(cache)
+    except (OSError, ValueError):  # absent, or left unreadable by a full disk
+        return None
+    return Decoded(images, {int(i): why for i, why in meta["bad"].items()}, meta["formats"])
+
+
+def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], bad: dict,
+                 tag: str) -> str:
+    split, table = ("training", comp.train_csv) if tag == "train" else ("test", comp.sample_submission)
+    listing = f"the files from {comp.train_images}/" if comp.layout == "folders" else f"their rows from {table}"
+    remedy = (f"If they cannot be had, remove {listing} or pass --skip-bad-images."
+              if tag == "train" else "Every test image is needed for the submission.")
+    if bad[rows[0]] == NOT_FOUND:
+        return (f"{len(rows)} {split} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
+                f"{data.not_found(paths[rows[0]])} {remedy}")
+    listed = [f"{data.describe(paths[i])} (id {ids[i]!r}): {bad[i]}" for i in rows[:EXAMPLES]]
+    return (f"{len(rows)} {split} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
+            f"Download them again. {remedy}")
+
+
+def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], tag: str,
+                skip_bad: bool = False, problems: Problems | None = None) -> Decoded:
+    """Decoded images (N, H, W, C) uint8 in `ids` order, from the cache when the files are unchanged.
+
+    Missing and unreadable images are problems (missing ones reported before any decoding),
+    unless `skip_bad`: then they stay zeros, listed in `bad`.
+    """
+    problems = problems or Problems()
+    if comp.channels not in (1, 3) or not isinstance(comp.image_size, int) or comp.image_size < 1:
+        raise PipelineError(f"competition/{comp.name}.yaml: channels must be 1 (gray) or 3 (RGB) and "
+                            f"image_size a positive number of pixels; it says {comp.channels} and "
+                            f"{comp.image_size!r}.")
+    if not ids:
+        return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
+    paths = image_paths(comp, tag, folder, ids)
+    missing = [i for i, path in enumerate(paths) if not data.exists(path)]
+    if missing and not skip_bad:
+        problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, tag))
+    cache = _cache_file(comp, data, paths, ids, tag)
+    decoded = _read_cache(cache)
+    if decoded is None:
+        _decode_all(comp, data, paths, set(missing), cache)
+        decoded = _read_cache(cache)
+    unreadable = [i for i in sorted(decoded.bad) if decoded.bad[i] != NOT_FOUND]
+    if unreadable and not skip_bad:
+        problems.report(_bad_message(comp, data, paths, ids, unreadable, decoded.bad, tag))
+    return decoded
+
+
+@dataclass
+class TrainingSet:
+    """The labelled images, decoded, with their class indices and the checked tables (not a
+    torch Dataset: batches are drawn by index from the store, batches.py)."""
+    tables: Tables
+    train_images: ImageFile        # (N, H, W, C) uint8, in training order, read by rows
+    train_targets: np.ndarray      # encoded by `target`: (N,) class indices, (N, tags) 0/1, (N,) numbers
+    skipped: int = 0               # unreadable training images dropped
+    groups: np.ndarray | None = None  # (N,) group of each image, kept on one side of every split
+    target: Target | None = None   # the target kind, fitted to the training labels
+
+    @property
+    def strata(self) -> np.ndarray:
+        """One group per image (class, rarest tag, grade) for stratified splits."""
+        return self.target.strata(self.train_targets)
+
+
+def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> TrainingSet:
+    """The training set, after checking every input; the test images are decoded too (and
+    cached for predict), so a broken test image stops us now rather than after training."""
+    tables = load_tables(comp, data)
+    train = load_images(comp, data, comp.train_images, tables.train_ids, "train", skip_bad)
+    load_images(comp, data, comp.test_images, tables.test_ids, "test")
+    target = fit_target(target_settings(comp), tables.train_labels)
+    targets = target.encode(tables.train_labels)
+    images = train.images
+    if train.bad:
+        skipped = sorted(train.bad)
+        print(f"Skipping {len(skipped)} unreadable training image(s) (--skip-bad-images): "
+              f"{examples([f'{tables.train_ids[i]!r} ({train.bad[i]})' for i in skipped])}")
+        keep = np.setdiff1d(np.arange(len(targets)), skipped)
+        images, targets = images.subset(keep), targets[keep]
+        tables.train_ids = [tables.train_ids[i] for i in keep]
+        tables.train_labels = [tables.train_labels[i] for i in keep]
+    groups = train_groups(comp, data, tables.train_ids, images)
+    return TrainingSet(tables, images, targets, skipped=len(train.bad), groups=groups, target=target)
+
+
+def training_dataset(comp: Competition, run: RunConfig, data_dir: Path, skip_bad: bool = False) -> TrainingSet:
+    """The training images a run uses: the competition's, or the run's stratified subset of them."""
+    return stratified_subset(load_train(comp, DataDir(data_dir), skip_bad), run.subset, run.seed)
+
+
+def load_test(comp: Competition, data: DataDir) -> tuple[Tables, ImageFile]:
+    tables = load_tables(comp, data)
+    return tables, load_images(comp, data, comp.test_images, tables.test_ids, "test").images
+
+
+def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet:
+    """A smaller training set with the same class (stratum) proportions, for quick experiments."""
+    if not 0 < size < len(dataset.train_targets):
+        return dataset
+    keep, _ = train_test_split(np.arange(len(dataset.train_targets)), train_size=size,
+                               random_state=seed, stratify=dataset.strata)
+    keep = np.sort(keep)
+    tables = dataset.tables
+    tables.train_ids = [tables.train_ids[i] for i in keep]
+    tables.train_labels = [tables.train_labels[i] for i in keep]
+    groups = None if dataset.groups is None else dataset.groups[keep]
+    return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped,
+                       groups, dataset.target)
+
+
+def rare_classes(targets: np.ndarray, minimum: int) -> np.ndarray:
+    """Class indices with fewer than `minimum` images."""
+    return np.flatnonzero((np.bincount(targets) < minimum) & (np.bincount(targets) > 0))
+
+
+def always_trained(targets: np.ndarray, minimum: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Which images train in every split: those of classes with fewer than `minimum` images, and
+    every image of their groups."""
+    rare = np.isin(targets, rare_classes(targets, minimum))
+    return rare if groups is None else np.isin(groups, groups[rare])
+
+
+def holdout_split(targets: np.ndarray, fraction: float, seed: int,
+                  groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation indices. Classes too small to split (one image) stay in
+    training; fraction 0 trains on everything without validation. With groups, the hold-out is
+    one of round(1 / fraction) stratified group folds (0.1: a tenth, 0.3: a third)."""
+    everything = np.arange(len(targets))
+    if fraction <= 0:
+        return everything, everything[:0]
+    rare = always_trained(targets, 2, groups)
+    common = np.flatnonzero(~rare)
+    try:
+        if groups is None:
+            train_idx, val_idx = train_test_split(
+                common, test_size=fraction, random_state=seed, stratify=targets[common])
+        else:
+            held = group_folds(targets[common], groups[common], max(2, round(1 / fraction)), seed) == 0
+            train_idx, val_idx = common[~held], common[held]
+    except ValueError as error:
+        raise PipelineError(
+            f"Cannot hold out val_fraction={fraction} of {len(common)} images stratified over "
+            f"{len(np.unique(targets[common]))} classes with two or more images"
+            f"{_in_groups(groups, common)} ({error}). Change it with --set val_fraction=..., use "
+            f"--folds K, or add images.") from None
+    return np.sort(np.concatenate([train_idx, np.flatnonzero(rare)])), np.sort(val_idx)
+
+
+def _in_groups(groups: np.ndarray | None, rows: np.ndarray) -> str:
+    return "" if groups is None else f" in {len(np.unique(groups[rows]))} groups"
+
+
+def kfold_splits(targets: np.ndarray, folds: int, seed: int,
+                 groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold indices (each group in one fold). Classes with fewer images than folds
+    train in every fold."""
+    rare = always_trained(targets, folds, groups)
+    common = np.flatnonzero(~rare)
+    if len(np.unique(targets[common])) == 0:
+        raise PipelineError(f"{folds} folds need at least {folds} images in some class; every class "
+                            f"has fewer{'' if groups is None else ', or shares groups with a class that has'}. "
+                            f"Use fewer folds (--folds).")
+    if groups is None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        fold = np.empty(len(common), np.int64)
+        for f, (_, val_part) in enumerate(splitter.split(common, targets[common])):
+            fold[val_part] = f
+    else:
+        try:
+            fold = group_folds(targets[common], groups[common], folds, seed)
+        except ValueError as error:
+            raise PipelineError(f"Cannot make {folds} folds of {len(common)} images"
+                                f"{_in_groups(groups, common)} ({error}). Use fewer folds (--folds).") from None
+    return [(np.sort(np.concatenate([common[fold != f], np.flatnonzero(rare)])), common[fold == f])
+            for f in range(folds)]
+
+
+def group_folds(targets: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold of each image, every group whole in one fold, folds stratified by class.
+    Groups of one image are dealt by StratifiedKFold, larger groups by StratifiedGroupKFold: its
+    loop over groups would take minutes on tens of thousands of single images."""
+    if len(np.unique(groups)) < folds:
+        raise ValueError(f"{len(np.unique(groups))} groups cannot fill {folds} folds")
+    fold = np.empty(len(targets), np.int64)
+    _, group_of, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    alone = sizes[group_of] == 1
+    for rows, splitter in ((np.flatnonzero(alone), StratifiedKFold),
+                           (np.flatnonzero(~alone), StratifiedGroupKFold)):
+        if len(np.unique(groups[rows])) < folds:  # too few for the splitter: dealt at random
+            units, unit_of = np.unique(groups[rows], return_inverse=True)
+            fold[rows] = np.random.default_rng(seed).permutation(max(len(units), folds))[unit_of] % folds
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "least populated class has only n members": expected in a part
+            split = list(splitter(n_splits=folds, shuffle=True, random_state=seed)
+                         .split(rows, targets[rows], groups[rows]))
+        for f, (_, val_part) in enumerate(split):
+            fold[rows[val_part]] = f
+    return fold
+
+
+def straddling_groups(groups: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> list:
+    """Groups with images on both sides of some split (none, when the splits are right)."""
+    return sorted({g for train_idx, val_idx in splits
+                   for g in np.intersect1d(groups[train_idx], groups[val_idx]).tolist()})
+
+
+def validation_splits(targets: np.ndarray, run,
+                      groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, validation) index pairs a run trains on: its k folds, or its one hold-out;
+    each group of images (if any) on one side of every split."""
+    if run.folds > 1:
+        return kfold_splits(targets, run.folds, run.seed, groups)
+    return [holdout_split(targets, run.val_fraction, run.seed, groups)]
+

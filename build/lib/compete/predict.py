@@ -1,0 +1,130 @@
+"""`predict`: a run folder's members, their folds and TTA views, blended into a validated
+submission file."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .atomic import write_atomically
+from .batches import open_images
+from .config import (PREDICTING_MODELS, Competition, PipelineError, run_from_dict, submissions_dir,
+                     target_settings)
+from .data import load_test
+from .ensemble import blend_run
+from .files import DataDir
+from .history import write_manifest
+from .inference import tta_probs
+from .predictplan import (Plan, RESERVE, checkpoints_kept, plan_within, seconds_per_view, seconds_since_start,
+                          summary_of_kept)
+from .runs import RunFolder, find_run, load_checkpoint
+from .runtime import choose_device
+from .submission import build_submission, validate_submission, write_submission
+from .targets import Target, fit_target, target_of_run
+
+
+def fold_outputs(run_dir: Path, images, device: torch.device, precision: str,
+                 target: Target | None = None, checkpoints: list[tuple[int, Path]] | None = None,
+                 views: dict[int, list[str]] | None = None) -> list[list[tuple[int | None, np.ndarray]]]:
+    """Per member, a (fold, test outputs averaged over the member's TTA views) pair per model
+    (`checkpoints`, (member, path) pairs; default: its fold models; fold None: a model refit on
+    all images); `images` a batch source (batches.py) or a uint8 (N, C, H, W) tensor; `views`
+    replaces a member's TTA views (predict --time-limit).
+    ensemble.blend_run calibrates each before they are averaged."""
+    outputs = {}
+    folder = RunFolder(run_dir)
+    for index, path in folder.checkpoints() if checkpoints is None else checkpoints:
+        model, member = load_checkpoint(path, device)
+        tta = member.tta if views is None else views[index]
+        probs = tta_probs(model, images, tta, device, precision, target)
+        outputs.setdefault(index, []).append((folder.checkpoint_fold(path), probs))
+    return [outputs[m] for m in sorted(outputs)]
+
+
+def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = None,
+                        device_name: str = "auto", models: str | None = None,
+                        time_limit: float | None = None) -> Path:
+    """Write the submission of run `run_id` (default: the latest); within `time_limit` seconds
+    of the process's start where given (predictplan.py: views, then members, dropped to fit)."""
+    run_dir = find_run(comp.name, run_id)
+    config, summary = RunFolder(run_dir).config(), RunFolder(run_dir).summary()
+    target = target_of_run(config)
+    tables, test_images = load_test(comp, DataDir(data_dir))
+    classes = fit_target(target_settings(comp), tables.train_labels).classes
+    if classes != config["classes"]:
+        missing = sorted(set(config["classes"]) ^ set(classes))
+        raise PipelineError(
+            f"The training labels changed since run {run_dir.name} (classes differ: {missing[:5]}). "
+            f"Train again.")
+    device = choose_device(device_name)
+    run = run_from_dict(config["run"])
+    images = open_images(test_images, run, device)
+    started = time.perf_counter()
+    probs, used, summary = predicting_models(run_dir, run, images, device, target, models, summary,
+                                             None if time_limit is None
+                                             else time_limit - seconds_since_start())
+    seconds = time.perf_counter() - started
+    final = blend_run(probs, summary, target)
+    write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
+    frame = build_submission(tables.sample, comp.id_column, comp.label_column, target.classes, final,
+                             target, comp.metric, summary.get("decisions"))
+    validate_submission(frame, tables.sample, comp.id_column, comp.label_column, target.classes,
+                        target, comp.metric)
+    path = write_submission(frame, submissions_dir() / comp.name)
+    write_manifest(path, run_dir, summary, used)  # which run and models made this file
+    print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name} ({PREDICTING_MODELS[used]}); inference "
+          f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
+    return path
+
+
+def predicting_models(run_dir: Path, run, images, device: torch.device, target: Target,
+                      models: str | None = None, summary: dict | None = None, seconds: float | None = None):
+    """Per member, the (fold, test outputs) pairs of the models that predict, which they are
+    (a name in PREDICTING_MODELS), and the summary to blend them with. `models` chooses; by
+    default the refit on every labelled image where the run has one (with run.refit_blend,
+    averaged half and half with the fold models' average, see ensemble.blend_run), else the
+    fold models. With `seconds` left, views and members are dropped to end in time."""
+    chosen, models = chosen_checkpoints(run_dir, run, models)
+    if seconds is None:
+        return fold_outputs(run_dir, images, device, run.precision, target, chosen), models, summary
+    plan = _plan(chosen, images, device, run.precision, seconds, summary)
+    outputs = fold_outputs(run_dir, images, device, run.precision, target,
+                           checkpoints_kept(chosen, plan), plan.views)
+    return _with_placeholders(outputs, plan), models, summary_of_kept(summary, plan)
+
+
+def chosen_checkpoints(run_dir: Path, run, models: str | None = None) -> tuple[list[tuple[int, Path]], str]:
+    """(member, checkpoint) pairs of the models that predict, and which they are (`models`)."""
+    folder = RunFolder(run_dir)
+    refits = folder.refits()
+    if models is None:
+        models = "folds" if not refits else "blend" if run.refit_blend else "refit"
+    if models != "folds" and not refits:
+        raise PipelineError(f"Run {run_dir.name} has no refit models, so --models {models} has nothing "
+                            f"to use. Train with --refit, or predict with --models folds.")
+    chosen = {"folds": folder.checkpoints(), "refit": refits,
+              "blend": sorted(folder.checkpoints() + refits, key=lambda pair: pair[0])}[models]
+    return chosen, models
+
+
+def _plan(chosen, images, device: torch.device, precision: str, seconds: float, summary: dict) -> Plan:
+    """The views and members that end within `seconds` (measuring included), from each model's
+    measured rate."""
+    started = time.perf_counter()
+    loaded = [(m, load_checkpoint(path, device)) for m, path in chosen]
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], images, device, precision)
+    views = {m: member.tta for m, (_, member) in loaded}
+    left = seconds - (time.perf_counter() - started)
+    plan = plan_within(left * (1 - RESERVE), per_view, views, summary["weights"])
+    print(f"--time-limit: {plan.says()}")
+    return plan
+
+
+def _with_placeholders(outputs: list, plan: Plan) -> list:
+    """Kept members' outputs at their member index; a dropped member's weight is zero, so a
+    uniform placeholder only keeps the indices aligned."""
+    placeholder = [(None, np.full_like(outputs[0][0][1], 1.0 / outputs[0][0][1].shape[1]))]
+    kept = dict(zip(plan.members, outputs))
+    return [kept.get(m, placeholder) for m in range(max(plan.views) + 1)]
