@@ -1,6 +1,7 @@
 """Model files run no code when read: a run folder or a `weights:` file from someone else may hold
 a crafted pickle, whose unpickling would call anything it names. Each crafted file here would
 create a marker file if it ran; each is refused in one line and the marker never appears."""
+import json
 import os
 import pickle
 import shutil
@@ -12,7 +13,7 @@ import torch
 from compete.cli import main
 from compete.config import Member, PipelineError
 from compete.modelfiles import load_model_file, save_model_file
-from compete.models import build_model
+from compete.models import NetSpec, build_model
 from compete.runs import RunFolder
 
 from helpers import make_competition, only_run, workspace_at
@@ -91,10 +92,12 @@ def test_a_run_of_pickled_checkpoints_is_refused_with_the_command_that_rebuilds_
     folder = RunFolder(only_run(copy, "tiny"))
     folder.member_path(0, 0).unlink()
     crafted(folder.members_dir / "m0_f0.pt", marker)  # an older compete's checkpoint name
+    config = json.loads(folder.config_path.read_text())
+    folder.config_path.write_text(json.dumps({**config, "format": 2}))  # the last format of pickles
     assert main(["predict", "tiny"]) == 2
     err = one_line_error(capsys)
-    assert f"Run {folder.name} was saved by an older compete as pickles" in err
-    assert "rebuild it with ./run.sh train tiny --preset default" in err
+    assert f"Run {folder.name} was written in an older run format (2; this version reads 3)" in err
+    assert "train it again with ./run.sh train tiny --preset default" in err
     assert not marker.exists()
 
 
@@ -117,7 +120,7 @@ def test_a_crafted_weights_file_runs_nothing(tmp_path, as_torch_file):
     crafted(tmp_path / "weights.pth", marker, as_torch_file)
     member = Member(model="mobilenet_v2", weights=str(tmp_path / "weights.pth"))
     with pytest.raises(PipelineError, match="is not a readable state_dict of tensors") as error:
-        build_model(member, 3, 2, 32, [0.5] * 3, [0.25] * 3)
+        build_model(member, NetSpec(3, 32, 2, [0.5] * 3, [0.25] * 3))
     assert "\n" not in str(error.value) and not marker.exists()
 
 
@@ -127,5 +130,5 @@ def test_a_safetensors_weights_file_loads(tmp_path):
     source = torchvision.models.mobilenet_v2()
     safetensors.torch.save_file(source.state_dict(), tmp_path / "mine.safetensors")
     member = Member(model="mobilenet_v2", weights=str(tmp_path / "mine.safetensors"))
-    model = build_model(member, 3, 2, 32, [0.5] * 3, [0.25] * 3)
+    model = build_model(member, NetSpec(3, 32, 2, [0.5] * 3, [0.25] * 3))
     assert torch.equal(model.net.features[0][0].weight, source.features[0][0].weight)

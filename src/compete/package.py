@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .layout import image_paths
 from .predict import chosen_checkpoints
 from .predictplan import MEASURED_MAX, seconds_per_view
 from .runs import RunFolder, find_run, load_checkpoint
-from .runtime import choose_device
+from .runtime import Runtime, choose_device
 from .tables import load_tables
 
 KERNEL_FILE = "compete_kernel.py"
@@ -117,11 +118,11 @@ def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: i
         decode_file(data, comp.channels, comp.image_size, comp.resize, path)
     decode_s = (time.perf_counter() - started) / len(paths) / worker_count() * count  # decoded in parallel
     run = run_from_dict(RunFolder(run_dir).config()["run"])
-    device = choose_device("auto")
-    loaded = [(m, load_checkpoint(path, device)) for m, path in chosen_checkpoints(run_dir, run)[0]]
+    runtime = Runtime(choose_device("auto"), run.precision)
+    loaded = [(m, load_checkpoint(path, runtime.device)) for m, path in chosen_checkpoints(run_dir, run)[0]]
     sampled = min(count, 4 * MEASURED_MAX)  # seconds_per_view times a quarter of them at most
     sample = torch.randint(0, 256, (sampled, comp.channels, comp.image_size, comp.image_size), dtype=torch.uint8)
-    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], sample, device, run.precision)
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], sample, runtime)
     views = {m: len(member.tta) for m, (_, member) in loaded}
     return count, decode_s, sum(per_view[m] * views[m] for m in per_view) / sampled * count
 
@@ -144,9 +145,15 @@ def copy_run(run_dir: Path, target: Path) -> None:
 
 def build_wheel(folder: Path) -> Path:
     """The project as a pure-Python wheel (pyproject.toml), built without an index or network."""
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
-                             "--no-build-isolation", "--disable-pip-version-check", "-w", str(folder),
-                             str(PROJECT_ROOT)], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as scratch:  # a clean copy: setuptools leaves build/ and
+        source = Path(scratch) / "compete"          # egg-info beside what it builds, and reuses them
+        shutil.copytree(PROJECT_ROOT / "src", source / "src", ignore=shutil.ignore_patterns(
+            "__pycache__", "*.egg-info"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(PROJECT_ROOT / name, source / name)
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+                                 "--no-build-isolation", "--disable-pip-version-check", "-w", str(folder),
+                                 str(source)], capture_output=True, text=True)
     wheels = sorted(folder.glob("compete-*.whl"))
     if result.returncode != 0 or not wheels:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]

@@ -113,8 +113,7 @@ def _plan(chosen, images, runtime: Runtime, seconds: float, summary: dict) -> Pl
     measured rate."""
     started = time.perf_counter()
     loaded = [(m, load_checkpoint(path, runtime.device)) for m, path in chosen]
-    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], images, runtime.device,
-                                runtime.precision)
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], images, runtime)
     views = {m: member.tta for m, (_, member) in loaded}
     left = seconds - (time.perf_counter() - started)
     plan = plan_within(left * (1 - RESERVE), per_view, views, summary["weights"])

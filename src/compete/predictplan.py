@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from .batches import as_source
 from .inference import eval_batch_size, view_logits
+from .runtime import Runtime
 
 MEASURED_MAX = 256     # test images timed per model at most: one inference batch (a quarter of the
                        # test set at most), after an untimed batch of the same size: small batches
@@ -48,8 +48,7 @@ def seconds_since_start() -> float:
         return 0.0
 
 
-def seconds_per_view(models: list[tuple[int, object]], images, device: torch.device,
-                     precision: str) -> dict[int, float]:
+def seconds_per_view(models: list[tuple[int, object]], images, runtime: Runtime) -> dict[int, float]:
     """Per member, the seconds one view of all its models takes over every test image, from
     each model timed on the first images, in one batch of the size predict uses."""
     count = len(images)
@@ -57,9 +56,9 @@ def seconds_per_view(models: list[tuple[int, object]], images, device: torch.dev
     positions = list(range(measured))
     seconds = {}
     for m, model in models:
-        view_logits(model, images, device, precision, [None], positions)  # warm-up: first-call costs
+        view_logits(model, images, runtime, [None], positions)  # warm-up: first-call costs
         started = time.perf_counter()
-        view_logits(model, images, device, precision, [None], positions)
+        view_logits(model, images, runtime, [None], positions)
         per_image = (time.perf_counter() - started) / len(positions)
         seconds[m] = seconds.get(m, 0.0) + per_image * count
     return seconds
