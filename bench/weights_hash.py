@@ -17,12 +17,14 @@ from pathlib import Path
 
 import torch
 
+import bench  # noqa: F401 (bench.py puts src/ on the path)
+
 
 def state_dict_of(path: Path) -> dict:
     """The weights of a member checkpoint, whatever its serialization."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
+    if path.suffix == ".safetensors":  # run format 3 on: the checkpoint's tensors and settings
+        from compete.modelfiles import load_model_file
+        return load_model_file(path)["state_dict"]
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     return checkpoint["state_dict"]
 
