@@ -242,3 +242,31 @@ def decoded(raw: bytes, channels: int, size: int) -> np.ndarray:
 def nchw(images) -> torch.Tensor:
     """(N, H, W, C) uint8 images (an array, or an ImageFile's rows) as a (N, C, H, W) tensor."""
     return torch.from_numpy(np.asarray(images).transpose(0, 3, 1, 2).copy())
+
+
+class StandIn:
+    """A stand-in `kaggle` command on PATH (tests write its script): its folder holds what it
+    was asked (calls.jsonl) and what it will do next (scenario.json)."""
+
+    def __init__(self, home: Path):
+        self.home = home
+
+    def script(self, **scenario) -> None:
+        (self.home / "scenario.json").write_text(json.dumps(scenario))
+
+    def calls(self) -> list[list[str]]:
+        log = self.home / "calls.jsonl"
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def install_stand_in(home: Path, program: str, monkeypatch) -> StandIn:
+    """`program` (a Python script's text) installed as `kaggle` first on PATH, with an empty scenario."""
+    (home / "bin").mkdir()
+    executable = home / "bin" / "kaggle"
+    executable.write_text(program)
+    executable.chmod(0o755)
+    monkeypatch.setenv("KAGGLE_STAND_IN", str(home))
+    monkeypatch.setenv("PATH", f"{home / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    stand_in = StandIn(home)
+    stand_in.script()
+    return stand_in

@@ -6,7 +6,6 @@ names and output): a download writes SLUG.zip, a submission joins a listing that
 message and exits 1. No test reaches a real kaggle: PATH starts with the stand-in's folder.
 """
 import json
-import os
 import shutil
 import sys
 import zipfile
@@ -18,7 +17,7 @@ import yaml
 
 from compete.cli import main
 
-from helpers import TINY_PRESET, make_competition, only_run, run_summary, workspace_at
+from helpers import TINY_PRESET, StandIn, install_stand_in, make_competition, only_run, run_summary, workspace_at
 
 SLUG = "tiny-challenge"
 ONE_EPOCH = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}
@@ -81,32 +80,9 @@ RATE_LIMIT = ("429 Client Error: Too Many Requests for url: https://api.kaggle.c
 SILENT_FAILURE = "Could not submit to competition"  # kaggle 2.x, exit status 0
 
 
-class StandIn:
-    """The stand-in's folder: what it was asked, and what it will do next."""
-
-    def __init__(self, home: Path):
-        self.home = home
-
-    def script(self, **scenario) -> None:
-        (self.home / "scenario.json").write_text(json.dumps(scenario))
-
-    def calls(self) -> list[list[str]]:
-        log = self.home / "calls.jsonl"
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
 @pytest.fixture
 def kaggle(tmp_path_factory, monkeypatch) -> StandIn:
-    home = tmp_path_factory.mktemp("kaggle")
-    (home / "bin").mkdir()
-    executable = home / "bin" / "kaggle"
-    executable.write_text(STAND_IN.format(python=sys.executable))
-    executable.chmod(0o755)
-    monkeypatch.setenv("KAGGLE_STAND_IN", str(home))
-    monkeypatch.setenv("PATH", f"{home / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    stand_in = StandIn(home)
-    stand_in.script()
-    return stand_in
+    return install_stand_in(tmp_path_factory.mktemp("kaggle"), STAND_IN.format(python=sys.executable), monkeypatch)
 
 
 @pytest.fixture(scope="module")

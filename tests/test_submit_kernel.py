@@ -2,7 +2,6 @@
 version, kernel push, status, the code-competition submit) and each step's failure, which is one
 line and records nothing."""
 import json
-import os
 import shutil
 import sys
 
@@ -11,7 +10,7 @@ import pytest
 from compete import codesubmit
 from compete.cli import main
 
-from helpers import TINY_PRESET, make_competition, only_run, workspace_at
+from helpers import TINY_PRESET, StandIn, install_stand_in, make_competition, only_run, workspace_at
 
 SLUG = "tiny-challenge"
 ONE_EPOCH = {**TINY_PRESET, "members": [{**TINY_PRESET["members"][0], "epochs": 1}]}
@@ -78,30 +77,10 @@ DAILY_LIMIT = ("Submission not allowed:  Your team has used its daily Submission
                "please try again tomorrow UTC (8.4 hours from now).")
 
 
-class StandIn:
-    def __init__(self, home):
-        self.home = home
-
-    def script(self, **scenario) -> None:
-        (self.home / "scenario.json").write_text(json.dumps(scenario))
-
-    def calls(self) -> list[list[str]]:
-        log = self.home / "calls.jsonl"
-        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
 @pytest.fixture
 def kaggle(tmp_path_factory, monkeypatch) -> StandIn:
-    home = tmp_path_factory.mktemp("kaggle")
-    (home / "bin").mkdir()
-    (home / "bin" / "kaggle").write_text(STAND_IN.format(python=sys.executable))
-    (home / "bin" / "kaggle").chmod(0o755)
-    monkeypatch.setenv("KAGGLE_STAND_IN", str(home))
-    monkeypatch.setenv("PATH", f"{home / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(codesubmit, "KERNEL_POLL_S", 0)
-    stand_in = StandIn(home)
-    stand_in.script()
-    return stand_in
+    return install_stand_in(tmp_path_factory.mktemp("kaggle"), STAND_IN.format(python=sys.executable), monkeypatch)
 
 
 @pytest.fixture(scope="module")
