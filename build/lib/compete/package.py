@@ -23,7 +23,7 @@ from .files import DataDir
 from .imagestore import worker_count
 from .layout import image_paths
 from .predict import chosen_checkpoints
-from .predictplan import seconds_per_view
+from .predictplan import MEASURED_MAX, seconds_per_view
 from .runs import RunFolder, find_run, load_checkpoint
 from .runtime import choose_device
 from .tables import load_tables
@@ -101,12 +101,13 @@ def package_run(comp: Competition, data_dir: Path, run_id: str | None = None,
     return out
 
 
-SAMPLED = 16  # test images decoded, and inputs inferred per model, to time this machine
+SAMPLED = 16  # test images decoded to time this machine's decoding
 
 
 def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: int | None) -> tuple[int, float, float]:
     """(test images, seconds to decode them, seconds to predict them with every view of every
-    model predict uses) on this machine, from SAMPLED images timed."""
+    model predict uses) on this machine: SAMPLED files decoded, inference timed as
+    predict --time-limit times it."""
     data = DataDir(data_dir)
     test_ids = load_tables(comp, data).test_ids
     count = images or len(test_ids)
@@ -118,10 +119,11 @@ def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: i
     run = run_from_dict(RunFolder(run_dir).config()["run"])
     device = choose_device("auto")
     loaded = [(m, load_checkpoint(path, device)) for m, path in chosen_checkpoints(run_dir, run)[0]]
-    sample = torch.randint(0, 256, (SAMPLED, comp.channels, comp.image_size, comp.image_size), dtype=torch.uint8)
+    sampled = min(count, 4 * MEASURED_MAX)  # seconds_per_view times a quarter of them at most
+    sample = torch.randint(0, 256, (sampled, comp.channels, comp.image_size, comp.image_size), dtype=torch.uint8)
     per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], sample, device, run.precision)
     views = {m: len(member.tta) for m, (_, member) in loaded}
-    return count, decode_s, sum(per_view[m] * views[m] for m in per_view) / SAMPLED * count
+    return count, decode_s, sum(per_view[m] * views[m] for m in per_view) / sampled * count
 
 
 def print_expected_runtime(comp, data_dir: Path, run_dir: Path, images: int | None, limit: float | None) -> None:

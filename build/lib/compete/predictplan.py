@@ -10,9 +10,12 @@ from pathlib import Path
 
 import torch
 
-from .inference import view_logits
+from .batches import as_source
+from .inference import eval_batch_size, view_logits
 
-MEASURED_IMAGES = 32   # test images timed per model (after one untimed warm-up batch)
+MEASURED_MAX = 256     # test images timed per model at most: one inference batch (a quarter of the
+                       # test set at most), after an untimed batch of the same size: small batches
+                       # and a first call cost far more per image than predict's batches do
 RESERVE = 0.1          # share of the time left kept for what is not inference (blending, writing)
 
 
@@ -48,12 +51,13 @@ def seconds_since_start() -> float:
 def seconds_per_view(models: list[tuple[int, object]], images, device: torch.device,
                      precision: str) -> dict[int, float]:
     """Per member, the seconds one view of all its models takes over every test image, from
-    each model timed on the first MEASURED_IMAGES images."""
+    each model timed on the first images, in one batch of the size predict uses."""
     count = len(images)
-    positions = list(range(min(MEASURED_IMAGES, count)))
+    measured = max(1, min(count // 4, eval_batch_size(as_source(images).shape), MEASURED_MAX))
+    positions = list(range(measured))
     seconds = {}
     for m, model in models:
-        view_logits(model, images, device, precision, [None], positions[:2])  # warm-up: first-call costs
+        view_logits(model, images, device, precision, [None], positions)  # warm-up: first-call costs
         started = time.perf_counter()
         view_logits(model, images, device, precision, [None], positions)
         per_image = (time.perf_counter() - started) / len(positions)
