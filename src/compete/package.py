@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +40,6 @@ override /kaggle/input and /kaggle/working (tests)."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 DATASET, COMPETITION, NAME, RUN = {dataset!r}, {slug!r}, {name!r}, {run!r}
@@ -143,10 +143,18 @@ def copy_run(run_dir: Path, target: Path) -> None:
 
 
 def build_wheel(folder: Path) -> Path:
-    """The project as a pure-Python wheel (pyproject.toml), built without an index or network."""
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
-                             "--no-build-isolation", "--disable-pip-version-check", "-w", str(folder),
-                             str(PROJECT_ROOT)], capture_output=True, text=True)
+    """The project as a pure-Python wheel (pyproject.toml), built without an index or network
+    from a clean copy of its sources: a build in the checkout would leave build/ and egg-info
+    there, and a stale build/ would put deleted modules into the next wheel."""
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "compete"
+        shutil.copytree(PROJECT_ROOT / "src", source / "src",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(PROJECT_ROOT / name, source / name)
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
+                                 "--no-build-isolation", "--disable-pip-version-check", "-w", str(folder),
+                                 str(source)], capture_output=True, text=True)
     wheels = sorted(folder.glob("compete-*.whl"))
     if result.returncode != 0 or not wheels:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
