@@ -40,7 +40,6 @@ override /kaggle/input and /kaggle/working (tests)."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 DATASET, COMPETITION, NAME, RUN = {dataset!r}, {slug!r}, {name!r}, {run!r}
@@ -144,13 +143,15 @@ def copy_run(run_dir: Path, target: Path) -> None:
 
 
 def build_wheel(folder: Path) -> Path:
-    """The project as a pure-Python wheel (pyproject.toml), built without an index or network."""
-    with tempfile.TemporaryDirectory() as scratch:  # a clean copy: setuptools leaves build/ and
-        source = Path(scratch) / "compete"          # egg-info beside what it builds, and reuses them
-        shutil.copytree(PROJECT_ROOT / "src", source / "src", ignore=shutil.ignore_patterns(
-            "__pycache__", "*.egg-info"))
+    """The project as a pure-Python wheel (pyproject.toml), built without an index or network
+    from a clean copy of its sources: a build in the checkout would leave build/ and egg-info
+    there, and a stale build/ would put deleted modules into the next wheel."""
+    with tempfile.TemporaryDirectory() as scratch:
+        source = Path(scratch) / "compete"
+        shutil.copytree(PROJECT_ROOT / "src", source / "src",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         for name in ("pyproject.toml", "README.md"):
-            shutil.copy2(PROJECT_ROOT / name, source / name)
+            shutil.copy(PROJECT_ROOT / name, source / name)
         result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index",
                                  "--no-build-isolation", "--disable-pip-version-check", "-w", str(folder),
                                  str(source)], capture_output=True, text=True)
