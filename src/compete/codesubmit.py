@@ -11,7 +11,8 @@ import re
 import time
 from pathlib import Path
 
-from .config import Competition, PipelineError, submissions_dir
+from .config import Competition, submissions_dir
+from .errors import PipelineError
 from .history import record_uploads, uploads_of
 from .leaderboard import failure_kind, read_scores, run_kaggle
 from .package import PACKAGED

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Competition, PipelineError, run_from_dict
+from .config import Competition, run_from_dict
+from .errors import PipelineError
 from .data import training_dataset
 from .ensemble import CrossFit
 from .intervals import Bootstrap, Paired, format_interval, paired_bootstrap, score_intervals

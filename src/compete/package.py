@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .config import PROJECT_ROOT, Competition, PipelineError, competition_path, run_from_dict, submissions_dir
+from .config import PROJECT_ROOT, Competition, competition_path, run_from_dict, submissions_dir
+from .errors import PipelineError
 from .data import decode_file
 from .files import DataDir
 from .imagestore import worker_count
