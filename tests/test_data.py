@@ -120,6 +120,13 @@ def test_probability_samples_get_one_column_per_class(workspace):
     assert frame["cat"].tolist() == [0.9, 0.2]
 
 
+def test_a_column_beside_the_class_columns_keeps_the_samples_values(workspace):
+    sample = pd.DataFrame({"id": ["a", "b"], "dog": "0", "cat": "0", "Usage": ["Public", "Private"]})
+    frame = build_submission(sample, "id", "label", ["cat", "dog"], np.array([[0.9, 0.1], [0.2, 0.8]]))
+    assert list(frame.columns) == ["id", "dog", "cat", "Usage"]
+    assert frame["dog"].tolist() == [0.1, 0.8] and frame["Usage"].tolist() == ["Public", "Private"]
+
+
 def test_holdout_split_keeps_class_proportions():
     targets = np.repeat([0, 1, 2], [40, 20, 12])
     train_idx, val_idx = holdout_split(targets, 0.25, seed=0)

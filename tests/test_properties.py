@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, example, given, settings, strategies as st
 from PIL import Image
 
 from compete.cli import main
@@ -274,6 +274,7 @@ def offending_ids(sample: pd.DataFrame, test_ids: list, test_csv: bool) -> set:
 @settings(max_examples=max(EXAMPLES // 3, 5), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.sampled_from(EDITS), min_size=1, max_size=3), test_csv=st.booleans(),
        seed=st.integers(0, 99))
+@example(edits=["class columns", "extra column"], test_csv=False, seed=0)  # a Usage column beside them
 def test_edited_samples_are_predicted_or_refused_by_name(trained, edits, test_csv, seed):
     root, tiny = trained
     rng = np.random.default_rng(seed)

@@ -138,11 +138,12 @@ def _check_same_ids(test_ids: pd.Series, sample_ids: pd.Series, test_where: str,
 
 def sample_format(sample: pd.DataFrame, id_column: str, label_column: str, classes: list[str],
                   problems: Problems | None = None, where: str = "The sample submission") -> str | None:
-    """How a submission is filled in: 'probabilities' when the sample has one column per class,
-    'label' when it has the label column; None (reported) when neither."""
+    """How a submission is filled in: 'probabilities' when the sample has one column per class
+    (other columns, such as a Usage column, keep the sample's values), 'label' when it has the
+    label column; None (reported) when neither."""
     problems = problems or Problems()
     others = [c for c in sample.columns if c != id_column]
-    if len(others) > 1 and set(others) == set(classes):
+    if len(classes) > 1 and set(classes) <= set(others) and label_column not in others:
         return "probabilities"
     if label_column in others:
         return "label"
