@@ -93,3 +93,28 @@ def test_the_bench_check_sees_private_names_and_cli(tmp_path):
                       "from compete import data\nimport compete.cli\ndata._cache_key(1)\n")
     assert sorted(bench_violations(script)) == ["compete.cli", "compete.cli.main", "compete.data._decode_all",
                                                 "data._cache_key"]
+
+
+MOST_PARAMETERS = 6      # a function taking more wants its arguments grouped into the objects they are
+MOST_OVER = 6            # functions allowed above MOST_PARAMETERS (today: the submission format's three,
+                         # the own CNN's constructor, data.load_images and its message)
+MOST_LINES = 50          # a longer function is a design smell (STYLE.md)
+
+
+def functions(path: Path):
+    """(name, parameters without self/cls, lines) of every function in the file at `path`."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
+            names = names[1:] if names[:1] in (["self"], ["cls"]) else names
+            count = len(names) + (args.vararg is not None) + (args.kwarg is not None)
+            yield f"{path.name}:{node.lineno} {node.name}", count, node.end_lineno - node.lineno + 1
+
+
+def test_functions_stay_short_and_take_few_parameters():
+    found = [entry for path in sorted(PACKAGE.glob("*.py")) for entry in functions(path)]
+    many = [name for name, count, _ in found if count > MOST_PARAMETERS]
+    long = [f"{name} ({lines} lines)" for name, _, lines in found if lines > MOST_LINES]
+    assert len(many) <= MOST_OVER, f"{len(many)} functions take over {MOST_PARAMETERS} parameters: {many}"
+    assert not long, f"functions over {MOST_LINES} lines: {long}"
