@@ -51,7 +51,7 @@ def test_predict_within_a_limit_drops_views_and_says_so(workspace, capsys):
 def test_a_limit_counts_from_the_start_of_the_process():
     """Interpreter start and imports (seconds, with torch) count against the limit too."""
     import time
-    from compete.predictplan import seconds_since_start
+    from compete.runtime import process_seconds as seconds_since_start
     first = seconds_since_start()
     time.sleep(0.05)
     assert 0 < first < seconds_since_start() < 7 * 24 * 3600

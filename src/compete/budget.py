@@ -20,10 +20,8 @@ schedule at the matching rate (pace.Pace).
 from __future__ import annotations
 
 import io
-import os
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -33,7 +31,7 @@ from .config import Member, RunConfig
 from .errors import PipelineError
 from .inference import EVAL_BATCH, predict_logits
 from .losses import criterion as make_criterion
-from .runtime import Session
+from .runtime import Session, process_seconds
 from .train import LabelledImages, build_step, epoch_steps, make_ema, selects_best
 
 MARGIN = 0.03          # share of the limit left unplanned: load changes, process exit
@@ -43,20 +41,6 @@ WARMUP_CALLS = 2       # probe calls not timed (kernel selection, allocator)
 PROBE_CALLS = 3        # timed calls at least ...
 PROBE_MIN_S = 1.0      # ... and at least this long, so a fast call is averaged over many
 PROBE_MAX_CALLS = 200  # ... and at most this many
-IMPORTED = time.monotonic()  # fallback start time where /proc is missing
-
-
-def process_seconds() -> float:
-    """Seconds since this process started, interpreter start-up and imports included (Linux's
-    /proc; elsewhere, since this module was imported)."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks after boot
-        return float(Path("/proc/uptime").read_text().split()[0]) - started
-    except (OSError, ValueError, IndexError):
-        return time.monotonic() - IMPORTED
-
-
 @dataclass
 class MemberCost:
     """What one member costs on this machine, measured."""

@@ -16,10 +16,10 @@ from .ensemble import blend_run
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
-from .predictplan import (Plan, RESERVE, checkpoints_kept, plan_within, seconds_per_view, seconds_since_start,
+from .predictplan import (Plan, RESERVE, checkpoints_kept, plan_within, seconds_per_view,
                           summary_of_kept)
 from .runs import RunFolder, find_run, load_checkpoint
-from .runtime import Runtime, choose_device
+from .runtime import Runtime, choose_device, process_seconds
 from .submission import build_submission, validate_submission, write_submission
 from .targets import SINGLE_LABEL, Target, fit_target, target_of_run
 
@@ -62,7 +62,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     images = open_images(test_images, run, runtime.device)
     started = time.perf_counter()
     probs, used, summary = predicting_models(run_dir, run, images, runtime, models,
-                                             None if time_limit is None else time_limit - seconds_since_start())
+                                             None if time_limit is None else time_limit - process_seconds())
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))

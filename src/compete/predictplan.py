@@ -3,7 +3,6 @@ first test images; where every view of every model would not end within the limi
 members' extra TTA views go first, then whole members, and what was dropped is said."""
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from .batches import as_source
 from .inference import eval_batch_size, view_logits
-from .runtime import Runtime
+from .runtime import Runtime, process_seconds
 
 MEASURED_MAX = 256     # test images timed per model at most: one inference batch (a quarter of the
                        # test set at most), after an untimed batch of the same size: small batches
@@ -35,17 +34,6 @@ class Plan:
         late = (f"; even that is estimated beyond the {self.limit_s:.0f} s left: the submission will be late"
                 if self.seconds > self.limit_s else f" of {self.limit_s:.0f} s left")
         return f"dropped {', '.join(self.dropped)}; kept {kept} (estimated {self.seconds:.0f} s{late})"
-
-
-def seconds_since_start() -> float:
-    """Seconds since this process started (Linux /proc: interpreter start and imports count
-    against a limit too); elsewhere 0, so a limit counts from the call on."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start time
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 def seconds_per_view(models: list[tuple[int, object]], images, runtime: Runtime) -> dict[int, float]:

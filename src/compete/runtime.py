@@ -1,16 +1,32 @@
 """Where the work runs, chosen once and passed explicitly: the device, CPU threads, and the
-autocast precision; and a command's session (start_session), the one place they are chosen."""
+autocast precision; and a command's session (start_session), the one place they are chosen.
+And the process's own clock, which time limits count from."""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from . import distributed
 from .config import Competition, RunConfig
 from .errors import PipelineError
+
+IMPORTED = time.monotonic()  # fallback start time where /proc is missing
+
+
+def process_seconds() -> float:
+    """Seconds since this process started, interpreter start-up and imports included (Linux's
+    /proc; elsewhere, since this module was imported): what --time-limit counts."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start, in ticks after boot
+        return float(Path("/proc/uptime").read_text().split()[0]) - started
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - IMPORTED
 
 
 def choose_device(name: str, deterministic: bool = False) -> torch.device:
