@@ -11,7 +11,6 @@ Each refusal is one line that names the file.
 from __future__ import annotations
 
 import json
-import pickle
 import warnings
 from pathlib import Path
 
@@ -60,8 +59,8 @@ def load_plain(path: Path, what: str, fix: str) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the unpickler's protocol note: the refusal says it all
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise PipelineError(f"{what} {path} is not a readable state_dict of tensors ({_unpickler_reason(error)}): "
+    except Exception as error:  # a refused pickle, or no torch file at all
+        raise PipelineError(f"{what} {path} is not a readable state_dict of tensors ({_load_failure(error)}): "
                             f"refused, nothing in it was run. {fix}") from None
 
 
@@ -110,11 +109,17 @@ def _header(body: bytes) -> dict:
     return json.loads(body[8:8 + size])
 
 
-def _unpickler_reason(error: Exception) -> str:
-    """The line of torch's weights_only refusal that says what was refused."""
+def _load_failure(error: Exception) -> str:
+    """Why a file could not be read, in one line: for torch's weights_only refusal, the line that
+    says what was refused, never its advice to retry with weights_only=False (which would run
+    whatever code a stranger's file holds)."""
     lines = [line.strip() for line in str(error).splitlines()]
-    return next((line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")),
-                _first_line(error))
+    refused = next((line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")), None)
+    if refused is None and "WeightsUnpickler error:" in str(error):
+        refused = str(error).split("WeightsUnpickler error:", 1)[1].split("Please use", 1)[0]
+    if refused is None:
+        return _first_line(error)
+    return " ".join(refused.split("Check the documentation", 1)[0].split()).rstrip(". ")
 
 
 def _first_line(error: Exception) -> str:

@@ -194,18 +194,6 @@ def _unwrap_state(state) -> dict:
     return state
 
 
-def _load_failure(error: Exception) -> str:
-    """Why torch.load refused a file, without PyTorch's advice to retry with weights_only=False
-    (which would run whatever code a stranger's file holds)."""
-    text = str(error)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1].split("Please use", 1)[0]
-        text = text.split("Check the documentation", 1)[0]
-    else:
-        text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return " ".join(text.split()).rstrip(". ") or type(error).__name__
-
-
 def load_backbone_weights(net: nn.Module, path: str, head_name: str) -> None:
     """Load a local state_dict into everything but the classifier `head_name` (always new).
     fp16 files are cast; any other mismatch is an error, never a silent random init."""
@@ -214,14 +202,11 @@ def load_backbone_weights(net: nn.Module, path: str, head_name: str) -> None:
                             f"there (the weights folder is $COMPETE_WEIGHTS, else weights/ in the "
                             f"workspace), or fix 'weights:' in the competition yaml.")
     try:
-        state = _unwrap_state(read_weights(path))
-    except PipelineError:
-        raise  # a pickle that would build more than tensors: refused in one line
-    except Exception as error:
+        state = _unwrap_state(read_weights(path))  # an unreadable file: refused in one line there
+    except ValueError as error:
         raise PipelineError(
-            f"Weights file {path} is not a readable state_dict ({_load_failure(error)}). A file that "
-            f"holds a whole pickled model (or any code) is never run: save its state_dict where you "
-            f"trust it (torch.save(model.state_dict(), FILE)), or use another file.") from None
+            f"Weights file {path} is not a readable state_dict ({error}). Save its state_dict where "
+            f"you trust it (torch.save(model.state_dict(), FILE)), or use another file.") from None
 
     def outside_head(key: str) -> bool:
         return key != head_name and not key.startswith(head_name + ".")
