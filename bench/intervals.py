@@ -3,9 +3,7 @@ seeds, each run's hold-out score with its 95% interval, and `compare` between th
 variant of it on the same split.
 
     seeds     `train NAME --preset P --seed S` for each --seeds; each run's ensemble score and its
-              95% interval (summary.json's score_interval; for runs trained before it existed,
-              recomputed from the run folder as train now computes it: compare.run_interval),
-              and whether the interval holds --kfold (a 5-fold CV score measured elsewhere)
+              95% interval (summary.json's score_interval), and whether the interval holds --kfold (a 5-fold CV score measured elsewhere)
     compare   the first seed's run against `train ... --seed S VARIANT` (same split): what
               `./run.sh compare NAME A B` prints
 
@@ -26,8 +24,8 @@ import sys
 from pathlib import Path
 
 from bench import REPO, SHARED_WEIGHTS, machine, timed  # bench.py puts src/ on the path
-from compete.compare import compare_runs, run_interval  # noqa: E402
-from compete.runs import find_run  # noqa: E402
+from compete.compare import compare_runs  # noqa: E402
+from compete.runs import RunFolder, find_run  # noqa: E402
 
 
 def train(args, seed: int, *options: str) -> str:
@@ -39,7 +37,8 @@ def train(args, seed: int, *options: str) -> str:
 
 
 def interval_row(args, seed, run: str) -> dict:
-    score, interval, images = run_interval(find_run(args.name, run))
+    summary = RunFolder(find_run(args.name, run)).summary()  # as train printed it
+    score, interval, images = summary["ensemble_score"], summary["score_interval"], summary["validated"]
     return {"name": args.name, "preset": args.preset, "part": "interval", "seed": seed, "run": run,
             "score": score, "interval": interval, "images": images, "machine": machine(),
             "holds_kfold": None if args.kfold is None else interval[0] <= args.kfold <= interval[1]}

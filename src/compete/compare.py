@@ -2,8 +2,7 @@
 bootstrap (intervals.py): B minus A in the competition's metric with its 95% interval, the share
 of resamples in which B beats A, and the classes that moved most. Runs whose splits differ are
 refused: their scores are of different images, and no pairing can tell a better recipe from an
-easier hold-out. Also a finished run's score interval recomputed from its folder alone (for runs
-trained before summaries carried one).
+easier hold-out.
 """
 from __future__ import annotations
 
@@ -12,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Competition, run_from_dict
+from .config import competition_from_dict, run_from_dict
 from .errors import PipelineError
 from .data import training_dataset
 from .ensemble import CrossFit
-from .intervals import Bootstrap, Paired, format_interval, paired_bootstrap, score_intervals
+from .intervals import Bootstrap, Paired, format_interval, paired_bootstrap
 from .metrics import BINARY, MULTI, REGRESSION, SINGLE
 from .report import validated_predictions
 from .runs import RunFolder, find_run
@@ -55,16 +54,15 @@ class Validated:
 
 def validated(run_dir: Path) -> Validated:
     """A finished run's validated rows and predictions, read from its folder (labels and groups
-    from the data only for runs that did not save them)."""
+    from the data only where the run saved no cross-fitted predictions)."""
     folder = RunFolder(run_dir)
     config, summary = folder.config(), folder.summary()
     target = target_of_run(config)
     rows, outputs, decided = validated_predictions(run_dir, summary, target)
-    if decided is None:  # an older run: the ensemble fitted on all rows, under its decisions
+    if decided is None:  # no cross-fitted predictions: the ensemble fitted on all rows, under its decisions
         decided = target.decide(outputs, summary.get("decisions") or target.default_decisions())
-    count = len(np.load(folder.oof_paths()[0], mmap_mode="r"))  # the training images
-    targets, groups = _labels(folder, config, summary, rows, count)
-    folds = np.load(folder.oof_folds_path) if folder.oof_folds_path.is_file() else _folds_of(rows, count)
+    folds = np.load(folder.oof_folds_path)  # the fold model that validated each training image
+    targets, groups = _labels(folder, config, summary, rows, len(folds))
     return Validated(folder.name, config, summary["metric"], target, rows, targets, groups, folds,
                      CrossFit(outputs, decided).scored(summary["metric"], target), decided)
 
@@ -72,33 +70,17 @@ def validated(run_dir: Path) -> Validated:
 def _labels(folder: RunFolder, config: dict, summary: dict, rows: np.ndarray,
             count: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The validated rows' targets and groups (None: no groups), as the run saved them beside its
-    cross-fitted predictions; for older runs, read from the data again."""
+    cross-fitted predictions; read from the data again where it saved none (one cross-fitting part)."""
     if folder.crossfit_path.is_file():
         with np.load(folder.crossfit_path) as saved:
             if "targets" in saved:
                 return saved["targets"], saved["groups"] if "groups" in saved else None
-    comp, run = Competition(**config["competition"]), run_from_dict(config["run"])
+    comp, run = competition_from_dict(config["competition"]), run_from_dict(config["run"])
     dataset = training_dataset(comp, run, Path(config["data"]), skip_bad=summary["skipped_images"] > 0)
     if len(dataset.train_targets) != count:
         raise PipelineError(f"Run {folder.name} was trained on {count} images; the data in {config['data']} "
                             f"now has {len(dataset.train_targets)}: its labels cannot be read back.")
     return dataset.train_targets[rows], None if dataset.groups is None else dataset.groups[rows]
-
-
-def _folds_of(rows: np.ndarray, count: int) -> np.ndarray:
-    folds = np.full(count, -1, np.int64)
-    folds[rows] = 0
-    return folds
-
-
-def run_interval(run_dir: Path) -> tuple[float, list[float] | None, int]:
-    """A finished run's ensemble score, its 95% interval and the images it is of, recomputed from
-    the folder with the run's seed, as `train` now saves it."""
-    run = validated(run_dir)
-    seed = run.config["run"]["seed"]
-    score = RunFolder(run_dir).summary()["ensemble_score"]
-    return score, score_intervals(run.metric, run.target, run.targets, [run.scored], run.bootstrap(seed))[0], \
-        len(run.rows)
 
 
 def paired_runs(a: Validated, b: Validated) -> Paired:
