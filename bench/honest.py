@@ -12,7 +12,7 @@
 Each figure is the mean and standard deviation over the seeds (--seed of train: the split, the
 initialization, the subset). Everything is written under --scratch (a workspace with the
 competition's yaml, the decoded-image cache, the runs, and the pseudo-test competition whose
-data folder holds derived CSVs and links to the source files); the source data is only read.
+data folder holds derived CSVs and copies of the source files); the source data is only read.
 Prints a markdown table and appends one JSON line per run to bench/results.jsonl.
 
     .venv/bin/python bench/honest.py apparel --preset default --seeds 0 1 2
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,10 +74,10 @@ def pseudo_test_competition(args, root: Path) -> tuple[str, pd.DataFrame]:
     kept = kept_split(labels, comp.label_column)
     name, data = f"{args.name}_kept", root / "inputs" / f"{args.name}_kept"
     data.mkdir(parents=True, exist_ok=True)
-    for path in Path(args.data).iterdir():  # images, zips: linked, never copied
-        link = data / path.name
-        if path.suffix.lower() != ".csv" and not link.is_symlink():
-            link.symlink_to(path.resolve())
+    for path in Path(args.data).iterdir():  # images, zips: copied (the pipeline reads nothing a link
+        copy = data / path.name                # takes outside the data folder), once
+        if path.suffix.lower() != ".csv" and not copy.exists():
+            (shutil.copytree if path.is_dir() else shutil.copyfile)(path, copy)
     labels[~kept].to_csv(data / "train.csv", index=False)
     test = labels.loc[kept, [comp.id_column]]
     test.to_csv(data / "test.csv", index=False)
