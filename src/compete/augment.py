@@ -115,7 +115,7 @@ class PhotoTransform:
         cv2.setNumThreads(1)  # each loader thread is one core's worth of work
         self.member, self.size, self.local = member, size, threading.local()
 
-    def _compose(self):
+    def _compose(self, channels: int):
         import albumentations as A  # imported by photo runs only: it takes seconds
         import cv2
         member, size = self.member, self.size
@@ -123,7 +123,10 @@ class PhotoTransform:
                  if member.crop_scale < 1 else A.Resize(size, size)]
         if member.rotate:
             steps.append(A.Rotate(limit=member.rotate, border_mode=cv2.BORDER_REFLECT_101, p=1))
-        if member.jitter:
+        if member.jitter and channels not in (1, 3):  # bands have no saturation: brightness, contrast
+            steps.append(A.RandomBrightnessContrast(brightness_limit=member.jitter,
+                                                    contrast_limit=member.jitter, p=1))
+        elif member.jitter:
             j = member.jitter
             steps.append(A.ColorJitter(brightness=(1 - j, 1 + j), contrast=(1 - j, 1 + j),
                                        saturation=(1 - j, 1 + j), hue=(0, 0), p=1))
@@ -131,7 +134,7 @@ class PhotoTransform:
 
     def __call__(self, batch: np.ndarray, seed: int) -> np.ndarray:
         if not hasattr(self.local, "compose"):
-            self.local.compose = self._compose()
+            self.local.compose = self._compose(batch.shape[-1])
         compose = self.local.compose
         compose.set_random_seed(seed)
         out = [compose(image=image)["image"] for image in batch]

@@ -16,6 +16,7 @@ from .errors import PipelineError
 from .guards import check_settings
 from .metrics import metric_entry
 from .model_names import model_library
+from .scans import check_scan_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,7 +141,15 @@ class Competition:
                                              # ids carry the extension (or a relative path)
     train_template: str | None = None        # train images' own template; None: image_template
     test_template: str | None = None         # test images' own template; None: image_template
-    channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted
+    channels: int = 1                        # 1 = grayscale, 3 = RGB; every image is converted;
+                                             # up to scans.MAX_CHANNELS from multi-band TIFFs, DICOM
+                                             # windows or channel_files
+    window: list | None = None               # DICOM display window [center, width] in the scan's
+                                             # units (e.g. Hounsfield), or a list of them stacked as
+                                             # channels; None: each file's own window (scans.py)
+    channel_files: list | None = None        # one file per channel: name patterns in channel order,
+                                             # e.g. ["{id}_red.png", "{id}_green.png", ...]; they take
+                                             # the place of the image templates
     image_size: int = 28                     # side in pixels; other sizes are resized to it
     resize: str = "squash"                   # how: squash (stretch the whole image), crop (shorter
                                              # side to image_size, centre square), letterbox (longer
@@ -306,6 +315,7 @@ def load_competition(name: str) -> Competition:
     values.setdefault("name", name)
     competition = Competition(**_checked(Competition, values, str(path)))
     check_settings(competition, str(path))  # files it names stay in the data folder; sizes bounded
+    check_scan_settings(competition.channels, competition.window, competition.channel_files, str(path))
     competition.presets = {preset: _checked_preset(competition, preset, settings)
                            for preset, settings in competition.presets.items()}
     target_settings(competition)  # a wrong target stops every command now

@@ -25,8 +25,9 @@ from .config import Competition, RunConfig, cache_dir, target_settings
 from .errors import PipelineError
 from .files import EXAMPLES, DataDir, Problems, examples
 from .imagestore import ImageFile, decode_into, draft, fit_to_size
-from .layout import image_paths
+from .layout import files_of, image_paths
 from .leakage import train_groups
+from .scans import MAX_CHANNELS, decode_scan
 from .tables import Tables, load_tables
 from .targets import Target, fit_target
 
@@ -95,13 +96,31 @@ class Decoded:
     formats: dict[str, int] = field(default_factory=dict)    # "PNG L 28x28" -> image count
 
 
-def decode_file(data: DataDir, channels: int, size: int, resize: str, path: str | None):
-    """One image file -> (uint8 (size, size, channels), its format); None: a missing file. Runs
-    in the decoding processes (module level, so that it pickles)."""
+def decode_file(data: DataDir, channels: int, size: int, resize: str, path, window=None):
+    """One image -> (uint8 (size, size, channels), its format); None: a missing file. `path` is
+    a file, or a tuple of one gray file per channel (channel_files). DICOM scans and multi-band
+    TIFFs go to scans.py, `window` with them. Runs in the decoding processes (module level, so
+    that it pickles)."""
     if path is None:
         raise FileNotFoundError(NOT_FOUND)
-    image = open_image(data.read_bytes(path), ("L" if channels == 1 else "RGB", size))
+    if isinstance(path, tuple):
+        planes = [decode_file(data, 1, size, resize, file, window) for file in path]
+        return np.concatenate([plane for plane, _ in planes], -1), f"{len(path)} files: {planes[0][1]}"
+    raw = data.read_bytes(path)
+    scan = decode_scan(raw, path, channels, size, resize, window)
+    if scan is not None:
+        return scan
+    if channels not in (1, 3):
+        raise ValueError(f"a photo gives gray or RGB, not {channels} channels: use a multi-band TIFF "
+                         f"or channel_files")
+    image = open_image(raw, ("L" if channels == 1 else "RGB", size))
     return to_array(image, channels, size, resize), image.info["file"]
+
+
+def decoder(comp: Competition, data: DataDir):
+    """decode_file for this competition's images: path -> (array, format); pickles."""
+    return functools.partial(decode_file, data, comp.channels, comp.image_size, comp.resize,
+                             window=comp.window)
 
 
 def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set[int], cache: Path) -> None:
@@ -109,11 +128,11 @@ def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set
     first, the .npy last: the .npy appearing marks a complete entry."""
     shape = (len(paths), comp.image_size, comp.image_size, comp.channels)
     items = [None if i in missing else path for i, path in enumerate(paths)]
-    decode = functools.partial(decode_file, data, comp.channels, comp.image_size, comp.resize)
+    decode = decoder(comp, data)
     meta = {}
 
     def fill(file):
-        meta["bad"], meta["formats"] = decode_into(file, shape, items, decode, f"decode {paths[0].split('/')[0]}")
+        meta["bad"], meta["formats"] = decode_into(file, shape, items, decode, f"decode {files_of(paths[0])[0].split('/')[0]}")
 
     def write_meta(_partial):
         write_atomically(cache.with_suffix(".json"), lambda file: file.write(json.dumps(meta).encode()))
@@ -127,7 +146,11 @@ def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set
 
 
 def _cache_file(comp: Competition, data: DataDir, paths: list[str], ids: list[str], split: str):
-    key = json.dumps([CACHE_VERSION, comp.channels, comp.image_size, comp.resize, ids, data.fingerprint(paths)])
+    files = [file for path in paths for file in files_of(path)]
+    key = [CACHE_VERSION, comp.channels, comp.image_size, comp.resize, ids, data.fingerprint(files)]
+    if comp.window is not None:  # appended only when set: stores written before windows stay valid
+        key.append(comp.window)
+    key = json.dumps(key)
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache_dir() / comp.name / f"{split}-{digest}.npy"
 
@@ -148,9 +171,11 @@ def _bad_message(comp: Competition, data: DataDir, paths, ids, rows: list[int], 
     remedy = (f"If they cannot be had, remove {listing} or pass --skip-bad-images."
               if split == "train" else "Every test image is needed for the submission.")
     if bad[rows[0]] == NOT_FOUND:
+        absent = next(file for file in files_of(paths[rows[0]]) if not data.exists(file))
         return (f"{len(rows)} {which} image(s) not found (ids {examples([repr(ids[i]) for i in rows])}): "
-                f"{data.not_found(paths[rows[0]])} {remedy}")
-    listed = [f"{data.describe(paths[i])} (id {ids[i]!r}): {bad[i]}" for i in rows[:EXAMPLES]]
+                f"{data.not_found(absent)} {remedy}")
+    listed = [f"{' + '.join(map(data.describe, files_of(paths[i])))} (id {ids[i]!r}): {bad[i]}"
+              for i in rows[:EXAMPLES]]
     return (f"{len(rows)} {which} image(s) cannot be read: {examples(listed, len(rows), '; ')}. "
             f"Download them again. {remedy}")
 
@@ -163,14 +188,14 @@ def load_images(comp: Competition, data: DataDir, folder: str, ids: list[str], s
     unless `skip_bad`: then they stay zeros, listed in `bad`.
     """
     problems = problems or Problems()
-    if comp.channels not in (1, 3) or not isinstance(comp.image_size, int) or comp.image_size < 1:
-        raise PipelineError(f"competition/{comp.name}.yaml: channels must be 1 (gray) or 3 (RGB) and "
-                            f"image_size a positive number of pixels; it says {comp.channels} and "
-                            f"{comp.image_size!r}.")
+    if not 1 <= comp.channels <= MAX_CHANNELS or not isinstance(comp.image_size, int) or comp.image_size < 1:
+        raise PipelineError(f"competition/{comp.name}.yaml: channels must be 1 (gray), 3 (RGB) or up to "
+                            f"{MAX_CHANNELS} bands, and image_size a positive number of pixels; it says "
+                            f"{comp.channels} and {comp.image_size!r}.")
     if not ids:
         return Decoded(np.zeros((0, comp.image_size, comp.image_size, comp.channels), np.uint8))
     paths = image_paths(comp, split, folder, ids)
-    missing = [i for i, path in enumerate(paths) if not data.exists(path)]
+    missing = [i for i, path in enumerate(paths) if not all(map(data.exists, files_of(path)))]
     if missing and not skip_bad:
         problems.report(_bad_message(comp, data, paths, ids, missing, {i: NOT_FOUND for i in missing}, split))
     cache = _cache_file(comp, data, paths, ids, split)

@@ -39,8 +39,9 @@ def check_settings(values: object, where: str) -> None:
     are checked with their placeholders filled in), an image_size no image store could hold,
     and a Kaggle slug that is not one (the download is saved as SLUG.zip). `values` is the
     Competition."""
-    for key in PATH_SETTINGS:
-        value = getattr(values, key, None)
+    named = [(key, getattr(values, key, None)) for key in PATH_SETTINGS]
+    named += [("channel_files", value) for value in getattr(values, "channel_files", None) or []]
+    for key, value in named:
         if isinstance(value, str) and escapes(PLACEHOLDER.sub("x", value)):
             raise PipelineError(
                 f"{where}: {key}: {value!r} leaves the competition's data folder. Name a path inside "

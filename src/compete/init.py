@@ -165,8 +165,7 @@ def yaml_settings(found: Survey) -> Choices:
     """Every yaml setting from the survey, with its reason, and what to confirm."""
     choices = Choices()
     _files(choices, found)
-    channels = 1 if found.images.gray() else 3
-    choices.set("channels", channels, "gray images" if channels == 1 else "colour images")
+    channels = _channels(choices, found.images)
     side, photos, why = training_size(found.images)
     choices.set("image_size", side, why)
     target, fill = _target(choices, found)
@@ -190,6 +189,20 @@ def yaml_settings(found: Survey) -> Choices:
                                f"{examples(found.images.unreadable)}")
     choices.confirm += found.notes
     return choices
+
+
+def _channels(choices: Choices, images) -> int:
+    """channels from the sampled images (gray, colour or a TIFF's bands); a scan without a
+    window of its own is a thing to confirm."""
+    bands = images.bands()
+    channels = bands or (1 if images.gray() else 3)
+    choices.set("channels", channels, f"{bands}-band TIFFs" if bands else
+                "gray images" if channels == 1 else "colour images")
+    if images.windows.get("none"):
+        choices.confirm.append(f"{images.windows['none']} sampled DICOM scan(s) carry no display window: each "
+                               f"maps the whole range its bits hold; set window: [center, width] in the "
+                               f"scan's units (e.g. [40, 400] for CT soft tissue), or several to stack")
+    return channels
 
 
 def _files(choices: Choices, found: Survey) -> None:

@@ -22,7 +22,7 @@ from .config import Competition
 from .errors import PipelineError
 from .files import DataDir, Problems, examples
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -50,15 +50,24 @@ def template(comp: Competition, split: str) -> tuple[str, str]:
     return (f"{split}_template", own) if own else ("image_template", comp.image_template)
 
 
-def image_paths(comp: Competition, split: str, folder: str, ids: list[str]) -> list[str]:
-    """Relative paths (inside the data folder or its zips) of the images of `ids`."""
+def image_paths(comp: Competition, split: str, folder: str, ids: list[str]) -> list:
+    """Relative paths (inside the data folder or its zips) of the images of `ids`; with
+    channel_files, a tuple of paths (one per channel) for each id."""
     setting, pattern = template(comp, split)
     prefix = f"{folder.strip('/')}/" if folder.strip("/.") else ""
     try:
+        if comp.channel_files:
+            setting, pattern = "channel_files", comp.channel_files
+            return [tuple(prefix + name.format(id=image_id) for name in comp.channel_files) for image_id in ids]
         return [prefix + pattern.format(id=image_id) for image_id in ids]
     except (KeyError, IndexError, ValueError):
         raise PipelineError(f"{setting} {pattern!r} in competition/{comp.name}.yaml: "
                             f"write {{id}} where the id goes, e.g. '{{id}}.png'.") from None
+
+
+def files_of(path) -> tuple[str, ...]:
+    """The files holding one image: its path, or each of its channel files (image_paths)."""
+    return path if isinstance(path, tuple) else (path,)
 
 
 def class_folders(paths: list[str]) -> dict[str, list[str]]:

@@ -71,9 +71,11 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
 
 
 def _gray(images: np.ndarray) -> np.ndarray:
-    """(N, H, W) float32 luma (ITU-R 601 weights, as Pillow's "L")."""
+    """(N, H, W) float32 luma (ITU-R 601 weights, as Pillow's "L"); bands other than RGB: their mean."""
     if images.shape[-1] == 1:
         return images[..., 0].astype(np.float32)
+    if images.shape[-1] != 3:
+        return images.mean(-1, dtype=np.float32)
     return images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 

@@ -270,6 +270,19 @@ def sum_gray_stem(net: nn.Module) -> None:
     conv.in_channels = 1
 
 
+def adapt_stem(net: nn.Module, channels: int) -> None:
+    """Let `channels`-band images into a pretrained RGB stem as timm does (adapt_input_conv):
+    the RGB weights repeated over the bands and scaled by 3 / channels, so an image whose bands
+    all equal one gray value meets the stem as the RGB image of that value would."""
+    from timm.models import adapt_input_conv
+    conv = _first_conv(net)
+    if conv is None or conv.in_channels != 3 or conv.groups != 1:
+        raise PipelineError(f"channels: {channels} needs a model whose first layer is a Conv2d with 3 input "
+                            f"channels to adapt; {type(net).__name__} lacks one: choose another model.")
+    conv.weight = nn.Parameter(adapt_input_conv(channels, conv.weight.detach()))
+    conv.in_channels = channels
+
+
 def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, data_std):
     """Mean and std per input channel. "data": the training set's; "imagenet": ImageNet's;
     "pretrained": what the weights were trained with (timm's config; ImageNet for torchvision).
@@ -280,7 +293,8 @@ def _normalization(member: Member, net: nn.Module, in_channels: int, data_mean, 
     mean, std = config.get("mean", IMAGENET_MEAN), config.get("std", IMAGENET_STD)
     if in_channels == 1:
         return (sum(mean) / len(mean),), (sum(std) / len(std),)
-    return tuple(mean), tuple(std)
+    # more bands: the RGB statistics repeated, band b taking channel b % 3's as adapt_stem's weights do
+    return tuple(mean[b % 3] for b in range(in_channels)), tuple(std[b % 3] for b in range(in_channels))
 
 
 def _own_model(member: Member, in_channels: int, num_classes: int, image_size: int, args: dict):
@@ -316,6 +330,8 @@ def build_model(member: Member, spec: "NetSpec", load_weights: bool = True) -> C
         head_name = replace_head(net, num_classes, member.head_hidden, dropout)
         if in_channels == 1 and gray_stem == "sum":
             sum_gray_stem(net)
+        elif in_channels not in (1, 3):
+            adapt_stem(net, in_channels)
         stem = _first_conv(net)
         net_channels = stem.in_channels if stem is not None else 3
     mean, std = _normalization(member, net, in_channels, spec.mean, spec.std)
@@ -328,7 +344,7 @@ class NetSpec:
     """What every member's network of a run is built for: its input images, its outputs and the
     normalization statistics of the training images. Saved as the dict `shape` in config.json
     and in every checkpoint."""
-    channels: int                    # 1 = gray, 3 = RGB
+    channels: int                    # 1 = gray, 3 = RGB, more: bands (scans.MAX_CHANNELS at most)
     image_size: int                  # side of the competition's images in pixels
     num_classes: int                 # model outputs: the target kind's classes, tags or one
     mean: list[float] | None         # per-channel mean of the training images, [0, 1] scale;

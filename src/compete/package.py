@@ -20,7 +20,7 @@ import torch
 
 from .config import PROJECT_ROOT, Competition, competition_path, run_from_dict, submissions_dir
 from .errors import PipelineError
-from .data import decode_file
+from .data import decoder
 from .files import DataDir
 from .imagestore import worker_count
 from .layout import image_paths
@@ -113,9 +113,10 @@ def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: i
     test_ids = load_tables(comp, data).test_ids
     count = images or len(test_ids)
     paths = image_paths(comp, "test", comp.test_images, test_ids[:SAMPLED])
+    decode = decoder(comp, data)
     started = time.perf_counter()
     for path in paths:
-        decode_file(data, comp.channels, comp.image_size, comp.resize, path)
+        decode(path)
     decode_s = (time.perf_counter() - started) / len(paths) / worker_count() * count  # decoded in parallel
     run = run_from_dict(RunFolder(run_dir).config()["run"])
     runtime = Runtime(choose_device("auto"), run.precision)

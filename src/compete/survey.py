@@ -15,10 +15,11 @@ from PIL import Image
 from .errors import PipelineError
 from .files import DataDir, examples
 from .layout import class_folders, empty_class_folders, is_image_name
+from .scans import scan_header
 
 SAMPLED_IDS = 200        # ids looked up to find the image folder and name template
 SAMPLED_IMAGES = 300     # images whose headers give the size and mode statistics
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "MONOCHROME1", "MONOCHROME2"}  # + DICOM's
 SIDEWAYS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 
 
@@ -28,9 +29,15 @@ class Images:
     sizes: list[tuple[int, int]] = field(default_factory=list)   # upright (width, height)
     modes: Counter = field(default_factory=Counter)               # "JPEG RGB" -> count
     unreadable: list[str] = field(default_factory=list)
+    windows: Counter = field(default_factory=Counter)             # DICOM: "[40, 400]" or "none" -> count
 
     def gray(self) -> bool:
         return bool(self.modes) and all(key.split(" ")[-1] in GRAY_MODES for key in self.modes)
+
+    def bands(self) -> int:
+        """The most bands a multi-band TIFF of the sample has; 0 when there is none."""
+        return max((int(key.split(" ")[1].removesuffix("-band")) for key in self.modes
+                    if key.startswith("TIFF ") and key.split(" ")[1].endswith("-band")), default=0)
 
     def describe(self) -> str:
         if not self.sizes:
@@ -38,8 +45,10 @@ class Images:
         widths, heights = zip(*self.sizes)
         def spread(values):
             return f"{min(values)}-{max(values)} (median {statistics.median(values):g})"
+        windows = sum(self.windows.values()) and "; DICOM windows " + examples(
+            [f"{k} x{n}" for k, n in self.windows.most_common()])
         return (f"{len(self.sizes)} sampled: width {spread(widths)}, height {spread(heights)}; "
-                f"{examples([f'{k} x{n}' for k, n in self.modes.most_common()])}")
+                f"{examples([f'{k} x{n}' for k, n in self.modes.most_common()])}{windows or ''}")
 
 
 @dataclass
@@ -186,7 +195,14 @@ def image_stats(data: DataDir, paths: list[str]) -> Images:
     step = max(1, len(paths) // SAMPLED_IMAGES)
     for path in paths[::step]:
         try:
-            with Image.open(io.BytesIO(data.read_bytes(path))) as image:
+            raw = data.read_bytes(path)
+            scan = scan_header(raw, path)
+            if scan is not None:
+                stats.sizes.append(scan[0])
+                stats.modes[scan[1]] += 1
+                stats.windows[scan[2] or "none"] += scan[1].startswith("DICOM")
+                continue
+            with Image.open(io.BytesIO(raw)) as image:
                 size = image.size
                 if image.getexif().get(0x0112, 1) in SIDEWAYS:
                     size = size[::-1]

@@ -1,0 +1,257 @@
+"""Images that are not photos: DICOM scans, multi-band TIFFs and one file per channel.
+
+Each becomes the same uint8 (size, size, channels) array a photo does (data.decode_file routes
+the file here), so the image store, augmentation, TTA, predict and the Kaggle kernel never see the
+difference. A DICOM keeps its full range (12-16 bits, rescaled by its slope and intercept to the
+modality's units, e.g. Hounsfield units) until a window maps it to 0-255: the yaml's `window:`
+([center, width], or several of them, one channel each, as CT solutions stack them), else the
+file's own window, else the whole range its stored bits can hold. MONOCHROME1 scans store dark as
+high values and are inverted after the window.
+"""
+from __future__ import annotations
+
+import io
+import numbers
+
+import numpy as np
+from PIL import Image
+
+from .errors import PipelineError
+
+MAX_CHANNELS = 64           # channels: the most bands an image may have (a 64-band hyperspectral crop)
+DICOM_MAGIC = b"DICM"       # bytes 128-131 of a DICOM file with the standard preamble
+DICOM_MAGIC_AT = 128
+DICOM_SUFFIXES = (".dcm", ".dicom")
+TIFF_SIGNATURES = (b"II*\0", b"MM\0*")
+INVERTED = "MONOCHROME1"    # photometric interpretation storing dark as high values
+
+
+def check_scan_settings(channels, window, channel_files, where: str) -> None:
+    """Refuse channels, window and channel_files that cannot describe an image, or disagree."""
+    if not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+        raise PipelineError(f"{where}: channels: {channels!r} must be a number of channels from 1 to "
+                            f"{MAX_CHANNELS} (1 gray, 3 RGB, 4 for RGBA or four bands).")
+    windows = windows_of(window, where)
+    if len(windows) > 1 and len(windows) != channels:
+        raise PipelineError(f"{where}: window lists {len(windows)} windows, one channel each, but channels "
+                            f"is {channels}: set channels: {len(windows)}.")
+    if len(windows) == 1 and channels not in (1, 3):
+        raise PipelineError(f"{where}: one window gives a gray scan (channels 1, or 3 repeating it); channels "
+                            f"is {channels}: list {channels} windows, or set channels: 1.")
+    if channel_files is None:
+        return
+    if not all(isinstance(p, str) and "{id}" in p for p in channel_files) or len(channel_files) != channels:
+        raise PipelineError(f"{where}: channel_files must list {channels} name patterns (channels: {channels}), "
+                            f"each with {{id}} where the id goes, e.g. ['{{id}}_red.png', '{{id}}_green.png']; "
+                            f"it says {channel_files!r}.")
+
+
+def windows_of(window, where: str = "window") -> list[tuple[float, float]]:
+    """The yaml's `window:` as a list of (center, width): [c, w] is one, [[c, w], ...] several."""
+    if window is None:
+        return []
+    several = isinstance(window, list) and window and all(isinstance(w, list) for w in window)
+    windows = window if several else [window]
+    for pair in windows:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[1] > 0):
+            raise PipelineError(f"{where}: window: {window!r}: write [center, width] with a positive width, "
+                                f"e.g. window: [40, 400] (a CT soft-tissue window), or a list of them.")
+    return [(float(c), float(w)) for c, w in windows]
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_dicom(raw: bytes, path: str) -> bool:
+    return raw[DICOM_MAGIC_AT:DICOM_MAGIC_AT + 4] == DICOM_MAGIC or path.lower().endswith(DICOM_SUFFIXES)
+
+
+def is_tiff(raw: bytes) -> bool:
+    return raw.startswith(TIFF_SIGNATURES)
+
+
+def read_dicom(raw: bytes):
+    """The parsed DICOM dataset; a file pydicom cannot parse raises ValueError saying so."""
+    import pydicom  # imported by scan competitions only
+    try:
+        return pydicom.dcmread(io.BytesIO(raw), force=True)
+    except Exception as error:  # noqa: BLE001 - a damaged file can make the parser raise anything
+        raise ValueError(f"not a readable DICOM file ({type(error).__name__}: {error})") from None
+
+
+def dicom_summary(dataset) -> str:
+    """What a scan is, for init's and check's counts: "DICOM CT 12-bit MONOCHROME2" (the
+    photometric interpretation last, as Pillow's mode ends a photo's)."""
+    modality = getattr(dataset, "Modality", None) or "?"
+    photometric = getattr(dataset, "PhotometricInterpretation", None) or "?"
+    return f"DICOM {modality} {getattr(dataset, 'BitsStored', None) or '?'}-bit {photometric}"
+
+
+def dicom_size(dataset) -> tuple[int, int]:
+    return int(getattr(dataset, "Columns", 0) or 0), int(getattr(dataset, "Rows", 0) or 0)
+
+
+def file_window(dataset) -> tuple[float, float] | None:
+    """The first (center, width) the file carries (the tags may hold several values); None without."""
+    from pydicom.multival import MultiValue
+    values = [getattr(dataset, "WindowCenter", None), getattr(dataset, "WindowWidth", None)]
+    if None in values:
+        return None
+    center, width = (float(v[0]) if isinstance(v, MultiValue) else float(v) for v in values)
+    return (center, width) if width > 0 else None
+
+
+def _pixels(dataset) -> np.ndarray:
+    """The stored pixels in the modality's units (slope and intercept applied), as float64;
+    a multi-frame scan gives its middle frame."""
+    from pydicom.pixels import apply_modality_lut
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # noqa: BLE001 - no decoder for the transfer syntax, truncated data, ...
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
+        raise ValueError(f"DICOM pixels cannot be decoded ({name}: {str(error).splitlines()[0]})") from None
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[len(pixels) // 2]
+    return np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float64)
+
+
+def _stored_range(dataset) -> tuple[float, float]:
+    """The whole range the stored bits can hold, in the modality's units: the window of a scan
+    that names none (so every scan of a set maps alike, never by its own min and max)."""
+    bits = int(getattr(dataset, "BitsStored", 16) or 16)
+    signed = int(getattr(dataset, "PixelRepresentation", 0) or 0) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return ends[0], ends[1]
+
+
+def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Values from center - width/2 (black) to center + width/2 (white), linearly, as uint8."""
+    low = center - width / 2
+    return (np.clip((values - low) / width, 0, 1) * 255).round().astype(np.uint8)
+
+
+def dicom_planes(raw: bytes, windows: list[tuple[float, float]]) -> tuple[list[np.ndarray], str]:
+    """A DICOM file as uint8 planes (one per window; RGB scans: their three) and its summary."""
+    dataset = read_dicom(raw)
+    summary = "{} {}x{}".format(dicom_summary(dataset), *dicom_size(dataset))
+    values = _pixels(dataset)
+    if values.ndim == 3:  # colour (a photo of skin, a slide): pydicom has made it RGB already
+        return [np.clip(values[..., c], 0, 255).astype(np.uint8) for c in range(values.shape[-1])], summary
+    if not windows:
+        stored = _stored_range(dataset)
+        windows = [file_window(dataset) or ((stored[0] + stored[1]) / 2, stored[1] - stored[0] or 1)]
+    planes = [apply_window(values, center, width) for center, width in windows]
+    if getattr(dataset, "PhotometricInterpretation", "") == INVERTED:
+        planes = [255 - plane for plane in planes]
+    return planes, summary
+
+
+def scan_header(raw: bytes, path: str) -> tuple[tuple[int, int], str, str | None] | None:
+    """((width, height), kind, window) of a DICOM file, or of a TIFF of more than three bands
+    ("TIFF 4-band uint16"), from its header; None for anything else (a photo, for Pillow)."""
+    if is_dicom(raw, path):
+        import pydicom
+        try:
+            dataset = pydicom.dcmread(io.BytesIO(raw), force=True, stop_before_pixels=True)
+        except Exception as error:  # noqa: BLE001
+            raise ValueError(f"not a readable DICOM file ({type(error).__name__}: {error})") from None
+        window = file_window(dataset)
+        return dicom_size(dataset), dicom_summary(dataset), window and "[{:g}, {:g}]".format(*window)
+    if not is_tiff(raw):
+        return None
+    import tifffile
+    with tifffile.TiffFile(io.BytesIO(raw)) as tiff:
+        page = tiff.pages[0]
+        if page.samplesperpixel <= 3:
+            return None
+        return (page.imagewidth, page.imagelength), f"TIFF {page.samplesperpixel}-band {page.dtype}", None
+
+
+def tiff_planes(raw: bytes) -> tuple[list[np.ndarray], str]:
+    """A TIFF's bands (any count, 8 or 16 bits, or floats) as uint8 planes, and its summary.
+    Integers are scaled by their type's range, floats in [0, 1] kept, other floats by the
+    image's own min and max."""
+    import tifffile
+    try:
+        array = tifffile.imread(io.BytesIO(raw))
+    except Exception as error:  # noqa: BLE001
+        raise ValueError(f"truncated or damaged TIFF ({type(error).__name__}: {error})") from None
+    if array.ndim == 2:
+        array = array[..., None]
+    elif array.ndim == 3 and array.shape[0] < min(array.shape[1:]):  # planar: bands first
+        array = np.moveaxis(array, 0, -1)
+    if array.ndim != 3:
+        raise ValueError(f"a TIFF of shape {array.shape}: expected height x width x bands")
+    summary = f"TIFF {array.shape[-1]}-band {array.dtype} {array.shape[1]}x{array.shape[0]}"
+    return [to_uint8(array[..., band]) for band in range(array.shape[-1])], summary
+
+
+def to_uint8(plane: np.ndarray) -> np.ndarray:
+    if plane.dtype == np.uint8:
+        return plane
+    if np.issubdtype(plane.dtype, np.integer):
+        info = np.iinfo(plane.dtype)
+        return ((plane.astype(np.float64) - info.min) / (info.max - info.min) * 255).round().astype(np.uint8)
+    plane = np.nan_to_num(plane.astype(np.float64))
+    low, high = (0.0, 1.0) if plane.min() >= 0 and plane.max() <= 1 else (plane.min(), plane.max())
+    return (np.clip((plane - low) / max(high - low, 1e-12), 0, 1) * 255).round().astype(np.uint8)
+
+
+def stack_planes(planes: list[np.ndarray], channels: int, size: int, resize: str, what: str) -> np.ndarray:
+    """uint8 planes, each resized by the policy, as (size, size, channels): one plane fills
+    three channels (a gray scan for an RGB stem); otherwise the counts must match."""
+    from .imagestore import fit_to_size
+    if len(planes) == 1 and channels == 3:
+        planes = planes * 3
+    if len(planes) != channels:
+        raise ValueError(f"{what} gives {len(planes)} channel(s), but channels is {channels}: set channels: "
+                         f"{len(planes)} in the competition yaml" + (" (or list that many windows)"
+                                                                    if what.startswith("DICOM") else ""))
+    return np.stack([np.asarray(fit_to_size(Image.fromarray(plane), size, resize)) for plane in planes], -1)
+
+
+def decode_scan(raw: bytes, path: str, channels: int, size: int, resize: str,
+                window=None) -> tuple[np.ndarray, str] | None:
+    """(uint8 (size, size, channels), its summary) for a DICOM file, or a TIFF whose bands Pillow
+    does not read as gray or RGB (channels other than 1 and 3); None: a photo, for Pillow."""
+    if is_dicom(raw, path):
+        planes, summary = dicom_planes(raw, windows_of(window))
+    elif is_tiff(raw) and channels not in (1, 3):
+        planes, summary = tiff_planes(raw)
+    else:
+        return None
+    return stack_planes(planes, channels, size, resize, summary), summary
+
+
+def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, slope: float = 1,
+                intercept: float = 0, window: tuple[float, float] | None = None, modality: str = "CT",
+                syntax: str | None = None) -> bytes:
+    """A DICOM file of unsigned `pixels` (rows x columns, `bits` stored of 16), for the tests and
+    bench/dicom.py: known content, written by pydicom as a scanner would; `syntax` a transfer
+    syntax UID to compress to (pydicom encodes RLE itself, JPEG 2000 with pylibjpeg-openjpeg)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    dataset.Modality, dataset.PhotometricInterpretation = modality, photometric
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel, dataset.PixelRepresentation = 1, 0
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, bits, bits - 1
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if window is not None:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    dataset.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
+    if syntax is not None:
+        dataset.compress(syntax)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
