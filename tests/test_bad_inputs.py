@@ -32,7 +32,7 @@ here is `FAILING[...]`; test_the_table_names_tests_that_exist keeps the table tr
 | a `kaggle:` slug like `../../x` (the download is saved as SLUG.zip) | refused at load | test_a_kaggle_slug_that_would_name_a_path_is_refused |
 | weights file outside the weights folder | refused | test_weights_outside_the_weights_folder_are_refused |
 | unreadable or pickled-model weights file | error without weights_only advice, no run folder | test_an_unreadable_weights_file_leaves_no_run_folder_and_no_unsafe_advice |
-| unknown or ill-typed setting, broken template, channels 4 | error naming the key | test_a_bad_yaml_setting_is_refused_before_anything_is_written, test_a_broken_image_template_is_named, test_channels_other_than_gray_or_rgb_are_refused |
+| unknown or ill-typed setting, broken template, channels 65, channels 4 of photos | error naming the key; photos: each image named with why | test_a_bad_yaml_setting_is_refused_before_anything_is_written, test_a_broken_image_template_is_named, test_channels_beyond_gray_or_rgb_need_bands_photos_lack |
 | test inputs changed after training | predict refuses, old submission kept | test_predict_refuses_changed_test_inputs_and_keeps_the_old_submission |
 | two first commands at once (digits written) | one writes, the other waits | test_two_first_commands_write_the_digits_competition_once |
 | two commands decoding the same images | one decodes, the other waits and reads | test_a_second_decoding_of_the_same_images_waits_and_reads_the_first |
@@ -300,12 +300,16 @@ def test_a_broken_image_template_is_named(workspace, capsys):
     assert "image_template '{ID}.png' in competition/tiny.yaml" in capsys.readouterr().err
 
 
-def test_channels_other_than_gray_or_rgb_are_refused(workspace, capsys):
+def test_channels_beyond_gray_or_rgb_need_bands_photos_lack(workspace, capsys):
     tiny = make_competition(workspace, channels=1)
-    (workspace / "competition" / "tiny.yaml").write_text(
-        (workspace / "competition" / "tiny.yaml").read_text().replace("channels: 1", "channels: 4"))
+    yaml_path = workspace / "competition" / "tiny.yaml"
+    yaml_path.write_text(yaml_path.read_text().replace("channels: 1", "channels: 4"))
     assert main(["train", tiny.name, "--device", "cpu"]) == 2
-    assert "channels must be 1 (gray) or 3 (RGB)" in capsys.readouterr().err
+    assert "a photo gives gray or RGB, not 4 channels: use a multi-band TIFF or channel_files" in \
+        capsys.readouterr().err
+    yaml_path.write_text(yaml_path.read_text().replace("channels: 4", "channels: 65"))
+    assert main(["train", tiny.name, "--device", "cpu"]) == 2
+    assert "channels: 65 must be a number of channels from 1 to 64" in capsys.readouterr().err
 
 
 def test_the_table_names_tests_that_exist():

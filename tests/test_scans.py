@@ -39,7 +39,7 @@ def ramp(top: int = 4095, side: int = SIDE) -> np.ndarray:
 
 def test_rescale_then_window_maps_the_scan_units_to_0_255():
     pixels = ramp()
-    raw = dicom_bytes(pixels, slope=2, intercept=-1024, window=(1000, 2000))
+    raw = dicom_bytes(pixels, RescaleSlope=2, RescaleIntercept=-1024, WindowCenter=1000, WindowWidth=2000)
     units = pixels * 2.0 - 1024  # what the scanner measured, e.g. Hounsfield units
     expected = (np.clip((units - 0) / 2000, 0, 1) * 255).round()
     assert np.array_equal(decoded(raw)[..., 0], expected)
@@ -48,7 +48,7 @@ def test_rescale_then_window_maps_the_scan_units_to_0_255():
 def test_the_yaml_window_wins_over_the_file_and_a_narrow_one_sees_what_8_bits_would_lose():
     pixels = np.full((SIDE, SIDE), 2000, np.uint16)
     pixels[:, SIDE // 2:] = 2010  # ten units apart: one grey level after a 12-bit -> 8-bit cut
-    raw = dicom_bytes(pixels, window=(2048, 4096))
+    raw = dicom_bytes(pixels, WindowCenter=2048, WindowWidth=4096)
     assert np.ptp(decoded(raw)) <= 1
     narrow = decoded(raw, window=[2005, 20])
     assert narrow[0, 0, 0] < 80 and narrow[0, -1, 0] > 175
@@ -56,13 +56,13 @@ def test_the_yaml_window_wins_over_the_file_and_a_narrow_one_sees_what_8_bits_wo
 
 def test_monochrome1_is_inverted_after_the_window():
     pixels = ramp()
-    plain, inverted = (decoded(dicom_bytes(pixels, photometric=kind, window=(2048, 4096)))
+    plain, inverted = (decoded(dicom_bytes(pixels, PhotometricInterpretation=kind, WindowCenter=2048, WindowWidth=4096))
                        for kind in ("MONOCHROME2", "MONOCHROME1"))
     assert np.array_equal(inverted, 255 - plain)
 
 
 def test_several_windows_stack_as_channels():
-    raw = dicom_bytes(ramp(), window=(2048, 4096))
+    raw = dicom_bytes(ramp(), WindowCenter=2048, WindowWidth=4096)
     windows = [[500, 1000], [2048, 4096], [3500, 1000]]
     stacked = decoded(raw, channels=3, window=windows)
     for c, window in enumerate(windows):
@@ -175,9 +175,9 @@ def scan_of(rng, image_id: str, label: int) -> dict:
     number = int(image_id[1:])
     values = pattern(label, 1, SIDE, rng)[..., 0].astype(np.uint16) * 16
     inverted = number % 3 == 0
-    raw = dicom_bytes(4080 - values if inverted else values, photometric="MONOCHROME1" if inverted else "MONOCHROME2",
-                      intercept=-1024, window=(1016, 4080),  # -1024..3056: back to the pattern's 0..255
-                      syntax=RLELossless if number % 5 == 0 else None)
+    raw = dicom_bytes(4080 - values if inverted else values, syntax=RLELossless if number % 5 == 0 else None,
+                      PhotometricInterpretation="MONOCHROME1" if inverted else "MONOCHROME2",
+                      RescaleIntercept=-1024, WindowCenter=1016, WindowWidth=4080)  # back to 0..255
     return {f"{image_id}.dcm": raw}
 
 

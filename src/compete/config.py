@@ -13,10 +13,9 @@ from pathlib import Path
 import yaml
 
 from .errors import PipelineError
-from .guards import check_settings
+from .guards import check_scan_settings, check_settings
 from .metrics import metric_entry
 from .model_names import model_library
-from .scans import check_scan_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,8 @@ from .files import EXAMPLES, DataDir, Problems, examples
 from .imagestore import ImageFile, decode_into, draft, fit_to_size
 from .layout import files_of, image_paths
 from .leakage import train_groups
-from .scans import MAX_CHANNELS, decode_scan
+from .guards import MAX_CHANNELS
+from .scans import decode_scan
 from .tables import Tables, load_tables
 from .targets import Target, fit_target
 

@@ -9,6 +9,7 @@ memory is bounded by what a command keeps, never by what a file claims.
 """
 from __future__ import annotations
 
+import numbers
 import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -24,6 +25,7 @@ PLACEHOLDER = re.compile(r"\{[^{}]*\}")  # "{id}" in a template
 MAX_IMAGE_SIZE = 4096  # image_size: side in pixels images are decoded to (50 MB an RGB image)
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a Kaggle competition's slug (it names SLUG.zip too)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_CHANNELS = 64      # channels: the most bands an image may have (a 64-band hyperspectral crop)
 
 
 def escapes(path: str) -> bool:
@@ -101,3 +103,40 @@ def read_limited(stream, where: str) -> bytes:
         total += len(chunk)
         if total > limit:
             raise too_large(where, "holds more than it declares")
+
+
+def check_scan_settings(channels, window, channel_files, where: str) -> None:
+    """Refuse channels, window and channel_files that cannot describe an image, or disagree."""
+    if not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
+        raise PipelineError(f"{where}: channels: {channels!r} must be a number of channels from 1 to "
+                            f"{MAX_CHANNELS} (1 gray, 3 RGB, 4 for RGBA or four bands).")
+    windows = windows_of(window, where)
+    if len(windows) > 1 and len(windows) != channels:
+        raise PipelineError(f"{where}: window lists {len(windows)} windows, one channel each, but channels "
+                            f"is {channels}: set channels: {len(windows)}.")
+    if len(windows) == 1 and channels not in (1, 3):
+        raise PipelineError(f"{where}: one window gives a gray scan (channels 1, or 3 repeating it); channels "
+                            f"is {channels}: list {channels} windows, or set channels: 1.")
+    if channel_files is None:
+        return
+    if not all(isinstance(p, str) and "{id}" in p for p in channel_files) or len(channel_files) != channels:
+        raise PipelineError(f"{where}: channel_files must list {channels} name patterns (channels: {channels}), "
+                            f"each with {{id}} where the id goes, e.g. ['{{id}}_red.png', '{{id}}_green.png']; "
+                            f"it says {channel_files!r}.")
+
+
+def windows_of(window, where: str = "window") -> list[tuple[float, float]]:
+    """The yaml's `window:` as a list of (center, width): [c, w] is one, [[c, w], ...] several."""
+    if window is None:
+        return []
+    several = isinstance(window, list) and window and all(isinstance(w, list) for w in window)
+    windows = window if several else [window]
+    for pair in windows:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[1] > 0):
+            raise PipelineError(f"{where}: window: {window!r}: write [center, width] with a positive width, "
+                                f"e.g. window: [40, 400] (a CT soft-tissue window), or a list of them.")
+    return [(float(c), float(w)) for c, w in windows]
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -11,56 +11,18 @@ high values and are inverted after the window.
 from __future__ import annotations
 
 import io
-import numbers
 
 import numpy as np
 from PIL import Image
 
-from .errors import PipelineError
+from .guards import windows_of
+from .imagestore import fit_to_size
 
-MAX_CHANNELS = 64           # channels: the most bands an image may have (a 64-band hyperspectral crop)
 DICOM_MAGIC = b"DICM"       # bytes 128-131 of a DICOM file with the standard preamble
 DICOM_MAGIC_AT = 128
 DICOM_SUFFIXES = (".dcm", ".dicom")
 TIFF_SIGNATURES = (b"II*\0", b"MM\0*")
 INVERTED = "MONOCHROME1"    # photometric interpretation storing dark as high values
-
-
-def check_scan_settings(channels, window, channel_files, where: str) -> None:
-    """Refuse channels, window and channel_files that cannot describe an image, or disagree."""
-    if not isinstance(channels, int) or not 1 <= channels <= MAX_CHANNELS:
-        raise PipelineError(f"{where}: channels: {channels!r} must be a number of channels from 1 to "
-                            f"{MAX_CHANNELS} (1 gray, 3 RGB, 4 for RGBA or four bands).")
-    windows = windows_of(window, where)
-    if len(windows) > 1 and len(windows) != channels:
-        raise PipelineError(f"{where}: window lists {len(windows)} windows, one channel each, but channels "
-                            f"is {channels}: set channels: {len(windows)}.")
-    if len(windows) == 1 and channels not in (1, 3):
-        raise PipelineError(f"{where}: one window gives a gray scan (channels 1, or 3 repeating it); channels "
-                            f"is {channels}: list {channels} windows, or set channels: 1.")
-    if channel_files is None:
-        return
-    if not all(isinstance(p, str) and "{id}" in p for p in channel_files) or len(channel_files) != channels:
-        raise PipelineError(f"{where}: channel_files must list {channels} name patterns (channels: {channels}), "
-                            f"each with {{id}} where the id goes, e.g. ['{{id}}_red.png', '{{id}}_green.png']; "
-                            f"it says {channel_files!r}.")
-
-
-def windows_of(window, where: str = "window") -> list[tuple[float, float]]:
-    """The yaml's `window:` as a list of (center, width): [c, w] is one, [[c, w], ...] several."""
-    if window is None:
-        return []
-    several = isinstance(window, list) and window and all(isinstance(w, list) for w in window)
-    windows = window if several else [window]
-    for pair in windows:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(_number(v) for v in pair) and pair[1] > 0):
-            raise PipelineError(f"{where}: window: {window!r}: write [center, width] with a positive width, "
-                                f"e.g. window: [40, 400] (a CT soft-tissue window), or a list of them.")
-    return [(float(c), float(w)) for c, w in windows]
-
-
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def is_dicom(raw: bytes, path: str) -> bool:
@@ -205,7 +167,6 @@ def to_uint8(plane: np.ndarray) -> np.ndarray:
 def stack_planes(planes: list[np.ndarray], channels: int, size: int, resize: str, what: str) -> np.ndarray:
     """uint8 planes, each resized by the policy, as (size, size, channels): one plane fills
     three channels (a gray scan for an RGB stem); otherwise the counts must match."""
-    from .imagestore import fit_to_size
     if len(planes) == 1 and channels == 3:
         planes = planes * 3
     if len(planes) != channels:
@@ -228,12 +189,17 @@ def decode_scan(raw: bytes, path: str, channels: int, size: int, resize: str,
     return stack_planes(planes, channels, size, resize, summary), summary
 
 
-def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, slope: float = 1,
-                intercept: float = 0, window: tuple[float, float] | None = None, modality: str = "CT",
-                syntax: str | None = None) -> bytes:
-    """A DICOM file of unsigned `pixels` (rows x columns, `bits` stored of 16), for the tests and
-    bench/dicom.py: known content, written by pydicom as a scanner would; `syntax` a transfer
-    syntax UID to compress to (pydicom encodes RLE itself, JPEG 2000 with pylibjpeg-openjpeg)."""
+DICOM_DEFAULTS = {"Modality": "CT", "PhotometricInterpretation": "MONOCHROME2", "SamplesPerPixel": 1,
+                  "BitsAllocated": 16, "BitsStored": 12, "HighBit": 11, "PixelRepresentation": 0,
+                  "RescaleSlope": 1, "RescaleIntercept": 0}  # dicom_bytes' tags: a 12-bit CT slice
+
+
+def dicom_bytes(pixels: np.ndarray, syntax: str | None = None, **tags) -> bytes:
+    """A DICOM file of unsigned 16-bit `pixels` (rows x columns), for the tests and bench/dicom.py:
+    known content, written by pydicom as a scanner would. `tags` override DICOM_DEFAULTS (e.g.
+    PhotometricInterpretation="MONOCHROME1", WindowCenter=40, WindowWidth=400); `syntax` is a
+    transfer syntax UID to compress to (pydicom encodes RLE itself, JPEG 2000 with
+    pylibjpeg-openjpeg)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
     meta = FileMetaDataset()
@@ -242,13 +208,9 @@ def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int 
     dataset = Dataset()
     dataset.file_meta = meta
     dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    dataset.Modality, dataset.PhotometricInterpretation = modality, photometric
     dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.PixelRepresentation = 1, 0
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, bits, bits - 1
-    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
-    if window is not None:
-        dataset.WindowCenter, dataset.WindowWidth = window
+    for tag, value in {**DICOM_DEFAULTS, **tags}.items():
+        setattr(dataset, tag, value)
     dataset.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
     if syntax is not None:
         dataset.compress(syntax)
