@@ -165,7 +165,7 @@ def yaml_settings(found: Survey) -> Choices:
     """Every yaml setting from the survey, with its reason, and what to confirm."""
     choices = Choices()
     _files(choices, found)
-    channels = _channels(choices, found.images)
+    channels = _channels(choices, found.images, found.channel_files)
     side, photos, why = training_size(found.images)
     choices.set("image_size", side, why)
     target, fill = _target(choices, found)
@@ -191,13 +191,17 @@ def yaml_settings(found: Survey) -> Choices:
     return choices
 
 
-def _channels(choices: Choices, images) -> int:
-    """channels from the sampled images (gray, colour or a TIFF's bands); a scan without a
-    window of its own is a thing to confirm."""
-    bands = images.bands()
+def _channels(choices: Choices, images, channel_files: list[str] | None) -> int:
+    """channels from the sampled images (gray, colour, a TIFF's bands, or one file per channel);
+    a scan without a window of its own is a thing to confirm."""
+    bands = len(channel_files) if channel_files else images.bands()
     channels = bands or (1 if images.gray() else 3)
-    choices.set("channels", channels, f"{bands}-band TIFFs" if bands else
-                "gray images" if channels == 1 else "colour images")
+    choices.set("channels", channels, "one file per channel" if channel_files else f"{bands}-band TIFFs"
+                if bands else "gray images" if channels == 1 else "colour images")
+    if channel_files:
+        choices.set("channel_files", channel_files, "each id's files, stacked in this order")
+        choices.confirm.append(f"channel_files: {', '.join(channel_files)}: red, green, blue first (what "
+                               f"a pretrained RGB stem expects), then the others by name; reorder if need be")
     if images.windows.get("none"):
         choices.confirm.append(f"{images.windows['none']} sampled DICOM scan(s) carry no display window: each "
                                f"maps the whole range its bits hold; set window: [center, width] in the "

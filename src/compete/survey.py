@@ -69,6 +69,7 @@ class Survey:
     train_labels: list[str]
     images: Images
     notes: list[str] = field(default_factory=list)
+    channel_files: list[str] | None = None  # one file per channel: their templates (channel_set)
 
 
 def shortest_key(data: DataDir, path: str, keep: int = 1) -> str:
@@ -142,12 +143,23 @@ def _tails(images: list[str]) -> dict[str, list[str]]:
             stem, dot, _ = tail.rpartition(".")
             if dot and "/" not in tail[len(stem):]:
                 index.setdefault(stem, []).append(path)
+                if "_" in stem.rpartition("/")[2]:  # "{id}_red.png": one file of a channel set
+                    index.setdefault(stem.rpartition("_")[0], []).append(path)
     return index
 
 
 def locate(ids: list[str], index: dict[str, list[str]], split: str) -> tuple[str, str, int]:
     """(folder, template, ids found) that name the most of `ids`' images; the folder whose name
     holds `split` ("train" or "test") wins a tie."""
+    votes, step = _votes(ids, index)
+    if not votes:
+        return "", "", 0
+    best = max(votes, key=lambda key: (votes[key], split in key[0].lower(), -len(key[0])))
+    return best[0], best[1], votes[best] * step
+
+
+def _votes(ids: list[str], index: dict[str, list[str]]) -> tuple[Counter, int]:
+    """(folder, template) -> how many of the sampled ids it names, and the sampling step."""
     step = max(1, len(ids) // SAMPLED_IDS)
     votes = Counter()
     for image_id in ids[::step]:
@@ -155,10 +167,23 @@ def locate(ids: list[str], index: dict[str, list[str]], split: str) -> tuple[str
             folder, _, rest = path.rpartition(image_id)
             if folder.endswith("/") or not folder:
                 votes[(folder.rstrip("/"), "{id}" + rest)] += 1
-    if not votes:
-        return "", "", 0
-    best = max(votes, key=lambda key: (votes[key], split in key[0].lower(), -len(key[0])))
-    return best[0], best[1], votes[best] * step
+    return votes, step
+
+
+def channel_set(ids: list[str], index: dict[str, list[str]], folder: str, template: str) -> list[str] | None:
+    """The templates of one file per channel ("{id}_red.png", "{id}_green.png", ...) when the
+    chosen `template` is one of two or more that name every id alike in `folder`; red, green and
+    blue first, in that order (what an RGB stem expects), then the others by name. None otherwise."""
+    if not template.startswith("{id}_"):
+        return None
+    votes, _ = _votes(ids, index)
+    suffix = template.rpartition(".")[2]
+    siblings = [t for (f, t), n in votes.items() if f == folder and n == votes[(folder, template)]
+                and t.startswith("{id}_") and t.endswith("." + suffix) and "/" not in t]
+    if len(siblings) < 2 or any(t.startswith("{id}.") for f, t in votes if f == folder):
+        return None
+    colours = [f"{{id}}_{colour}.{suffix}" for colour in ("red", "green", "blue")]
+    return [t for t in colours if t in siblings] + sorted(t for t in siblings if t not in colours)
 
 
 def _class_folder_root(images: list[str]) -> str | None:
@@ -282,4 +307,5 @@ def survey(data: DataDir) -> Survey:
         train_images=shortest_folder(data, train.folder, train.template.format(id=train.ids[0])),
         test_images=shortest_folder(data, test_folder, test_template.format(id=test_ids[0])),
         train_template=train.template, test_template=test_template, train_ids=train.ids,
-        train_labels=train.labels, images=image_stats(data, train_paths), notes=notes)
+        train_labels=train.labels, images=image_stats(data, train_paths), notes=notes,
+        channel_files=channel_set(test_ids, index, test_folder, test_template))
