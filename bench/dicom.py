@@ -59,7 +59,7 @@ def write_data(root: Path) -> tuple[pd.DataFrame, float]:
     folders = {suffix: root / "inputs" / f"apparel_{suffix}" for suffix in FORMATS}
     written, dicom_seconds = (folders["dcm"] / "train.csv").exists(), 0.0
     with zipfile.ZipFile(SOURCE / "train.zip") as archive:
-        labels = pd.read_csv(io.BytesIO(archive.read("train.csv")))
+        labels = pd.read_csv(io.BytesIO(archive.read("train.csv")), dtype=str)
         for member in ([] if written else archive.namelist()):
             if not member.endswith(".png"):
                 continue

@@ -219,7 +219,8 @@ def test_check_names_a_damaged_scan_and_why(workspace, capsys):
     data = workspace / "inputs" / "comp"
     write_competition(data, 12, 3, scan_of)
     (data / "train" / "t4.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")
-    (workspace / "competition" / "comp.yaml").write_text(yaml.safe_dump({"image_template": "{id}.dcm", "image_size": SIDE}))
+    spec = {"image_template": "{id}.dcm", "image_size": SIDE}
+    (workspace / "competition" / "comp.yaml").write_text(yaml.safe_dump(spec))
     assert main(["check", "comp"]) != 0
     out = capsys.readouterr().out
     assert "t4.dcm (id 't4')" in out and "DICOM" in out

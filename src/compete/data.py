@@ -133,7 +133,8 @@ def _decode_all(comp: Competition, data: DataDir, paths: list[str], missing: set
     meta = {}
 
     def fill(file):
-        meta["bad"], meta["formats"] = decode_into(file, shape, items, decode, f"decode {files_of(paths[0])[0].split('/')[0]}")
+        folder = files_of(paths[0])[0].split('/')[0]
+        meta["bad"], meta["formats"] = decode_into(file, shape, items, decode, f"decode {folder}")
 
     def write_meta(_partial):
         write_atomically(cache.with_suffix(".json"), lambda file: file.write(json.dumps(meta).encode()))
