@@ -209,7 +209,7 @@ def measure_member(model, member: Member, session: Session, data: LabelledImages
         index = torch.randint(len(labels), (member.batch_size,), device=device, generator=train.generator)
         batch = next(source.batches([index]))
         model.train()
-        train(model, batch, labels[index])
+        train(model, batch, labels[index], None if data.metadata is None else data.metadata[index])
         if ema is not None:
             ema.update_parameters(model)
 
@@ -221,7 +221,7 @@ def measure_member(model, member: Member, session: Session, data: LabelledImages
     sample = torch.arange(min(len(source), EVAL_BATCH))
     return MemberCost(step_s=_seconds_per_call(step, device),
                       image_s=_seconds_per_call(lambda: predict_logits(model, source, session.runtime,
-                                                                       positions=sample),
+                                                                       positions=sample, metadata=data.metadata),
                                                 device) / len(sample),
                       epoch_s=_seconds_per_call(save, device))
 
