@@ -74,7 +74,7 @@ def test_a_model_without_metadata_is_the_one_it_was_before():
     plain = member_model(member, NetSpec(1, 8, 3, [0.5], [0.25]), torch.device("cpu"), seed=0)
     fused = member_model(member, NetSpec(1, 8, 3, [0.5], [0.25], MetadataEncoder.fit(ROWS).to_dict()),
                          torch.device("cpu"), seed=0)
-    assert plain.fusion is None and plain.metadata is None
+    assert plain.fusion is None and plain.metadata is None and fused.metadata is not None
     assert not any(key.startswith("fusion") for key in plain.state_dict())
     assert isinstance(plain.net.head[-1], torch.nn.Linear)  # its own classifier, untouched
     shared = {k: v for k, v in fused.state_dict().items() if k in plain.state_dict()}
@@ -146,8 +146,8 @@ def test_a_competition_only_image_and_metadata_together_solve_is_learned(workspa
 @pytest.mark.slow
 def test_folds_refit_and_time_limits_carry_the_metadata_and_fit_it_on_training_rows(workspace):
     tiny = make_metadata_competition(workspace)
-    assert main(["train", "meta", "--device", "cpu", "--folds", "2", "--refit", "--time-limit", "60"]) == 0
-    assert main(["predict", "meta", "--device", "cpu", "--time-limit", "60"]) == 0
+    assert main(["train", "meta", "--device", "cpu", "--folds", "2", "--refit", "--time-limit", "400"]) == 0
+    assert main(["predict", "meta", "--device", "cpu", "--time-limit", "400"]) == 0
     run_dir = only_run(workspace, "meta")
     assert run_summary(run_dir)["refit"]
     temperatures = pd.to_numeric(tiny.train["temperature"].replace("", np.nan))

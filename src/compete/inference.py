@@ -8,6 +8,7 @@ import torch
 
 from .augment import TTA
 from .batches import as_source
+from .metadata import encoded
 from .runtime import Runtime
 from .targets import SINGLE_LABEL, Target
 
@@ -22,21 +23,20 @@ def eval_batch_size(shape: tuple) -> int:
 
 
 @torch.no_grad()
-def view_logits(model, images, runtime: Runtime, transforms: list, positions=None,
-                metadata: torch.Tensor | None = None) -> list[torch.Tensor]:
+def view_logits(model, images, runtime: Runtime, transforms: list, positions=None) -> list[torch.Tensor]:
     """Logits (float32, CPU) of each transform's view (None: the images as they are) of the
     images at `positions` (all by default). `images`: a batch source, or a uint8 (N, C, H, W)
-    tensor; `metadata`: every image's encoded metadata row, for a model that reads them (the
-    same rows in every view). Each batch is read once for all views."""
+    tensor. Each batch is read once for all views."""
     model.eval()
     device, context = runtime.device, runtime.autocast()
     source = as_source(images)
     positions = torch.arange(len(source)) if positions is None else torch.as_tensor(positions)
+    metadata = model_rows(model, source, device)
     outputs = [[] for _ in transforms]
     index_batches = list(positions.split(eval_batch_size(source.shape)))
     for index, batch in zip(index_batches, source.batches(index_batches)):
         batch = batch.to(device, non_blocking=True).float().div_(255)
-        rows = () if metadata is None else (metadata[index.to(metadata.device)].to(device),)
+        rows = batch_rows(metadata, index)  # every view of an image beside the same metadata
         for view, transform in zip(outputs, transforms):
             inputs = batch if transform is None else transform(batch)
             with context():
@@ -44,16 +44,27 @@ def view_logits(model, images, runtime: Runtime, transforms: list, positions=Non
     return [torch.cat(view).cpu() for view in outputs]  # one copy back at the end: no GPU stall per batch
 
 
-def predict_logits(model, images, runtime: Runtime, transform=None, positions=None,
-                   metadata: torch.Tensor | None = None) -> torch.Tensor:
+def model_rows(model, images, device: torch.device) -> torch.Tensor | None:
+    """The metadata rows beside `images` (a batch source, batches.with_rows) encoded by
+    `model`'s own encoder, on `device`; None for a model that reads no metadata."""
+    return encoded(getattr(model, "metadata", None), getattr(images, "rows", None), device)
+
+
+def batch_rows(metadata: torch.Tensor | None, index: torch.Tensor) -> tuple:
+    """A batch's encoded metadata rows, as the extra argument of the model (and of the
+    training step): none for a model that reads no metadata."""
+    return () if metadata is None else (metadata[index.to(metadata.device)],)
+
+
+def predict_logits(model, images, runtime: Runtime, transform=None, positions=None) -> torch.Tensor:
     """Logits (float32, CPU) of the images at `positions` (all by default), batched."""
-    return view_logits(model, images, runtime, [transform], positions, metadata)[0]
+    return view_logits(model, images, runtime, [transform], positions)[0]
 
 
 def tta_probs(model, images, tta: list[str], runtime: Runtime, target: Target = SINGLE_LABEL,
-              positions=None, metadata: torch.Tensor | None = None) -> np.ndarray:
+              positions=None) -> np.ndarray:
     """Outputs (probabilities; numbers for regression) averaged over a member's test-time views:
     validation and test alike."""
     activate = target.activate
-    views = view_logits(model, images, runtime, [TTA[name] for name in tta], positions, metadata)
+    views = view_logits(model, images, runtime, [TTA[name] for name in tta], positions)
     return torch.stack([activate(logits) for logits in views]).mean(0).numpy()

@@ -118,8 +118,10 @@ class MetadataFusion(nn.Module):
     depend on the two together (a coat suits a cold day, not a hot one: no sum of an image term
     and a metadata term says that), then the outputs."""
 
-    def __init__(self, image_features: int, metadata_features: int, hidden: int, num_classes: int):
+    def __init__(self, image_features: int, encoder: dict, hidden: int, num_classes: int):
         super().__init__()
+        self.encoder = encoder  # metadata.MetadataEncoder as saved: what the inputs are
+        metadata_features = MetadataEncoder.from_dict(encoder).features
         self.metadata = nn.Sequential(nn.Linear(metadata_features, hidden), nn.GELU(), nn.LayerNorm(hidden))
         self.classifier = nn.Sequential(nn.Linear(image_features + hidden, hidden), nn.GELU(),
                                         nn.Linear(hidden, num_classes))
@@ -130,11 +132,11 @@ class MetadataFusion(nn.Module):
 
 class Classifier(nn.Module):
     """A network plus its input adaptation: normalize, resize, match the stem's channels; and,
-    for a competition with metadata, the fusion head (None: the net's own head classifies) and
-    the encoder of its metadata (metadata.MetadataEncoder, as saved: predict encodes with it)."""
+    for a competition with metadata, the fusion head (None: the net's own head classifies),
+    which holds the encoder of its metadata (predict encodes the test rows with it)."""
 
     def __init__(self, net: nn.Module, head_name: str, mean, std, image_size: int | None,
-                 net_channels: int, fusion: MetadataFusion | None = None, metadata: dict | None = None):
+                 net_channels: int):
         super().__init__()
         self.net = net
         self.head_name = head_name  # qualified name of the (new) classification head in `net`
@@ -142,8 +144,12 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.image_size = image_size
         self.net_channels = net_channels
-        self.fusion = fusion
-        self.metadata = metadata
+        self.fusion: MetadataFusion | None = None  # set by build_model for a competition with metadata
+
+    @property
+    def metadata(self) -> dict | None:
+        """The encoder of the metadata the model reads (as saved), or None."""
+        return None if self.fusion is None else self.fusion.encoder
 
     def forward(self, images, metadata=None):
         """images: float (N, C, H, W) in [0, 1]; metadata: the encoded (N, features) rows, for a
@@ -344,8 +350,10 @@ def build_model(member: Member, spec: "NetSpec", load_weights: bool = True) -> C
         net_channels = stem.in_channels if stem is not None else 3
     mean, std = _normalization(member, net, in_channels, spec.mean, spec.std)
     size = member.image_size if member.image_size and member.image_size != image_size else None
-    fusion = None if spec.metadata is None else _fusion(net, head_name, spec, member.metadata_hidden)
-    return Classifier(net, head_name, mean, std, size, net_channels, fusion, spec.metadata)
+    model = Classifier(net, head_name, mean, std, size, net_channels)
+    if spec.metadata is not None:
+        model.fusion = _fusion(net, head_name, spec, member.metadata_hidden)
+    return model
 
 
 def _fusion(net: nn.Module, head_name: str, spec: "NetSpec", hidden: int) -> MetadataFusion:
@@ -357,7 +365,7 @@ def _fusion(net: nn.Module, head_name: str, spec: "NetSpec", hidden: int) -> Met
     name = f"{head_name}.{last}" if last else head_name
     features = net.get_submodule(name).in_features
     net.set_submodule(name, nn.Identity())
-    return MetadataFusion(features, MetadataEncoder.from_dict(spec.metadata).features, hidden, spec.num_classes)
+    return MetadataFusion(features, spec.metadata, hidden, spec.num_classes)
 
 
 @dataclass

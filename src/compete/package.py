@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import with_rows
 from .config import PROJECT_ROOT, Competition, competition_path, run_from_dict, submissions_dir
 from .errors import PipelineError
 from .data import decode_file
@@ -125,7 +126,7 @@ def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: i
     sampled = min(count, 4 * MEASURED_MAX)  # seconds_per_view times a quarter of them at most
     sample = torch.randint(0, 256, (sampled, comp.channels, comp.image_size, comp.image_size), dtype=torch.uint8)
     rows = None if tables.test_metadata is None else tables.test_metadata.iloc[np.arange(sampled) % len(test_ids)]
-    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], sample, runtime, rows)
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], with_rows(sample, rows), runtime)
     views = {m: len(member.tta) for m, (_, member) in loaded}
     return count, decode_s, sum(per_view[m] * views[m] for m in per_view) / sampled * count
 

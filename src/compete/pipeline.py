@@ -7,13 +7,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from . import distributed
 from .atomic import write_atomically
 from .augment import check_tta, has_photo_augment, photo_on_loader
-from .batches import open_images
+from .batches import open_images, with_rows
 from .check import split_notes
 from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Member, RunConfig
@@ -21,7 +20,6 @@ from .data import training_dataset
 from .ensemble import CrossFit, Ensemble, add_intervals, crossfit_parts, cross_fitted, fit_ensemble, member_score
 from .history import provenance
 from .intervals import Bootstrap, format_interval
-from .metadata import encoded
 from .metrics import check_metric, score
 from .errors import PipelineError
 from .models import NetSpec, member_model, member_seed, net_spec
@@ -45,7 +43,6 @@ class TrainingRun:
     specs: list[NetSpec]
     folder: RunFolder
     deadlines: Deadlines | None = None
-    rows: pd.DataFrame | None = None  # the labelled images' metadata (string cells); None: none
 
 
 @dataclass
@@ -68,24 +65,25 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     comp, run = session.comp, session.run
     dataset = _checked_dataset(session, data_dir, skip_bad)
     splits = validation_splits(dataset.strata, run, dataset.groups)
-    metadata = dataset.tables.train_metadata
-    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members, metadata)
+    rows = dataset.tables.train_metadata  # each fold's models encode them by their own training part's
+    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members, rows)
              for train_idx, _ in splits]  # statistics (and metadata encoders) per fold
-    data = LabelledImages(training_images(dataset.train_images, run, session.runtime.device),
+    data = LabelledImages(with_rows(training_images(dataset.train_images, run, session.runtime.device), rows),
                           torch.from_numpy(dataset.train_targets).to(session.runtime.device), dataset.target)
-    plan = _time_plan(session, with_metadata(data, specs[0], metadata), splits, specs[0], resume_dir)
+    plan = _time_plan(session, data, splits, specs[0], resume_dir)
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     deadlines = Deadlines(plan) if plan and resume_dir is None else None  # a resumed run has no clock to meet
     splits = splits[:plan["folds"]] if plan else splits
     if resume_dir is None and plan is None:  # (a time plan has built them all already)
         build_members(run, specs[0])  # a setting that cannot work stops before the run folder exists
     run_dir = _open_run_dir(session, data_dir, specs[0], dataset.target, resume_dir, plan)
-    job = TrainingRun(session, data, splits, specs, RunFolder(run_dir), deadlines, metadata)
+    job = TrainingRun(session, data, splits, specs, RunFolder(run_dir), deadlines)
     if distributed.is_main():
         _print_start(job, dataset, run.refit and not refit)
     oof, rows = _train_members(job, dataset)
     if refit:
-        _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members, metadata), rows)
+        _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members,
+                             dataset.tables.train_metadata), rows)
     summary, crossed = _summarize(job, oof, rows, dataset.skipped, started)
     summary["refit"] = refit
     if distributed.is_main():
@@ -207,12 +205,6 @@ def _open_run_dir(session: Session, data_dir: Path, spec: NetSpec, target: Targe
     return distributed.share(run_dir)
 
 
-def with_metadata(data: LabelledImages, spec: NetSpec, rows: pd.DataFrame | None) -> LabelledImages:
-    """`data` with its images' metadata `rows` encoded as models built for `spec` read them
-    (by its encoder, fitted on that spec's training rows)."""
-    return replace(data, metadata=encoded(spec.metadata, rows, data.labels.device, "the training images"))
-
-
 def build_members(run: RunConfig, spec: NetSpec) -> None:
     """Build every member once on the CPU, its weights file read: a setting that cannot work
     (an unreadable weights: file, wrong model_args) stops `train` before a run folder exists."""
@@ -304,8 +296,7 @@ def _train_fold(job: TrainingRun, m: int, fold: Fold, spec: NetSpec):
         model.compile()
     resume = folder.resume_path(m, fold.index)  # state after the last complete epoch
     name = f"refit on all {len(fold.train_idx)} images" if fold.index is None else f"fold {fold.index + 1}/{folds}"
-    data = with_metadata(job.data, spec, job.rows)
-    result = fit(model, member, session, data, fold, FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume))
+    result = fit(model, member, session, job.data, fold, FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume))
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, spec,
                         {"epoch": result.epoch, "score": result.score, "selected": result.selected,

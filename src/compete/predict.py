@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_atomically
-from .batches import open_images
+from .batches import open_images, with_rows
 from .config import PREDICTING_MODELS, Competition, run_from_dict, submissions_dir, target_settings
 from .errors import PipelineError
 from .data import load_test
@@ -16,7 +16,6 @@ from .ensemble import blend_run
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
-from .metadata import encoded
 from .predictplan import (Plan, RESERVE, checkpoints_kept, plan_within, seconds_per_view,
                           summary_of_kept)
 from .runs import RunFolder, find_run, load_checkpoint
@@ -26,21 +25,19 @@ from .targets import SINGLE_LABEL, Target, fit_target, target_of_run
 
 
 def fold_outputs(run_dir: Path, images, runtime: Runtime, target: Target = SINGLE_LABEL,
-                 checkpoints: list[tuple[int, Path]] | None = None, views: dict[int, list[str]] | None = None,
-                 rows=None) -> list[list[tuple[int | None, np.ndarray]]]:
+                 checkpoints: list[tuple[int, Path]] | None = None,
+                 views: dict[int, list[str]] | None = None) -> list[list[tuple[int | None, np.ndarray]]]:
     """Per member, a (fold, test outputs averaged over the member's TTA views) pair per model
     (`checkpoints`, (member, path) pairs; default: its fold models; fold None: a model refit on
     all images); `images` a batch source (batches.py) or a uint8 (N, C, H, W) tensor; `views`
-    replaces a member's TTA views (predict --time-limit); `rows` the images' metadata (string
-    cells), which each model that reads it encodes as it was trained to.
+    replaces a member's TTA views (predict --time-limit).
     ensemble.blend_run calibrates each before they are averaged."""
     outputs = {}
     folder = RunFolder(run_dir)
     for index, path in folder.checkpoints() if checkpoints is None else checkpoints:
         model, member = load_checkpoint(path, runtime.device)
         tta = member.tta if views is None else views[index]
-        metadata = encoded(model.metadata, rows, runtime.device, "the test images")
-        probs = tta_probs(model, images, tta, runtime, target, metadata=metadata)
+        probs = tta_probs(model, images, tta, runtime, target)
         outputs.setdefault(index, []).append((folder.checkpoint_fold(path), probs))
     return [outputs[m] for m in sorted(outputs)]
 
@@ -62,11 +59,10 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
             f"Train again.")
     run = run_from_dict(config["run"])
     runtime = Runtime(choose_device(device_name), run.precision)
-    images = open_images(test_images, run, runtime.device)
+    images = with_rows(open_images(test_images, run, runtime.device), tables.test_metadata)
     started = time.perf_counter()
     probs, used, summary = predicting_models(run_dir, run, images, runtime, models,
-                                             None if time_limit is None else time_limit - process_seconds(),
-                                             tables.test_metadata)
+                                             None if time_limit is None else time_limit - process_seconds())
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
     write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
@@ -82,20 +78,19 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
 
 
 def predicting_models(run_dir: Path, run, images, runtime: Runtime, models: str | None = None,
-                      seconds: float | None = None, rows=None):
+                      seconds: float | None = None):
     """Per member, the (fold, test outputs) pairs of the models that predict, which they are
     (a name in PREDICTING_MODELS), and the summary to blend them with. `models` chooses; by
     default the refit on every labelled image where the run has one (with run.refit_blend,
     averaged half and half with the fold models' average, see ensemble.blend_run), else the
-    fold models. With `seconds` left, views and members are dropped to end in time. `rows`:
-    the images' metadata (fold_outputs)."""
+    fold models. With `seconds` left, views and members are dropped to end in time."""
     folder = RunFolder(run_dir)
     target, summary = target_of_run(folder.config()), folder.summary()
     chosen, models = chosen_checkpoints(run_dir, run, models)
     if seconds is None:
-        return fold_outputs(run_dir, images, runtime, target, chosen, rows=rows), models, summary
-    plan = _plan(chosen, (images, rows), runtime, seconds, summary)
-    outputs = fold_outputs(run_dir, images, runtime, target, checkpoints_kept(chosen, plan), plan.views, rows)
+        return fold_outputs(run_dir, images, runtime, target, chosen), models, summary
+    plan = _plan(chosen, images, runtime, seconds, summary)
+    outputs = fold_outputs(run_dir, images, runtime, target, checkpoints_kept(chosen, plan), plan.views)
     return _with_placeholders(outputs, plan), models, summary_of_kept(summary, plan)
 
 
@@ -113,13 +108,12 @@ def chosen_checkpoints(run_dir: Path, run, models: str | None = None) -> tuple[l
     return chosen, models
 
 
-def _plan(chosen, inputs: tuple, runtime: Runtime, seconds: float, summary: dict) -> Plan:
+def _plan(chosen, images, runtime: Runtime, seconds: float, summary: dict) -> Plan:
     """The views and members that end within `seconds` (measuring included), from each model's
-    measured rate on the `inputs` (the test images and their metadata rows)."""
+    measured rate."""
     started = time.perf_counter()
     loaded = [(m, load_checkpoint(path, runtime.device)) for m, path in chosen]
-    images, rows = inputs
-    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], images, runtime, rows)
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], images, runtime)
     views = {m: member.tta for m, (_, member) in loaded}
     left = seconds - (time.perf_counter() - started)
     plan = plan_within(left * (1 - RESERVE), per_view, views, summary["weights"])

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from .batches import as_source
 from .inference import eval_batch_size, view_logits
-from .metadata import encoded
 from .runtime import Runtime, process_seconds
 
 MEASURED_MAX = 256     # test images timed per model at most: one inference batch (a quarter of the
@@ -37,19 +36,17 @@ class Plan:
         return f"dropped {', '.join(self.dropped)}; kept {kept} (estimated {self.seconds:.0f} s{late})"
 
 
-def seconds_per_view(models: list[tuple[int, object]], images, runtime: Runtime, rows=None) -> dict[int, float]:
+def seconds_per_view(models: list[tuple[int, object]], images, runtime: Runtime) -> dict[int, float]:
     """Per member, the seconds one view of all its models takes over every test image, from
-    each model timed on the first images, in one batch of the size predict uses; `rows`: the
-    images' metadata, for models that read it."""
+    each model timed on the first images, in one batch of the size predict uses."""
     count = len(images)
     measured = max(1, min(count // 4, eval_batch_size(as_source(images).shape), MEASURED_MAX))
     positions = list(range(measured))
     seconds = {}
     for m, model in models:
-        metadata = encoded(model.metadata, rows, runtime.device, "the test images")
-        view_logits(model, images, runtime, [None], positions, metadata)  # warm-up: first-call costs
+        view_logits(model, images, runtime, [None], positions)  # warm-up: first-call costs
         started = time.perf_counter()
-        view_logits(model, images, runtime, [None], positions, metadata)
+        view_logits(model, images, runtime, [None], positions)
         per_image = (time.perf_counter() - started) / len(positions)
         seconds[m] = seconds.get(m, 0.0) + per_image * count
     return seconds

@@ -26,7 +26,7 @@ from .batches import as_source
 from .config import Member
 from .errors import PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
-from .inference import predict_logits, tta_probs
+from .inference import batch_rows, model_rows, predict_logits, tta_probs
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
 from .modelfiles import load_plain
@@ -123,7 +123,7 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         batch = next(batches)
         waited += time.perf_counter() - asked
         labels = data.labels[index_batches[i]]
-        logits, loss = step(net, batch, labels, None if data.metadata is None else data.metadata[index_batches[i]])
+        logits, loss = step(net, batch, labels, *batch_rows(data.metadata, index_batches[i]))
         if pace is not None:
             pace.advance(training.scheduler)
         else:
@@ -169,8 +169,8 @@ class TrainStep:
     hflip: bool                      # the competition's flips that keep the class
     vflip: bool
 
-    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor, metadata: torch.Tensor | None = None):
-        return train_step(self, net, images, labels, metadata)
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor, *metadata: torch.Tensor):
+        return train_step(self, net, images, labels, *metadata)  # metadata: inference.batch_rows
 
 
 def build_step(model, member: Member, session: Session, criterion, seed: int,
@@ -263,8 +263,8 @@ class Fold:
 class LabelledImages:
     """What a member trains and validates on: the images (a batch source of batches.py, or a
     uint8 (N, C, H, W) tensor on the training device), their labels encoded for `target`, on
-    the device, and the target kind; for a model that reads metadata, the images' encoded
-    metadata rows (N, features) on the device (metadata.encoded), None otherwise."""
+    the device, and the target kind; for a model that reads metadata, the rows beside the
+    images (batches.with_rows) encoded by it, (N, features) on the device: fit fills them in."""
     images: object
     labels: torch.Tensor
     target: Target = field(default_factory=lambda: SINGLE_LABEL)
@@ -395,7 +395,8 @@ def fit(model, member: Member, session: Session, data: LabelledImages, fold: Fol
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
     log = log or FitLog()
-    data = replace(data, images=as_source(data.images))
+    images = as_source(data.images)  # with the metadata rows beside them, encoded as this model reads them
+    data = replace(data, images=images, metadata=model_rows(model, images, session.runtime.device))
     training = start_fit(model, member, session, data, fold)
     progress = _progress(training, fold, log)
     net, trainable = model, None
@@ -509,13 +510,13 @@ def _validate(model, session: Session, data: LabelledImages, val_idx: np.ndarray
     outputs averaged over `views` and their metric."""
     target, runtime, metric_name = data.target, session.runtime, session.comp.metric
     val_targets = _val_targets(data, val_idx)
-    logits = predict_logits(model, data.images, runtime, positions=val_idx, metadata=data.metadata)
+    logits = predict_logits(model, data.images, runtime, positions=val_idx)
     probs = target.activate(logits).numpy()
     record.update(val_loss=validation_loss(target, logits, val_targets),
                   val_acc=target.hits(logits, val_targets).item() / len(val_idx))
     record[f"val_{metric_name}"] = measured = score(metric_name, target, val_targets.numpy(), probs)
     if views != ["identity"]:
-        probs = tta_probs(model, data.images, views, runtime, target, val_idx, data.metadata)
+        probs = tta_probs(model, data.images, views, runtime, target, val_idx)
         record[f"val_{metric_name}_tta"] = measured = score(metric_name, target, val_targets.numpy(), probs)
     return probs, measured
 
