@@ -109,6 +109,7 @@ class Tiny:
     test_ids: list
     classes: list
     zipped: bool = False
+    truth: list | None = None  # the test labels, where the generator knows them
 
 
 def pattern(label_index: int, channels: int, size: int, rng) -> np.ndarray:
@@ -270,3 +271,36 @@ def install_stand_in(home: Path, program: str, monkeypatch) -> StandIn:
     stand_in = StandIn(home)
     stand_in.script()
     return stand_in
+
+
+SITES = ("north", "south", "east")  # the categorical metadata column's training values
+
+
+def make_metadata_competition(root: Path, name: str = "meta", n_train: int = 160, n_test: int = 40,
+                              missing: float = 0.1, seed: int = 0, preset: dict | None = None) -> Tiny:
+    """A competition that only metadata and image together solve: each image shows one of two
+    patterns, each row has a `temperature` (a number; a share `missing` of its cells empty) and
+    a `site` (a category, and one the training rows never have in the test CSV); the label is
+    "yes" where the pattern suits the temperature (pattern 0 and above zero, or pattern 1 and
+    below), so the image alone, or the temperature alone, is chance."""
+    rng = np.random.default_rng(seed)
+    tiny = make_competition(root, name, n_train=n_train, n_test=n_test, classes=("no", "yes"), seed=seed,
+                            preset=preset, metadata=["temperature", "site"])
+    rows = {}
+    for split, count, sites in (("train", n_train, SITES), ("test", n_test, SITES + ("moon",))):
+        patterns = rng.integers(0, 2, count)
+        temperature = rng.uniform(-20, 20, count).round(1)
+        cells = np.where(rng.random(count) < missing, "", temperature.astype(str))
+        rows[split] = pd.DataFrame({"temperature": cells, "site": rng.choice(sites, count)})
+        rows[split]["label"] = np.where((patterns == 0) == (temperature > 0), "yes", "no")
+        ids = tiny.train["id"] if split == "train" else tiny.test_ids
+        for image_id, kind in zip(ids, patterns):
+            (tiny.data_dir / split / f"{image_id}.png").write_bytes(image_bytes(pattern(int(kind), 1, 8, rng)))
+    train = pd.DataFrame({"id": tiny.train["id"], **rows["train"]})
+    train.to_csv(tiny.data_dir / "train.csv", index=False)
+    pd.DataFrame({"id": tiny.test_ids, **rows["test"].drop(columns="label")}).to_csv(
+        tiny.data_dir / "test.csv", index=False)
+    pd.DataFrame({"id": tiny.test_ids, "label": "no"}).to_csv(tiny.data_dir / "sample_submission.csv", index=False)
+    tiny.train, tiny.classes = train, ["no", "yes"]
+    tiny.truth = rows["test"]["label"].tolist()
+    return tiny

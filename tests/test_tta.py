@@ -107,7 +107,8 @@ def test_a_checkpoint_holds_its_net_spec_as_a_plain_dict_and_predicts_alone(tmp_
     model = write_member(tmp_path, 0, ["identity"])
     path = tmp_path / "members" / "m0_f0.safetensors"
     checkpoint = read_checkpoint(path)
-    assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25]}
+    assert checkpoint["shape"] == {"channels": 1, "image_size": 8, "num_classes": 3, "mean": [0.5], "std": [0.25],
+                                   "metadata": None}
     images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
     [[(_, probs)]] = fold_outputs(tmp_path, images, cpu_session().runtime)
     with torch.no_grad():

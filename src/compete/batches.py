@@ -7,6 +7,7 @@ layout), so whatever follows sees the same values and strides from either.
 """
 from __future__ import annotations
 
+import copy
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
@@ -28,6 +29,7 @@ class ResidentImages:
     """Every image as one (N, H, W, C) uint8 tensor on the device; a batch is a gather there,
     with no copy per step."""
     streamed = False
+    rows = None  # the images' metadata beside them (with_rows)
 
     def __init__(self, images: torch.Tensor):
         self.images, self.device, self.shape = images, images.device, tuple(images.shape)
@@ -60,6 +62,7 @@ class StreamedImages:
     pinned memory and are copied without blocking. Resident memory holds a few batches,
     whatever the size of the set."""
     streamed = True
+    rows = None  # the images' metadata beside them (with_rows)
 
     def __init__(self, images: ImageFile, device: torch.device, workers: int):
         self.images, self.device, self.workers, self.shape = images, device, workers, tuple(images.shape)
@@ -99,6 +102,15 @@ class StreamedImages:
 def as_source(images):
     """A batch source as it is; a (N, C, H, W) uint8 tensor (tests, benchmarks) as a resident one."""
     return ResidentImages(images.permute(0, 2, 3, 1)) if isinstance(images, torch.Tensor) else images
+
+
+def with_rows(images, rows):
+    """`images` as a batch source with their metadata `rows` beside them (a DataFrame of the
+    yaml's metadata columns, one row per image, string cells; None: none), so that the rows go
+    wherever the images go; each model encodes them as it was trained to (inference.model_rows)."""
+    source = copy.copy(as_source(images))
+    source.rows = rows
+    return source
 
 
 def resident_budget(device: torch.device, gigabytes: float) -> int:

@@ -29,7 +29,7 @@ import torch
 from .batches import as_source
 from .config import Member, RunConfig
 from .errors import PipelineError
-from .inference import EVAL_BATCH, predict_logits
+from .inference import EVAL_BATCH, batch_rows, model_rows, predict_logits
 from .losses import criterion as make_criterion
 from .runtime import Session, process_seconds
 from .train import LabelledImages, build_step, epoch_steps, make_ema, selects_best
@@ -204,12 +204,13 @@ def measure_member(model, member: Member, session: Session, data: LabelledImages
     source = as_source(data.images)
     criterion = make_criterion(data.target, member, labels.cpu().numpy(), device)
     train, ema = build_step(model, member, session, criterion, seed=0), make_ema(model, member)
+    metadata = model_rows(model, source, device)
 
     def step():
         index = torch.randint(len(labels), (member.batch_size,), device=device, generator=train.generator)
         batch = next(source.batches([index]))
         model.train()
-        train(model, batch, labels[index])
+        train(model, batch, labels[index], *batch_rows(metadata, index))
         if ema is not None:
             ema.update_parameters(model)
 

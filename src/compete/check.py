@@ -21,6 +21,7 @@ from .splits import straddling_groups, validation_splits
 from .layout import image_paths
 from .files import DataDir, Problems, examples
 from .leakage import NEAR_DUPLICATES, find_duplicates, pairs_table, report_duplicates, train_groups
+from .metadata import check_metadata
 from .metrics import check_metric
 from .submission import submission_format
 from .tables import Tables, load_tables
@@ -36,6 +37,10 @@ def check_competition(comp: Competition, data_dir: Path, preset: str = "default"
         problems.report(str(error))
         return problems
     tables = load_tables(comp, data, problems)
+    if tables.train_metadata is not None:
+        where = (data.describe(comp.train_csv), data.describe(comp.test_csv or comp.sample_submission))
+        for line in check_metadata(tables.train_metadata, tables.test_metadata, problems, where):
+            problems.note(f"metadata {line}")
     for member in data.unsafe_members:
         problems.warn(f"{member}: a zip member named with '..' or an absolute path is never read (it "
                       f"would name a file outside its folder). Ask for a clean copy if it was needed.")

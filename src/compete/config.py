@@ -120,6 +120,8 @@ class Member:
     lr_groups: int = 3               # number of backbone layer groups for discriminative lr
     freeze_bn: bool = False          # keep BatchNorm statistics of the backbone fixed
     head_hidden: int = 0             # >0: new head is Linear-ReLU-Dropout-Linear with this width
+    metadata_hidden: int = 64        # width of the MLP that reads the metadata columns beside the
+                                     # image features (competitions with metadata: only)
     tta: list = field(default_factory=lambda: ["identity"])  # test-time transforms, see augment.TTA
 
 
@@ -165,6 +167,8 @@ class Competition:
                                              # near-duplicate training images instead
     near_duplicate_bits: int = 16            # perceptual hashes (256 bits) at most this many bits apart
                                              # are near-duplicates (check; groups: near_duplicates)
+    metadata: list = field(default_factory=list)  # train and test CSV columns fed to every model
+                                             # beside the image (numbers or categories; metadata.py)
     kaggle: str | None = None                # kaggle.com slug (the URL's /competitions/SLUG) for
                                              # download and submit; None: a site without an API
     public_rows: int | None = None           # test images the public leaderboard scores (often a
@@ -318,9 +322,24 @@ def load_competition(name: str) -> Competition:
     competition.presets = {preset: _checked_preset(competition, preset, settings)
                            for preset, settings in competition.presets.items()}
     target_settings(competition)  # a wrong target stops every command now
+    _check_metadata(competition, str(path))
     if competition.public_rows is not None and competition.public_rows < 1:
         raise PipelineError(f"{path}: public_rows: {competition.public_rows} must be a positive number of test images.")
     return competition
+
+
+def _check_metadata(competition: Competition, where: str) -> None:
+    """`metadata:` names distinct CSV columns other than the id and label, in a csv layout."""
+    columns = competition.metadata
+    if not all(isinstance(column, str) and column for column in columns):
+        raise PipelineError(f"{where}: metadata: write a list of CSV column names, e.g. [age, sex]; "
+                            f"it says {columns!r}.")
+    taken = {competition.id_column, competition.label_column} & set(columns)
+    if taken or len(set(columns)) < len(columns):
+        raise PipelineError(f"{where}: metadata: {columns!r} must name distinct columns other than "
+                            f"the id and label columns.")
+    if columns and competition.layout != "csv":
+        raise PipelineError(f"{where}: metadata: needs a train CSV beside the images (layout: csv).")
 
 
 def _checked_preset(competition: Competition, preset: str, values) -> dict:

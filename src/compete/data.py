@@ -245,8 +245,7 @@ def load_train(comp: Competition, data: DataDir, skip_bad: bool = False) -> Trai
               f"{examples([f'{tables.train_ids[i]!r} ({train.bad[i]})' for i in skipped])}")
         keep = np.setdiff1d(np.arange(len(targets)), skipped)
         images, targets = images.subset(keep), targets[keep]
-        tables.train_ids = [tables.train_ids[i] for i in keep]
-        tables.train_labels = [tables.train_labels[i] for i in keep]
+        tables.keep_train(keep)
     groups = train_groups(comp, data, tables.train_ids, images)
     return TrainingSet(tables, images, targets, skipped=len(train.bad), groups=groups, target=target)
 
@@ -269,8 +268,7 @@ def stratified_subset(dataset: TrainingSet, size: int, seed: int) -> TrainingSet
                                random_state=seed, stratify=dataset.strata)
     keep = np.sort(keep)
     tables = dataset.tables
-    tables.train_ids = [tables.train_ids[i] for i in keep]
-    tables.train_labels = [tables.train_labels[i] for i in keep]
+    tables.keep_train(keep)
     groups = None if dataset.groups is None else dataset.groups[keep]
     return TrainingSet(tables, dataset.train_images.subset(keep), dataset.train_targets[keep], dataset.skipped,
                        groups, dataset.target)

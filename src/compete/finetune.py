@@ -8,7 +8,9 @@ from .models import Classifier
 
 
 def head_parameters(model: Classifier) -> list[nn.Parameter]:
-    return list(model.net.get_submodule(model.head_name).parameters())
+    """The new head's parameters: the net's head, and the metadata fusion head where there is one."""
+    fusion = [] if model.fusion is None else list(model.fusion.parameters())
+    return list(model.net.get_submodule(model.head_name).parameters()) + fusion
 
 
 def set_backbone_trainable(model: Classifier, trainable: bool) -> None:
@@ -72,7 +74,7 @@ def parameter_groups(model: Classifier, lr: float, decay: float, groups: int) ->
     `groups` groups, the k-th from the top at lr * decay^k, so the earliest layers learn slowest."""
     head = head_parameters(model)
     if decay == 1.0:
-        return [{"params": list(model.net.parameters()), "lr": lr}]
+        return [{"params": list(model.parameters()), "lr": lr}]  # the net's, then the fusion's
     units = depth_units(model.net, {id(p) for p in head})
     if not units:
         return [{"params": head, "lr": lr}]

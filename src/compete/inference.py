@@ -8,6 +8,7 @@ import torch
 
 from .augment import TTA
 from .batches import as_source
+from .metadata import encoded
 from .runtime import Runtime
 from .targets import SINGLE_LABEL, Target
 
@@ -30,14 +31,29 @@ def view_logits(model, images, runtime: Runtime, transforms: list, positions=Non
     device, context = runtime.device, runtime.autocast()
     source = as_source(images)
     positions = torch.arange(len(source)) if positions is None else torch.as_tensor(positions)
+    metadata = model_rows(model, source, device)
     outputs = [[] for _ in transforms]
-    for batch in source.batches(list(positions.split(eval_batch_size(source.shape)))):
+    index_batches = list(positions.split(eval_batch_size(source.shape)))
+    for index, batch in zip(index_batches, source.batches(index_batches)):
         batch = batch.to(device, non_blocking=True).float().div_(255)
+        rows = batch_rows(metadata, index)  # every view of an image beside the same metadata
         for view, transform in zip(outputs, transforms):
             inputs = batch if transform is None else transform(batch)
             with context():
-                view.append(model(inputs.contiguous(memory_format=torch.channels_last)).float())
+                view.append(model(inputs.contiguous(memory_format=torch.channels_last), *rows).float())
     return [torch.cat(view).cpu() for view in outputs]  # one copy back at the end: no GPU stall per batch
+
+
+def model_rows(model, images, device: torch.device) -> torch.Tensor | None:
+    """The metadata rows beside `images` (a batch source, batches.with_rows) encoded by
+    `model`'s own encoder, on `device`; None for a model that reads no metadata."""
+    return encoded(getattr(model, "metadata", None), getattr(images, "rows", None), device)
+
+
+def batch_rows(metadata: torch.Tensor | None, index: torch.Tensor) -> tuple:
+    """A batch's encoded metadata rows, as the extra argument of the model (and of the
+    training step): none for a model that reads no metadata."""
+    return () if metadata is None else (metadata[index.to(metadata.device)],)
 
 
 def predict_logits(model, images, runtime: Runtime, transform=None, positions=None) -> torch.Tensor:

@@ -41,6 +41,7 @@ class Choices:
     summary: list[str] = field(default_factory=list)  # what was found, beyond the settings
     presets_note: list[str] = field(default_factory=list)  # what the presets are
     confirm: list[str] = field(default_factory=list)
+    proposed: list[str] = field(default_factory=list)  # yaml lines written commented out
 
     def set(self, key: str, value, why: str = "") -> None:
         self.values[key], self.why[key] = value, why
@@ -188,6 +189,7 @@ def yaml_settings(found: Survey) -> Choices:
         choices.confirm.append(f"{len(found.images.unreadable)} sampled image(s) did not open: "
                                f"{examples(found.images.unreadable)}")
     choices.confirm += found.notes
+    _metadata(choices, found)
     return choices
 
 
@@ -207,6 +209,19 @@ def _channels(choices: Choices, images, channel_files: list[str] | None) -> int:
                                f"maps the whole range its bits hold; set window: [center, width] in the "
                                f"scan's units (e.g. [40, 400] for CT soft tissue), or several to stack")
     return channels
+
+
+def _metadata(choices: Choices, found: Survey) -> None:
+    """Columns both CSVs hold besides the id and label, listed, and proposed (commented out)
+    as metadata: read beside the image."""
+    if not found.metadata:
+        return
+    columns = ", ".join(f"{name} ({what})" for name, what in found.metadata.items())
+    choices.summary.append(f"metadata    columns in both CSVs besides the id and label: {columns}")
+    choices.proposed.append(f"# metadata: {_scalar(list(found.metadata))}  # confirm: uncomment to feed "
+                            f"these columns to every model beside the image")
+    choices.confirm.append(f"metadata: the CSVs have {len(found.metadata)} more column(s) ({columns}); "
+                           f"the yaml proposes them, commented out: uncomment the ones known for every image")
 
 
 def _files(choices: Choices, found: Survey) -> None:
@@ -276,6 +291,7 @@ def yaml_text(name: str, data_dir: Path, choices: Choices) -> str:
             continue
         line = f"{key}: {_scalar(value)}"
         lines.append(f"{line:<40} # {choices.why[key]}" if choices.why.get(key) else line)
+    lines += choices.proposed
     presets = yaml.dump({"presets": choices.values["presets"]}, Dumper=_Dumper, sort_keys=False,
                         default_flow_style=None, width=100)
     return "\n".join(lines + [f"# {line}" for line in choices.presets_note]) + "\n" + presets

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .batches import as_source, open_images
+from .batches import as_source, open_images, with_rows
 from .config import Member, submissions_dir
 from .data import training_dataset
 from .errors import PipelineError
 from .finetune import freeze_batchnorm, set_backbone_trainable
 from .models import NetSpec, member_model, member_seed, net_spec
+from .inference import batch_rows, model_rows
 from .plots import plot_lr_sweep
 from .losses import criterion as make_criterion
 from .runtime import Session
@@ -82,14 +83,16 @@ def lr_sweep(model, step: TrainStep, data: LabelledImages, span: SweepRange = Sw
     labels = data.labels
     index_batches = list(torch.randint(len(labels), (span.steps, member.batch_size), device=step.generator.device,
                                        generator=step.generator))
-    batches = as_source(data.images).batches(index_batches)
+    source = as_source(data.images)
+    batches = source.batches(index_batches)
+    metadata = model_rows(model, source, step.generator.device)
     try:
         model.train()
         if member.freeze_bn:
             freeze_batchnorm(model.net)
         if member.freeze_epochs:
             set_backbone_trainable(model, False)
-        lrs, losses, smoothed = _walk(model, step, (batches, labels, index_batches), span)
+        lrs, losses, smoothed = _walk(model, step, (batches, labels, index_batches, metadata), span)
     finally:
         model.load_state_dict(saved_model)
         optimizer.load_state_dict(saved_optimizer)
@@ -105,7 +108,7 @@ def lr_sweep(model, step: TrainStep, data: LabelledImages, span: SweepRange = Sw
 def _walk(model, step: TrainStep, batches, span: SweepRange) -> tuple[list, list, list]:
     """Train `model` one step per learning rate of the span, until the loss is not finite or
     diverges; the learning rates, losses and smoothed losses walked."""
-    batches, labels, index_batches = batches
+    batches, labels, index_batches, metadata = batches
     base_lrs = [group["lr"] for group in step.optimizer.param_groups]
     growth = (span.end / span.start) ** (1 / max(span.steps - 1, 1))
     lrs, losses, smoothed, average = [], [], [], 0.0
@@ -113,7 +116,7 @@ def _walk(model, step: TrainStep, batches, span: SweepRange) -> tuple[list, list
         lr = span.start * growth ** i
         for group, base in zip(step.optimizer.param_groups, base_lrs):
             group["lr"] = lr * base / base_lrs[-1]
-        _, loss = step(model, next(batches), labels[index_batches[i]])
+        _, loss = step(model, next(batches), labels[index_batches[i]], *batch_rows(metadata, index_batches[i]))
         loss = loss.item()
         if not math.isfinite(loss):
             break
@@ -136,8 +139,11 @@ def find_lrs(session: Session, data_dir: Path, members: list[int] | None = None)
         raise PipelineError(f"--member {chosen}: preset '{run.preset}' has members 0 to {len(run.members) - 1}.")
     dataset = training_dataset(comp, run, data_dir)
     train_idx = validation_splits(dataset.train_targets, run, dataset.groups)[0][0]
-    spec = net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, [run.members[m] for m in chosen])
-    data = LabelledImages(open_images(dataset.train_images.subset(train_idx), run, device),
+    rows = dataset.tables.train_metadata
+    spec = net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, [run.members[m] for m in chosen],
+                    rows)
+    images = open_images(dataset.train_images.subset(train_idx), run, device)
+    data = LabelledImages(with_rows(images, None if rows is None else rows.iloc[train_idx]),
                           torch.from_numpy(dataset.train_targets[train_idx]).to(device), dataset.target)
     out_dir = submissions_dir() / comp.name
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from torch import nn
 from .config import Competition, Member, weights_dir
 from .errors import PipelineError
 from .imagestore import ImageFile, channel_stats
+from .metadata import MetadataEncoder, fitted
 from .model_names import OWN_MODEL_NAMES, model_library
 from .modelfiles import read_weights
 
@@ -111,8 +112,28 @@ class ResNetSmall(nn.Module):
 OWN_MODELS = dict(zip(OWN_MODEL_NAMES, (SmallCNN, ResNetSmall)))
 
 
+class MetadataFusion(nn.Module):
+    """The classifier of a model that reads metadata: the image features beside an MLP of the
+    encoded metadata (metadata.py), concatenated, then a hidden layer, so that the label may
+    depend on the two together (a coat suits a cold day, not a hot one: no sum of an image term
+    and a metadata term says that), then the outputs."""
+
+    def __init__(self, image_features: int, encoder: dict, hidden: int, num_classes: int):
+        super().__init__()
+        self.encoder = encoder  # metadata.MetadataEncoder as saved: what the inputs are
+        metadata_features = MetadataEncoder.from_dict(encoder).features
+        self.metadata = nn.Sequential(nn.Linear(metadata_features, hidden), nn.GELU(), nn.LayerNorm(hidden))
+        self.classifier = nn.Sequential(nn.Linear(image_features + hidden, hidden), nn.GELU(),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, features, metadata):
+        return self.classifier(torch.cat([features, self.metadata(metadata).to(features.dtype)], 1))
+
+
 class Classifier(nn.Module):
-    """A network plus its input adaptation: normalize, resize, match the stem's channels."""
+    """A network plus its input adaptation: normalize, resize, match the stem's channels; and,
+    for a competition with metadata, the fusion head (None: the net's own head classifies),
+    which holds the encoder of its metadata (predict encodes the test rows with it)."""
 
     def __init__(self, net: nn.Module, head_name: str, mean, std, image_size: int | None,
                  net_channels: int):
@@ -123,16 +144,25 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.image_size = image_size
         self.net_channels = net_channels
+        self.fusion: MetadataFusion | None = None  # set by build_model for a competition with metadata
 
-    def forward(self, images):
-        """images: float (N, C, H, W) in [0, 1]."""
+    @property
+    def metadata(self) -> dict | None:
+        """The encoder of the metadata the model reads (as saved), or None."""
+        return None if self.fusion is None else self.fusion.encoder
+
+    def forward(self, images, metadata=None):
+        """images: float (N, C, H, W) in [0, 1]; metadata: the encoded (N, features) rows, for a
+        model with a fusion head."""
         images = (images - self.mean) / self.std
         if self.image_size and images.shape[-1] != self.image_size:
             images = F.interpolate(images, size=(self.image_size, self.image_size),
                                    mode="bilinear", align_corners=False, antialias=False)
         if images.shape[1] != self.net_channels:
             images = images.expand(-1, self.net_channels, -1, -1)  # grayscale into an RGB stem
-        return self.net(images)
+        if self.fusion is None:
+            return self.net(images)
+        return self.fusion(self.net(images), metadata)
 
 
 def _library_model(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
@@ -336,7 +366,22 @@ def build_model(member: Member, spec: "NetSpec", load_weights: bool = True) -> C
         net_channels = stem.in_channels if stem is not None else 3
     mean, std = _normalization(member, net, in_channels, spec.mean, spec.std)
     size = member.image_size if member.image_size and member.image_size != image_size else None
-    return Classifier(net, head_name, mean, std, size, net_channels)
+    model = Classifier(net, head_name, mean, std, size, net_channels)
+    if spec.metadata is not None:
+        model.fusion = _fusion(net, head_name, spec, member.metadata_hidden)
+    return model
+
+
+def _fusion(net: nn.Module, head_name: str, spec: "NetSpec", hidden: int) -> MetadataFusion:
+    """The fusion head of a model that reads metadata: the last Linear of the net's head gives
+    way (to an Identity: the net then outputs its image features) to a Linear over those
+    features and the metadata MLP's."""
+    head = net.get_submodule(head_name)
+    last = [name for name, module in head.named_modules() if isinstance(module, nn.Linear)][-1]
+    name = f"{head_name}.{last}" if last else head_name
+    features = net.get_submodule(name).in_features
+    net.set_submodule(name, nn.Identity())
+    return MetadataFusion(features, spec.metadata, hidden, spec.num_classes)
 
 
 @dataclass
@@ -350,19 +395,22 @@ class NetSpec:
     mean: list[float] | None         # per-channel mean of the training images, [0, 1] scale;
                                      # None when no member normalizes with the data's statistics
     std: list[float] | None          # per-channel standard deviation, same scale
+    metadata: dict | None = None     # the metadata encoder fitted on the training rows
+                                     # (metadata.MetadataEncoder.to_dict); None: images only
 
 
 def net_spec(comp: Competition, images: ImageFile, outputs: int, train_idx=None,
-             members: list[Member] | None = None) -> NetSpec:
+             members: list[Member] | None = None, rows=None) -> NetSpec:
     """What every member is built for: the competition's channels and size, `outputs` (the
     target kind's) and the statistics of the training images in rows `train_idx` (all when
     None): the first split's training part, so a hold-out never counts (with k folds, fold 1's
     training part stands for every fold's). The statistics are measured only when a member
-    (any, when `members` is None) normalizes with them."""
+    (any, when `members` is None) normalizes with them. The metadata encoder is fitted on the
+    same rows of `rows` (the training images' metadata; None: there is none)."""
     mean, std = None, None
     if members is None or any(member.normalize == "data" for member in members):
         mean, std = channel_stats(images, train_idx)
-    return NetSpec(comp.channels, comp.image_size, outputs, mean, std)
+    return NetSpec(comp.channels, comp.image_size, outputs, mean, std, fitted(rows, train_idx))
 
 
 def member_seed(fold_seed: int, m: int) -> int:

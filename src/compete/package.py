@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .batches import with_rows
 from .config import PROJECT_ROOT, Competition, competition_path, run_from_dict, submissions_dir
 from .errors import PipelineError
 from .data import decoder
@@ -110,7 +112,8 @@ def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: i
     model predict uses) on this machine: SAMPLED files decoded, inference timed as
     predict --time-limit times it."""
     data = DataDir(data_dir)
-    test_ids = load_tables(comp, data).test_ids
+    tables = load_tables(comp, data)
+    test_ids = tables.test_ids
     count = images or len(test_ids)
     paths = image_paths(comp, "test", comp.test_images, test_ids[:SAMPLED])
     decode = decoder(comp, data)
@@ -123,7 +126,8 @@ def expected_seconds(comp: Competition, data_dir: Path, run_dir: Path, images: i
     loaded = [(m, load_checkpoint(path, runtime.device)) for m, path in chosen_checkpoints(run_dir, run)[0]]
     sampled = min(count, 4 * MEASURED_MAX)  # seconds_per_view times a quarter of them at most
     sample = torch.randint(0, 256, (sampled, comp.channels, comp.image_size, comp.image_size), dtype=torch.uint8)
-    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], sample, runtime)
+    rows = None if tables.test_metadata is None else tables.test_metadata.iloc[np.arange(sampled) % len(test_ids)]
+    per_view = seconds_per_view([(m, model) for m, (model, _) in loaded], with_rows(sample, rows), runtime)
     views = {m: len(member.tta) for m, (_, member) in loaded}
     return count, decode_s, sum(per_view[m] * views[m] for m in per_view) / sampled * count
 

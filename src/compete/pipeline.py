@@ -12,7 +12,7 @@ import torch
 from . import distributed
 from .atomic import write_atomically
 from .augment import check_tta, has_photo_augment, photo_on_loader
-from .batches import open_images
+from .batches import open_images, with_rows
 from .check import split_notes
 from .budget import Deadlines, apply_plan, describe, plan_time_limit, process_seconds
 from .config import Member, RunConfig
@@ -65,9 +65,10 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     comp, run = session.comp, session.run
     dataset = _checked_dataset(session, data_dir, skip_bad)
     splits = validation_splits(dataset.strata, run, dataset.groups)
-    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members)
-             for train_idx, _ in splits]  # statistics per fold
-    data = LabelledImages(training_images(dataset.train_images, run, session.runtime.device),
+    rows = dataset.tables.train_metadata  # each fold's models encode them by their own training part's
+    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members, rows)
+             for train_idx, _ in splits]  # statistics (and metadata encoders) per fold
+    data = LabelledImages(with_rows(training_images(dataset.train_images, run, session.runtime.device), rows),
                           torch.from_numpy(dataset.train_targets).to(session.runtime.device), dataset.target)
     plan = _time_plan(session, data, splits, specs[0], resume_dir)
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
@@ -81,7 +82,8 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
         _print_start(job, dataset, run.refit and not refit)
     oof, rows = _train_members(job, dataset)
     if refit:
-        _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members), rows)
+        _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members,
+                             dataset.tables.train_metadata), rows)
     summary, crossed = _summarize(job, oof, rows, dataset.skipped, started)
     summary["refit"] = refit
     if distributed.is_main():

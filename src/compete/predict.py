@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_atomically
-from .batches import open_images
+from .batches import open_images, with_rows
 from .config import PREDICTING_MODELS, Competition, run_from_dict, submissions_dir, target_settings
 from .errors import PipelineError
 from .data import load_test
@@ -59,7 +59,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
             f"Train again.")
     run = run_from_dict(config["run"])
     runtime = Runtime(choose_device(device_name), run.precision)
-    images = open_images(test_images, run, runtime.device)
+    images = with_rows(open_images(test_images, run, runtime.device), tables.test_metadata)
     started = time.perf_counter()
     probs, used, summary = predicting_models(run_dir, run, images, runtime, models,
                                              None if time_limit is None else time_limit - process_seconds())

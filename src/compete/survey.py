@@ -16,6 +16,7 @@ from .errors import PipelineError
 from .files import DataDir, examples
 from .layout import class_folders, empty_class_folders, is_image_name
 from .scans import scan_header
+from .metadata import NUMBER, fit_column
 
 SAMPLED_IDS = 200        # ids looked up to find the image folder and name template
 SAMPLED_IMAGES = 300     # images whose headers give the size and mode statistics
@@ -70,6 +71,8 @@ class Survey:
     images: Images
     notes: list[str] = field(default_factory=list)
     channel_files: list[str] | None = None  # one file per channel: their templates (channel_set)
+    metadata: dict[str, str] = field(default_factory=dict)  # columns of both CSVs besides the id and
+                                                             # label -> what they hold (metadata.py)
 
 
 def shortest_key(data: DataDir, path: str, keep: int = 1) -> str:
@@ -215,6 +218,21 @@ def _test_csv(data: DataDir, csvs: list[str], sample_csv: str, id_column: str) -
     return None
 
 
+def _metadata_columns(data: DataDir, table, test_csv: str | None, taken: tuple[str, str]) -> dict[str, str]:
+    """The train CSV's columns that the test CSV has too, besides the id and label: what a
+    model could read beside the image (metadata:), each with what it holds."""
+    if table is None or test_csv is None:
+        return {}
+    _, frame, train_id, _ = table
+    test_columns = set(data.read_csv(test_csv).columns)
+    found = {}
+    for column in frame.columns:
+        if column in test_columns and column not in (train_id, *taken):
+            code = fit_column(column, frame[column])
+            found[column] = "numbers" if code.kind == NUMBER else f"{len(code.categories)} categories"
+    return found
+
+
 def image_stats(data: DataDir, paths: list[str]) -> Images:
     stats = Images()
     step = max(1, len(paths) // SAMPLED_IMAGES)
@@ -299,6 +317,7 @@ def survey(data: DataDir) -> Survey:
         _folder_training(data, images, sample, notes)
     test_csv = _test_csv(data, csvs, sample_csv, id_column)
     train_paths = [f"{train.folder}/{train.template.format(id=i)}".lstrip("/") for i in train.ids]
+    metadata = _metadata_columns(data, table, test_csv, (id_column, train.label_column))
     return Survey(
         sample_csv=shortest_key(data, sample_csv), sample=sample, id_column=id_column,
         label_column=train.label_column, layout=train.layout,
@@ -308,4 +327,4 @@ def survey(data: DataDir) -> Survey:
         test_images=shortest_folder(data, test_folder, test_template.format(id=test_ids[0])),
         train_template=train.template, test_template=test_template, train_ids=train.ids,
         train_labels=train.labels, images=image_stats(data, train_paths), notes=notes,
-        channel_files=channel_set(test_ids, index, test_folder, test_template))
+        channel_files=channel_set(test_ids, index, test_folder, test_template), metadata=metadata)

@@ -28,6 +28,16 @@ class Tables:
     test_ids: list[str]            # in the sample submission's order
     sample: pd.DataFrame | None    # the sample submission, as read (None only when collecting)
     classes: list[str]             # sorted; integer labels sort by value
+    train_metadata: pd.DataFrame | None = None  # the yaml's metadata columns (string cells), one
+                                                # row per training id; None without metadata
+    test_metadata: pd.DataFrame | None = None   # the same columns from test_csv, in test_ids order
+
+    def keep_train(self, keep) -> None:
+        """Keep the training rows at positions `keep` (their ids, labels and metadata)."""
+        self.train_ids = [self.train_ids[i] for i in keep]
+        self.train_labels = [self.train_labels[i] for i in keep]
+        if self.train_metadata is not None:
+            self.train_metadata = self.train_metadata.iloc[list(keep)].reset_index(drop=True)
 
 
 def sort_classes(labels) -> list[str]:
@@ -168,7 +178,8 @@ def _train_table(comp: Competition, data: DataDir, problems: Problems) -> pd.Dat
         problems.report(f"{data.root / comp.train_csv} not found, but {hint}")
         return None
     else:
-        train = _read_table(data, comp.train_csv, [id_col, label_col], "id_column/label_column", problems)
+        train = _read_table(data, comp.train_csv, [id_col, label_col, *comp.metadata],
+                            "id_column/label_column/metadata", problems)
         where = data.describe(comp.train_csv)
     if train is None:
         return None
@@ -178,26 +189,39 @@ def _train_table(comp: Competition, data: DataDir, problems: Problems) -> pd.Dat
 
 
 def _test_ids(comp: Competition, data: DataDir, sample: pd.DataFrame | None,
-              problems: Problems) -> list[str]:
-    """Ids to predict: the sample's, checked against test_csv when there is one."""
+              problems: Problems) -> tuple[list[str], pd.DataFrame | None]:
+    """Ids to predict: the sample's, checked against test_csv when there is one; and the test
+    CSV's rows (None without one)."""
     id_col = comp.id_column
     sample_where = data.describe(comp.sample_submission)
     sample_ids = sample[id_col][check_ids(sample[id_col], sample_where, problems)] \
         if sample is not None else None
     if not (comp.test_csv and data.exists(comp.test_csv)):
-        return [] if sample_ids is None else sample_ids.tolist()
-    test = _read_table(data, comp.test_csv, [id_col], "id_column", problems)
+        if comp.metadata:
+            problems.report(f"metadata: {', '.join(comp.metadata)} must come from a test CSV too, but "
+                            f"test_csv ({comp.test_csv}) is not in {data.root}: set test_csv in the yaml.")
+        return ([] if sample_ids is None else sample_ids.tolist()), None
+    test = _read_table(data, comp.test_csv, [id_col, *comp.metadata], "id_column/metadata", problems)
     if test is None:
-        return [] if sample_ids is None else sample_ids.tolist()
+        return ([] if sample_ids is None else sample_ids.tolist()), None
     test_where = data.describe(comp.test_csv)
     test_ids = test[id_col][check_ids(test[id_col], test_where, problems)]
     if comp.label_column in test.columns:
         problems.report(f"{test_where} has a {comp.label_column!r} column: test data must be "
                         f"unlabelled. Check that test_csv names the test file, not the training file.")
     if sample_ids is None:
-        return test_ids.tolist()
+        return test_ids.tolist(), test
     _check_same_ids(test_ids, sample_ids, test_where, sample_where, problems)
-    return sample_ids.tolist()
+    return sample_ids.tolist(), test
+
+
+def _metadata(frame: pd.DataFrame | None, comp: Competition, ids: list[str]) -> pd.DataFrame | None:
+    """The metadata columns of `frame`'s rows for `ids`, in that order (empty cells for an id it
+    lacks: the ids check reports it); None without metadata or frame."""
+    if not comp.metadata or frame is None:
+        return None
+    rows = frame.drop_duplicates(comp.id_column).set_index(comp.id_column)[comp.metadata]
+    return rows.reindex(ids).fillna("").reset_index(drop=True)
 
 
 def load_tables(comp: Competition, data: DataDir, problems: Problems | None = None) -> Tables:
@@ -205,7 +229,7 @@ def load_tables(comp: Competition, data: DataDir, problems: Problems | None = No
     problems = problems or Problems()
     train = _train_table(comp, data, problems)
     sample = _read_table(data, comp.sample_submission, [comp.id_column], "id_column", problems)
-    test_ids = _test_ids(comp, data, sample, problems)
+    test_ids, test = _test_ids(comp, data, sample, problems)
     train_ids = [] if train is None else train[comp.id_column].tolist()
     train_labels = [] if train is None else train[comp.label_column].tolist()
     classes = sort_classes(train_labels)
@@ -215,4 +239,5 @@ def load_tables(comp: Competition, data: DataDir, problems: Problems | None = No
         sample_format(sample, comp.id_column, comp.label_column, classes, problems,
                       data.describe(comp.sample_submission))
     return Tables(train_ids=train_ids, train_labels=train_labels, test_ids=test_ids,
-                  sample=sample, classes=classes)
+                  sample=sample, classes=classes, train_metadata=_metadata(train, comp, train_ids),
+                  test_metadata=_metadata(test, comp, test_ids))

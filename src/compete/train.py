@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +26,7 @@ from .batches import as_source
 from .config import Member
 from .errors import PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
-from .inference import predict_logits, tta_probs
+from .inference import batch_rows, model_rows, predict_logits, tta_probs
 from .losses import criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
 from .modelfiles import load_plain
@@ -123,7 +123,7 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         batch = next(batches)
         waited += time.perf_counter() - asked
         labels = data.labels[index_batches[i]]
-        logits, loss = step(net, batch, labels)
+        logits, loss = step(net, batch, labels, *batch_rows(data.metadata, index_batches[i]))
         if pace is not None:
             pace.advance(training.scheduler)
         else:
@@ -169,8 +169,8 @@ class TrainStep:
     hflip: bool                      # the competition's flips that keep the class
     vflip: bool
 
-    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor):
-        return train_step(self, net, images, labels)
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor, *metadata: torch.Tensor):
+        return train_step(self, net, images, labels, *metadata)  # metadata: inference.batch_rows
 
 
 def build_step(model, member: Member, session: Session, criterion, seed: int,
@@ -185,17 +185,20 @@ def build_step(model, member: Member, session: Session, criterion, seed: int,
                      photo.size, comp.hflip, comp.vflip)
 
 
-def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor):
-    """One optimizer step of `net` on a batch of uint8 images and their encoded labels; returns
-    the logits and the loss."""
+def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor,
+               metadata: torch.Tensor | None = None):
+    """One optimizer step of `net` on a batch of uint8 images and their encoded labels (and
+    encoded metadata rows, for a model that reads them); returns the logits and the loss."""
     member = step.member
     batch = train_transform(images, member, step.hflip, step.vflip, step.generator, step.photo_size)
     partner, keep = None, None
     if member.mixup or member.cutmix:
         batch, partner, keep = mix_batch(batch, member.mixup, member.cutmix, step.generator)
+        if metadata is not None:  # mixed as the images are, by their share of the input
+            metadata = keep * metadata + (1 - keep) * metadata[partner]
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
     with step.autocast():
-        logits = net(batch)
+        logits = net(batch) if metadata is None else net(batch, metadata)
     loss = step.criterion(logits, labels)
     if partner is not None:  # the mixed-in images' labels, by their share of the input
         loss = keep * loss + (1 - keep) * step.criterion(logits, labels[partner])
@@ -260,10 +263,12 @@ class Fold:
 class LabelledImages:
     """What a member trains and validates on: the images (a batch source of batches.py, or a
     uint8 (N, C, H, W) tensor on the training device), their labels encoded for `target`, on
-    the device, and the target kind."""
+    the device, and the target kind; for a model that reads metadata, the rows beside the
+    images (batches.with_rows) encoded by it, (N, features) on the device: fit fills them in."""
     images: object
     labels: torch.Tensor
     target: Target = field(default_factory=lambda: SINGLE_LABEL)
+    metadata: torch.Tensor | None = None
 
 
 @dataclass
@@ -390,7 +395,8 @@ def fit(model, member: Member, session: Session, data: LabelledImages, fold: Fol
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
     log = log or FitLog()
-    data = LabelledImages(as_source(data.images), data.labels, data.target)
+    images = as_source(data.images)  # with the metadata rows beside them, encoded as this model reads them
+    data = replace(data, images=images, metadata=model_rows(model, images, session.runtime.device))
     training = start_fit(model, member, session, data, fold)
     progress = _progress(training, fold, log)
     net, trainable = model, None
