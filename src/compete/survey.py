@@ -15,8 +15,8 @@ from PIL import Image
 from .errors import PipelineError
 from .files import DataDir, examples
 from .layout import class_folders, empty_class_folders, is_image_name
-from .scans import scan_header
 from .metadata import NUMBER, fit_column
+from .scans import scan_header
 
 SAMPLED_IDS = 200        # ids looked up to find the image folder and name template
 SAMPLED_IMAGES = 300     # images whose headers give the size and mode statistics
