@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +27,7 @@ from .config import Member
 from .errors import PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 from .inference import predict_logits, tta_probs
-from .losses import criterion as make_criterion, sampling_weights, validation_loss
+from .losses import SoftTargets, criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
 from .modelfiles import load_plain
 from .pace import PACE_PASSES, EpochTimes, Pace, meet_deadline
@@ -123,7 +123,8 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         batch = next(batches)
         waited += time.perf_counter() - asked
         labels = data.labels[index_batches[i]]
-        logits, loss = step(net, batch, labels)
+        soft = None if data.soft is None else data.soft.rows(index_batches[i])
+        logits, loss = step(net, batch, labels, soft)
         if pace is not None:
             pace.advance(training.scheduler)
         else:
@@ -169,8 +170,8 @@ class TrainStep:
     hflip: bool                      # the competition's flips that keep the class
     vflip: bool
 
-    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor):
-        return train_step(self, net, images, labels)
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor, soft: SoftTargets | None = None):
+        return train_step(self, net, images, labels, soft)
 
 
 def build_step(model, member: Member, session: Session, criterion, seed: int,
@@ -185,9 +186,10 @@ def build_step(model, member: Member, session: Session, criterion, seed: int,
                      photo.size, comp.hflip, comp.vflip)
 
 
-def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor):
-    """One optimizer step of `net` on a batch of uint8 images and their encoded labels; returns
-    the logits and the loss."""
+def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor,
+               soft: SoftTargets | None = None):
+    """One optimizer step of `net` on a batch of uint8 images and their encoded labels (and,
+    taught, the teacher's targets of the same rows); returns the logits and the loss."""
     member = step.member
     batch = train_transform(images, member, step.hflip, step.vflip, step.generator, step.photo_size)
     partner, keep = None, None
@@ -196,9 +198,11 @@ def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor)
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
     with step.autocast():
         logits = net(batch)
-    loss = step.criterion(logits, labels)
+    loss = step.criterion(logits, labels) if soft is None else step.criterion(logits, labels, soft)
     if partner is not None:  # the mixed-in images' labels, by their share of the input
-        loss = keep * loss + (1 - keep) * step.criterion(logits, labels[partner])
+        mixed = step.criterion(logits, labels[partner]) if soft is None else \
+            step.criterion(logits, labels[partner], soft.rows(partner))
+        loss = keep * loss + (1 - keep) * mixed
     step.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     step.optimizer.step()
@@ -260,10 +264,11 @@ class Fold:
 class LabelledImages:
     """What a member trains and validates on: the images (a batch source of batches.py, or a
     uint8 (N, C, H, W) tensor on the training device), their labels encoded for `target`, on
-    the device, and the target kind."""
+    the device, the target kind, and a teacher's soft targets per row (None: labels alone)."""
     images: object
     labels: torch.Tensor
     target: Target = field(default_factory=lambda: SINGLE_LABEL)
+    soft: SoftTargets | None = None
 
 
 @dataclass
@@ -390,7 +395,7 @@ def fit(model, member: Member, session: Session, data: LabelledImages, fold: Fol
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # denormal floats are orders of magnitude slower on CPUs
     log = log or FitLog()
-    data = LabelledImages(as_source(data.images), data.labels, data.target)
+    data = replace(data, images=as_source(data.images))
     training = start_fit(model, member, session, data, fold)
     progress = _progress(training, fold, log)
     net, trainable = model, None
