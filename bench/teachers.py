@@ -7,12 +7,19 @@ Each run is trained there, predicted with `predict`, and its test_probs.npy scor
 kept labels with the competition's metric.
 
     baseline   `train NAME_kept --preset P --seed S`, then `predict`: the label-only run
+    pseudo     the same with `--pseudo BASELINE`: the kept images join training with the baseline's
+               predictions as soft targets (its validation part never sees them)
+    teacher    `train NAME_kept --preset T --seed S` (--teacher-preset, default gpu-fast: a larger
+               ResNet-style net than default's CNN), then `predict`
+    distill    P with `--distill TEACHER`: the teacher's out-of-fold outputs on the train images
+               and its predictions on the kept images, mixed with the labels
 
 A run already logged in SCRATCH/teachers.jsonl with the same command, whose folder still exists under
 --scratch, is reused rather than trained again (CPU runs are deterministic: the same command gives
 the same weights).
 
-    .venv/bin/python bench/teachers.py apparel --stages baseline --seeds 0 1 2
+    .venv/bin/python bench/teachers.py apparel --stages baseline pseudo --seeds 0 1 2
+    .venv/bin/python bench/teachers.py apparel --stages teacher distill --seeds 0
     .venv/bin/python bench/teachers.py apparel --table
 """
 from __future__ import annotations
@@ -31,7 +38,8 @@ from compete.metrics import score  # noqa: E402
 from compete.runs import RunFolder  # noqa: E402
 from compete.targets import target_of_run  # noqa: E402
 
-STAGES = ("baseline",)
+STAGES = ("baseline", "pseudo", "teacher", "distill")
+NEEDS = {"pseudo": "baseline", "distill": "teacher"}  # the stage whose run teaches it
 
 
 def compete(*arguments: str) -> tuple[float, str]:
@@ -46,11 +54,11 @@ def logged_runs(args) -> list[dict]:
     return [json.loads(line) for line in args.log.read_text().splitlines()]
 
 
-def trained_and_scored(args, stage: str, seed: int, options: list[str], kept) -> dict:
+def trained_and_scored(args, stage: str, seed: int, options: list[str], kept, preset: str | None = None) -> dict:
     """`train` with OPTIONS then `predict`, the kept 10% scored; a logged result of the same
     command whose run folder still exists is returned instead of training again."""
-    command = ["train", args.kept_name, "--preset", args.preset, "--seed", str(seed), "--device", args.device,
-               *options, *args.extra]
+    command = ["train", args.kept_name, "--preset", preset or args.preset, "--seed", str(seed), "--device",
+               args.device, *options, *args.extra]
     for result in reversed(logged_runs(args)):
         if result.get("command") == command and "error" not in result and Path(result["run_dir"]).is_dir():
             return {**result, "reused": True}
@@ -59,8 +67,9 @@ def trained_and_scored(args, stage: str, seed: int, options: list[str], kept) ->
     try:
         result["train_wall_s"], out = compete(*command)
         run_dir = Path(out.strip().splitlines()[-1].split("Run saved in ", 1)[1])
-        result["predict_wall_s"], _ = compete("predict", args.kept_name, "--run", run_dir.name,
-                                              "--device", args.device)
+        result["predict_wall_s"], said = compete("predict", args.kept_name, "--run", run_dir.name,
+                                                 "--device", args.device)
+        result["inference_images_per_s"] = float(said.split("inference ", 1)[1].split(" images/s")[0])
     except SystemExit as failure:
         return {**result, "error": str(failure).strip().splitlines()[-1][:300]}
     folder = RunFolder(run_dir)
@@ -77,18 +86,24 @@ def trained_and_scored(args, stage: str, seed: int, options: list[str], kept) ->
 def run_stage(args, stage: str, seed: int, kept) -> dict:
     if stage == "baseline":
         return trained_and_scored(args, stage, seed, [], kept)
-    raise ValueError(stage)
+    if stage == "teacher":
+        return trained_and_scored(args, stage, seed, [], kept, args.teacher_preset)
+    teacher = run_stage(args, NEEDS[stage], seed, kept)  # reused from the log when it was run
+    if "error" in teacher:
+        return {"stage": stage, "seed": seed, "error": f"its teacher failed: {teacher['error']}"}
+    return trained_and_scored(args, stage, seed, [f"--{stage}", teacher["run"]], kept)
 
 
 def table(results: dict[str, list[dict]]) -> str:
-    lines = ["| stage | kept 10%, mean ± sd over seeds | per seed | local score | train wall (s) | predict wall (s) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stage | kept 10%, mean ± sd over seeds | per seed | local score | train wall (s) | predict wall (s) "
+             "| inference images/s |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for stage, runs in results.items():
         good = [r for r in runs if "error" not in r]
         per_seed = ", ".join(f"{r['kept_score']:.4f}" if "error" not in r else "failed" for r in runs)
         lines.append(f"| {stage} | {spread([r['kept_score'] for r in good])} | {per_seed} "
                      f"| {spread([r['score'] for r in good])} "
-                     f"| {spread([r['train_wall_s'] for r in good], 1)} | {spread([r['predict_wall_s'] for r in good], 1)} |")
+                     f"| {spread([r['train_wall_s'] for r in good], 1)} | {spread([r['predict_wall_s'] for r in good], 1)} "
+                     f"| {spread([r['inference_images_per_s'] for r in good if 'inference_images_per_s' in r], 0)} |")
     return "\n".join(lines)
 
 
@@ -96,6 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--teacher-preset", default="gpu-fast", help="the teacher stage's preset")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--data", help="the competition's files (default: ../shared/datasets/NAME)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import RunConfig
-from .imagestore import ImageFile
+from .imagestore import ImageFile, JoinedImages
 
 LOAD_CHUNK = 256             # images copied onto the device at once when it holds the whole set
 PREFETCH = 2                 # batches each loader thread prepares ahead of the model
@@ -129,6 +129,6 @@ def open_images(images, run: RunConfig, device: torch.device, stream: bool = Fal
     threads (0: GPU_LOADERS on a GPU, one on a CPU)."""
     if not stream and int(np.prod(images.shape)) <= resident_budget(device, run.resident_gb):
         return ResidentImages.load(images, device)
-    if not isinstance(images, ImageFile):
+    if not isinstance(images, (ImageFile, JoinedImages)):
         raise TypeError("streaming needs the images in an on-disk store (imagestore.ImageFile)")
     return StreamedImages(images, device, run.loader_workers or (GPU_LOADERS if device.type == "cuda" else 1))

@@ -89,6 +89,12 @@ def _train_options(train: argparse.ArgumentParser) -> None:
                        help="after validation, train each member again on every labelled image; "
                             "predict averages those and the fold models half and half "
                             "(--set refit_blend=false: the refit alone)")
+    train.add_argument("--pseudo", metavar="RUN",
+                       help="the test images join training with RUN's blended test predictions as soft "
+                            "targets (./run.sh predict NAME --run RUN first); validation never sees them")
+    train.add_argument("--distill", metavar="RUN",
+                       help="learn from RUN's soft predictions too: out-of-fold ones on the train images, "
+                            "test ones on the test images (distill_weight, distill_temperature)")
     train.add_argument("--time-limit", type=int, metavar="SECONDS",
                        help="size epochs (then folds, members) so the whole command ends within SECONDS; "
                             "0 turns a preset's limit off")
@@ -151,7 +157,8 @@ def _train(args, comp, data_dir) -> int:
         member_sets.update({k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                               ("lr", args.lr)) if v not in (None, "auto")})
         run_sets.update({"seed": args.seed, "folds": args.folds, "device": args.device,
-                         "time_limit": args.time_limit, "refit": args.refit})
+                         "time_limit": args.time_limit, "refit": args.refit,
+                         "pseudo": args.pseudo, "distill": args.distill})
         resume_dir, run = None, resolve_run(comp, args.preset, run_sets, member_sets)
     session = start_session(comp, run)
     if args.lr == "auto" and resume_dir is None:

@@ -237,6 +237,20 @@ class RunConfig:
     refit_blend: bool = True         # with refit: predict averages the refit model and the fold
                                      # models' average half and half (false: the refit alone;
                                      # measured in BENCHMARKS.md, issue 13)
+    pseudo: str | None = None        # train --pseudo RUN: the test images join every fold's training
+                                     # part with RUN's calibrated, blended test predictions as soft
+                                     # targets (teaching.py); no validation part ever sees them
+    pseudo_weight: float = 1.0       # loss weight of a pseudo-labelled test image against a labelled
+                                     # image's 1
+    pseudo_floor: float = 0.0        # a test image whose teacher confidence (top class probability;
+                                     # the least sure tag) is below this is left out; 0 keeps all
+    distill: str | None = None       # train --distill RUN: every member learns from RUN's soft
+                                     # predictions, out-of-fold ones on the train images, test ones
+                                     # on the test images (which join training), mixed with the labels
+    distill_weight: float = 0.5      # share of a train image's loss from the teacher (the labels
+                                     # carry the rest); a test image's loss weight
+    distill_temperature: float = 2.0  # both teacher and student soften their logits by this (x T^2
+                                      # on the loss, as Hinton et al.); 1: the teacher's own outputs
     members: list[Member] = field(default_factory=list)
 
 
@@ -381,10 +395,26 @@ def resolve_run(competition: Competition, preset: str = "default", overrides: di
             member.weights = str(weights_path(member.weights, where + " member"))
     for key, value in _checked(RunConfig, given, "command line").items():
         setattr(run, key, value)
+    check_teaching(run, where)
     if run.refit and run.folds <= 1 and run.val_fraction <= 0:
         raise PipelineError(f"{where}: refit: true with val_fraction 0 and no folds: the model already "
                             f"trains on every image. Hold some out (--set val_fraction=0.1) or drop --refit.")
     return run
+
+
+TEACHING_RANGES = {  # setting -> (lowest, highest allowed, whether the lowest itself is allowed)
+    "pseudo_weight": (0.0, float("inf"), True), "pseudo_floor": (0.0, 1.0, True),
+    "distill_weight": (0.0, 1.0, True), "distill_temperature": (0.0, float("inf"), False)}
+
+
+def check_teaching(run: RunConfig, where: str) -> None:
+    """One teacher per run, and the teaching settings in their ranges."""
+    if run.pseudo and run.distill:
+        raise PipelineError(f"{where}: pseudo and distill both name a teacher: give one of --pseudo, --distill.")
+    for key, (low, high, closed) in TEACHING_RANGES.items():
+        value = getattr(run, key)
+        if not (low <= value <= high if closed else low < value <= high):
+            raise PipelineError(f"{where}: {key} {value} is outside {'[' if closed else '('}{low:g}, {high:g}].")
 
 
 def weights_path(name: str, where: str) -> Path:

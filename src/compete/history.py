@@ -97,8 +97,14 @@ def run_rows(competition: str) -> list[dict]:
                      "commit": (origin.get("git_commit") or "-")[:7] + ("+" if origin.get("git_dirty") else ""),
                      "summary": folder.summary(), "epochs_logged": folder.epochs_logged(),
                      "time_limit": config["run"]["time_limit"], "public": _public(uploads_of(folder.path)),
-                     "public_score": _public_score(uploads_of(folder.path))})
+                     "public_score": _public_score(uploads_of(folder.path)), "taught": _taught_by(config["run"])})
     return sorted(rows, key=lambda row: row["started"], reverse=True)
+
+
+def _taught_by(run: dict) -> str:
+    """'  taught by RUN (pseudo|distill)' for a run that learned from a teacher (teaching.py); else ''."""
+    mode = next((mode for mode in ("pseudo", "distill") if run.get(mode)), None)
+    return f"  taught by {run[mode]} ({mode})" if mode else ""
 
 
 def _public(uploads: list[dict]) -> str:
@@ -169,14 +175,14 @@ def format_runs(competition: str, rows: list[dict], submitted: str | None = None
         if summary is None:
             lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}  {'-':<18}{'-':>14}  "
                          f"{members:<24}{'-':>5}{'-':>9}{limit:>8}  {row['commit']}  "
-                         f"({row['epochs_logged']} epochs logged)")
+                         f"({row['epochs_logged']} epochs logged){row['taught']}")
             continue
         value = "-" if summary["ensemble_score"] is None else f"{summary['ensemble_score']:.4f}"
         interval = format_interval(summary.get("score_interval"))
         folds = f"{summary['folds']}{'+r' if summary.get('refit') else ''}"  # +r: refit on every image
         lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}  {interval:<18}"
                      f"{_public_text(row, public_rows):>14}  {members:<24}{folds:>5}{_wall(_taken(summary)):>9}"
-                     f"{limit:>8}  {row['commit']}")
+                     f"{limit:>8}  {row['commit']}{row['taught']}")
     gaps = public_gaps(rows)
     return "\n".join(lines + ([gaps] if gaps else []))
 

@@ -138,6 +138,40 @@ class ImageFile:
         return out
 
 
+class JoinedImages:
+    """Two image stores read as one, `first`'s rows then `second`'s (the training images, then
+    the test images a teacher labelled: teaching.py). Quacks like an ImageFile where batches
+    read it (shape, len, indexing, `read`)."""
+
+    def __init__(self, first, second):
+        if tuple(first.shape[1:]) != tuple(second.shape[1:]):
+            raise ValueError(f"cannot join images of shapes {first.shape[1:]} and {second.shape[1:]}")
+        self.parts = (first, second)
+        self.shape = (len(first) + len(second), *first.shape[1:])
+        self.dtype, self.ndim = np.dtype(np.uint8), 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.read(np.arange(len(self))), dtype=dtype)
+
+    def __getitem__(self, key):
+        positions = np.arange(len(self))[key]
+        return self.read(positions)[0] if np.ndim(positions) == 0 else self.read(positions)
+
+    def read(self, positions, out: np.ndarray | None = None) -> np.ndarray:
+        """Images at `positions` (in that order) into `out` (a fresh array when None)."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        out = np.empty((len(positions), *self.shape[1:]), dtype=np.uint8) if out is None else out
+        first = len(self.parts[0])
+        in_first = positions < first
+        for part, chosen, offset in ((self.parts[0], in_first, 0), (self.parts[1], ~in_first, first)):
+            if chosen.any():
+                out[chosen] = np.asarray(part[positions[chosen] - offset])
+        return out
+
+
 @dataclass(frozen=True)
 class RowWriter:
     """Writes rows into a .npy file created by `create`; pickles small, for pool workers."""

@@ -6,10 +6,12 @@
     regression    mse or smooth_l1, on the standardized number
 
 A criterion takes (logits, targets) of a batch and returns the mean loss; class weights multiply
-each image's loss by its class's weight (inverse frequency in the training split).
+each image's loss by its class's weight (inverse frequency in the training split). A teacher's
+soft targets (SoftTargets, teaching.py) add a soft loss per kind, weighed per row.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -98,10 +100,41 @@ def _number_loss(target, name: str, weights: torch.Tensor | None, edges: torch.T
     return loss
 
 
+@dataclass
+class SoftTargets:
+    """A teacher's per-row targets (teaching.py), beside the labels of the same rows: the
+    teacher's outputs (probabilities, already softened by `temperature`; numbers for regression)
+    and how much each row's label loss and soft loss weigh (a row without a label, or without a
+    teacher output, weighs 0 there)."""
+    values: torch.Tensor             # (N, outputs) float
+    label_weight: torch.Tensor       # (N,)
+    soft_weight: torch.Tensor        # (N,)
+    temperature: float = 1.0         # the student's logits are divided by it too
+
+    def rows(self, index: torch.Tensor) -> "SoftTargets":
+        index = index.to(self.values.device)
+        return SoftTargets(self.values[index], self.label_weight[index], self.soft_weight[index], self.temperature)
+
+
+def soft_loss(target, logits: torch.Tensor, soft: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per image: cross-entropy to the teacher's class probabilities (single_label), BCE to its
+    probabilities per output (binary, multi_label), both on logits / T and times T^2 so that
+    the gradient keeps its size; the squared error to its standardized number (regression)."""
+    if target.kind == REGRESSION:
+        return F.mse_loss(logits[:, 0], target.standardize(soft[:, 0]), reduction="none")
+    scaled = logits / temperature
+    if target.kind == SINGLE:
+        per_image = -(soft * F.log_softmax(scaled, 1)).sum(1)
+    else:
+        per_image = F.binary_cross_entropy_with_logits(scaled, soft.reshape(scaled.shape), reduction="none").mean(1)
+    return per_image * temperature ** 2
+
+
 def criterion(target, member: Member, train_targets: np.ndarray,
-              device: torch.device | None = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+              device: torch.device | None = None) -> Callable[..., torch.Tensor]:
     """The member's training loss for `target` (mean over the batch), with class weights from
-    `train_targets`."""
+    `train_targets`; given a batch's SoftTargets, each image's label loss and its loss to the
+    teacher's outputs, weighed as they say."""
     name = loss_name(target.kind, member)
     weights = _class_weights(target, member, train_targets)
     weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
@@ -112,7 +145,14 @@ def criterion(target, member: Member, train_targets: np.ndarray,
         per_image = _number_loss(target, name, weights, edges)
     else:
         per_image = _sigmoid_loss(target.kind, name, member, weights)
-    return lambda logits, targets: per_image(logits.float(), targets).mean()
+
+    def loss(logits, targets, soft: SoftTargets | None = None):
+        logits = logits.float()
+        if soft is None:
+            return per_image(logits, targets).mean()
+        return (soft.label_weight * per_image(logits, targets) +
+                soft.soft_weight * soft_loss(target, logits, soft.values, soft.temperature)).mean()
+    return loss
 
 
 def validation_loss(target, logits: torch.Tensor, truth: torch.Tensor) -> float:

@@ -29,6 +29,7 @@ from .runtime import Session
 from .splits import validation_splits
 from .submission import submission_format
 from .targets import Target
+from .teaching import start_note, taught_metadata, taught_rows
 from .train import FitLog, Fold, LabelledImages, fit, selects_best
 
 
@@ -65,11 +66,14 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     comp, run = session.comp, session.run
     dataset = _checked_dataset(session, data_dir, skip_bad)
     splits = validation_splits(dataset.strata, run, dataset.groups)
-    rows = dataset.tables.train_metadata  # each fold's models encode them by their own training part's
-    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members, rows)
-             for train_idx, _ in splits]  # statistics (and metadata encoders) per fold
-    data = LabelledImages(with_rows(training_images(dataset.train_images, run, session.runtime.device), rows),
-                          torch.from_numpy(dataset.train_targets).to(session.runtime.device), dataset.target)
+    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members,
+                      dataset.tables.train_metadata)
+             for train_idx, _ in splits]  # statistics (and metadata encoders) per fold, of the labelled images
+    taught = taught_rows(run, comp, data_dir, dataset, splits)
+    splits, device = taught.splits, session.runtime.device
+    images = with_rows(training_images(taught.images, run, device), taught_metadata(dataset.tables, taught))
+    data = LabelledImages(images, torch.from_numpy(taught.targets).to(device), dataset.target,
+                          None if taught.lesson is None else taught.lesson.soft_targets(device))
     plan = _time_plan(session, data, splits, specs[0], resume_dir)
     refit = run.refit and (not plan or plan["folds"] > len(splits))  # the plan counts it as a last fold
     deadlines = Deadlines(plan) if plan and resume_dir is None else None  # a resumed run has no clock to meet
@@ -80,12 +84,16 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     job = TrainingRun(session, data, splits, specs, RunFolder(run_dir), deadlines)
     if distributed.is_main():
         _print_start(job, dataset, run.refit and not refit)
+        if start_note(taught):
+            print(start_note(taught))
     oof, rows = _train_members(job, dataset)
     if refit:
         _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members,
                              dataset.tables.train_metadata), rows)
     summary, crossed = _summarize(job, oof, rows, dataset.skipped, started)
     summary["refit"] = refit
+    if taught.lesson is not None:  # which run taught this one (runs, the report)
+        summary["teacher"] = {**taught.lesson.describe(), "saw_validation_images": taught.saw}
     if distributed.is_main():
         _finish(job, summary, (oof, crossed), dataset)
     distributed.teardown()

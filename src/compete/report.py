@@ -218,7 +218,7 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
     facts = {"competition": config["competition"]["name"], "run": run_dir.name,
              "preset": config["run"]["preset"], "started": origin["started_at"],
              "wall time (s)": summary["seconds"], "folds": summary["folds"],
-             "models that predict": _predicting(config, summary),
+             "models that predict": _predicting(config, summary), "taught by": _teacher(summary),
              "score": "selected on validation (optimistic)" if summary["selected_on_validation"]
              else "the kept weights', on validation that chose nothing",
              "validated images": summary["validated"], "skipped images": summary["skipped_images"],
@@ -228,6 +228,18 @@ def _overview(run_dir: Path, config: dict, summary: dict) -> pd.DataFrame:
              "git commit": (origin.get("git_commit") or "-") + (" (uncommitted changes)" if origin.get("git_dirty") else ""),
              "input hash": origin["input_hash"], "data": config["data"]}
     return pd.DataFrame({"": list(facts), " ": [str(v) for v in facts.values()]})
+
+
+def _teacher(summary: dict) -> str:
+    """The run this one learned from (teaching.py), and what it gave; '-': the labels alone."""
+    teacher = summary.get("teacher")
+    if not teacher:
+        return "-"
+    train_part = f"{teacher['taught_train_images']} train images' out-of-fold outputs and " \
+        if teacher["mode"] == "distill" else ""
+    seen = f"; it trained on {teacher['saw_validation_images']} validation images (optimistic score)" \
+        if teacher["saw_validation_images"] else ""
+    return f"run {teacher['run']} ({teacher['mode']}: {train_part}{teacher['test_images']} test images){seen}"
 
 
 def _temperatures(member: list[float]) -> str:

@@ -27,7 +27,7 @@ from .config import Member
 from .errors import PipelineError
 from .finetune import freeze_batchnorm, parameter_groups, set_backbone_trainable
 from .inference import batch_rows, model_rows, predict_logits, tta_probs
-from .losses import criterion as make_criterion, sampling_weights, validation_loss
+from .losses import SoftTargets, criterion as make_criterion, sampling_weights, validation_loss
 from .metrics import metric, score
 from .modelfiles import load_plain
 from .pace import PACE_PASSES, EpochTimes, Pace, meet_deadline
@@ -123,7 +123,8 @@ def _train_epoch(training: "Training", net, data: "LabelledImages", positions: t
         batch = next(batches)
         waited += time.perf_counter() - asked
         labels = data.labels[index_batches[i]]
-        logits, loss = step(net, batch, labels, *batch_rows(data.metadata, index_batches[i]))
+        soft = None if data.soft is None else data.soft.rows(index_batches[i])
+        logits, loss = step(net, batch, labels, *batch_rows(data.metadata, index_batches[i]), soft=soft)
         if pace is not None:
             pace.advance(training.scheduler)
         else:
@@ -169,8 +170,9 @@ class TrainStep:
     hflip: bool                      # the competition's flips that keep the class
     vflip: bool
 
-    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor, *metadata: torch.Tensor):
-        return train_step(self, net, images, labels, *metadata)  # metadata: inference.batch_rows
+    def __call__(self, net, images: torch.Tensor, labels: torch.Tensor, metadata: torch.Tensor | None = None,
+                 soft: SoftTargets | None = None):
+        return train_step(self, net, images, labels, metadata, soft)  # metadata: inference.batch_rows
 
 
 def build_step(model, member: Member, session: Session, criterion, seed: int,
@@ -186,9 +188,10 @@ def build_step(model, member: Member, session: Session, criterion, seed: int,
 
 
 def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor,
-               metadata: torch.Tensor | None = None):
+               metadata: torch.Tensor | None = None, soft: SoftTargets | None = None):
     """One optimizer step of `net` on a batch of uint8 images and their encoded labels (and
-    encoded metadata rows, for a model that reads them); returns the logits and the loss."""
+    encoded metadata rows, for a model that reads them; and, taught, the teacher's targets of the
+    same rows); returns the logits and the loss."""
     member = step.member
     batch = train_transform(images, member, step.hflip, step.vflip, step.generator, step.photo_size)
     partner, keep = None, None
@@ -199,9 +202,11 @@ def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor,
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
     with step.autocast():
         logits = net(batch) if metadata is None else net(batch, metadata)
-    loss = step.criterion(logits, labels)
+    loss = step.criterion(logits, labels) if soft is None else step.criterion(logits, labels, soft)
     if partner is not None:  # the mixed-in images' labels, by their share of the input
-        loss = keep * loss + (1 - keep) * step.criterion(logits, labels[partner])
+        mixed = step.criterion(logits, labels[partner]) if soft is None else \
+            step.criterion(logits, labels[partner], soft.rows(partner))
+        loss = keep * loss + (1 - keep) * mixed
     step.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     step.optimizer.step()
@@ -263,11 +268,13 @@ class Fold:
 class LabelledImages:
     """What a member trains and validates on: the images (a batch source of batches.py, or a
     uint8 (N, C, H, W) tensor on the training device), their labels encoded for `target`, on
-    the device, and the target kind; for a model that reads metadata, the rows beside the
-    images (batches.with_rows) encoded by it, (N, features) on the device: fit fills them in."""
+    the device, the target kind, and a teacher's soft targets per row (None: labels alone); for a
+    model that reads metadata, the rows beside the images (batches.with_rows) encoded by it,
+    (N, features) on the device: fit fills them in."""
     images: object
     labels: torch.Tensor
     target: Target = field(default_factory=lambda: SINGLE_LABEL)
+    soft: SoftTargets | None = None
     metadata: torch.Tensor | None = None
 
 

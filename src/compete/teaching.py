@@ -1,0 +1,205 @@
+"""Learning from a teacher run (issue 25): pseudo-labels on the test images (`train --pseudo RUN`)
+and distillation (`train --distill RUN`).
+
+A teacher is a finished run of the same competition and classes whose `predict` wrote its
+calibrated, blended test predictions (test_probs.npy: what its submission was made from). Its
+test images join every fold's TRAINING part only, after the labelled rows, with the teacher's
+outputs as soft targets; no validation row ever trains, so none sees a teacher's target.
+Distillation also gives the train images soft targets: the teacher's out-of-fold outputs, so no
+image's target came from a model that saw its label; the labels carry the rest of its loss.
+
+Each row's targets reach the loss in one place: LabelledImages.soft (losses.SoftTargets).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import Competition, RunConfig
+from .data import load_test
+from .ensemble import blend_oof
+from .errors import PipelineError
+from .files import DataDir
+from .imagestore import JoinedImages
+from .losses import SoftTargets
+from .metrics import REGRESSION, SINGLE
+from .runs import RunFolder, find_run
+from .targets import Target, target_of_run
+
+PREDICTIONS = "test_probs.npy"  # what `predict` writes into the run folder: the blended test outputs
+
+
+@dataclass
+class Teacher:
+    """What a teacher run offers: its blended test outputs and out-of-fold outputs."""
+    run: str
+    test_outputs: np.ndarray         # (test images, outputs), calibrated and blended
+    oof_outputs: np.ndarray          # (train images, outputs); rows it never validated are zeros
+    validated: np.ndarray            # (train images,) bool: rows with an out-of-fold output
+    folds: int                       # its fold models: more than one each saw the others' rows
+
+
+def teacher_refusal(comp_name: str, run_name: str, config: dict, target: Target) -> str | None:
+    """Why run `run_name` (its config.json) cannot teach this competition's `target`; None if it can."""
+    if config["competition"]["name"] != comp_name:
+        return (f"run {run_name} belongs to competition {config['competition']['name']}, not {comp_name}: "
+                f"name a run of {comp_name} (./run.sh runs {comp_name}).")
+    theirs = target_of_run(config)
+    if theirs.kind != target.kind or config["classes"] != target.classes:
+        return (f"run {run_name} was trained for other classes ({theirs.kind}, {len(config['classes'])} "
+                f"classes) than this competition's ({target.kind}, {len(target.classes)}): train a teacher "
+                f"on the current labels.")
+    return None
+
+
+def read_teacher(comp_name: str, run_id: str, target: Target, train_count: int, test_count: int) -> Teacher:
+    """Teacher run `run_id` of competition `comp_name`, refused with one line when it is of
+    another competition, has other classes, no test predictions, or other images."""
+    run_dir = find_run(comp_name, run_id)
+    folder = RunFolder(run_dir)
+    config = folder.config()
+    refusal = teacher_refusal(comp_name, folder.name, config, target)
+    if refusal is None and not (run_dir / PREDICTIONS).is_file():
+        refusal = (f"run {folder.name} has no test predictions ({PREDICTIONS}): write them with "
+                   f"./run.sh predict {comp_name} --run {folder.name}.")
+    if refusal:
+        raise PipelineError(f"Cannot learn from {refusal}")
+    test_outputs = np.load(run_dir / PREDICTIONS)
+    folds = np.load(folder.oof_folds_path)
+    if len(test_outputs) != test_count or len(folds) != train_count:
+        raise PipelineError(f"Cannot learn from run {folder.name}: it predicted {len(test_outputs)} test and "
+                            f"trained on {len(folds)} images, this run has {test_count} and {train_count} "
+                            f"(the data, subset or skipped images differ): train the teacher on these images.")
+    summary = folder.summary()
+    oof = blend_oof([np.load(path) for path in folder.oof_paths()], folds, summary, target)
+    return Teacher(folder.name, np.nan_to_num(test_outputs), np.nan_to_num(oof), folds >= 0, summary["folds"])
+
+
+def confidence(target: Target, outputs: np.ndarray) -> np.ndarray:
+    """How sure the teacher is of each image: its top class's probability; for yes/no outputs,
+    the least sure of them; numbers are all kept (1)."""
+    if target.kind == REGRESSION:
+        return np.ones(len(outputs))
+    if target.kind == SINGLE:
+        return outputs.max(1)
+    return np.maximum(outputs, 1 - outputs).min(1)
+
+
+@dataclass
+class Lesson:
+    """What a teacher adds to a run: the test images that join training (positions in the test
+    set), their encoded labels (the teacher's decisions: the log's train_acc, the sampler and
+    class weights count them; their label loss weighs 0), and every row's soft targets, the
+    labelled rows first."""
+    teacher: str
+    mode: str                        # pseudo | distill
+    test_rows: np.ndarray
+    labels: np.ndarray
+    values: np.ndarray               # (labelled + joined rows, outputs)
+    label_weight: np.ndarray
+    soft_weight: np.ndarray
+    temperature: float
+
+    def soft_targets(self, device: torch.device) -> SoftTargets:
+        def tensor(array):
+            return torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
+        return SoftTargets(tensor(self.values), tensor(self.label_weight), tensor(self.soft_weight), self.temperature)
+
+    def describe(self) -> dict:
+        """What config.json and the report keep of it."""
+        return {"run": self.teacher, "mode": self.mode, "test_images": int(len(self.test_rows)),
+                "taught_train_images": int((self.soft_weight[:len(self.label_weight) - len(self.test_rows)] > 0).sum()),
+                "temperature": self.temperature}
+
+
+def lesson(run: RunConfig, teacher: Teacher, target: Target, train_targets: np.ndarray) -> Lesson:
+    """The soft targets of `run`'s mode: pseudo, the test images at least run.pseudo_floor sure
+    at weight pseudo_weight; distill, every test image and the teacher's out-of-fold train
+    images at distill_weight (labels: the rest), softened by distill_temperature."""
+    distill = bool(run.distill)
+    temperature = run.distill_temperature if distill else 1.0
+    floor = 0.0 if distill else run.pseudo_floor
+    rows = np.flatnonzero(confidence(target, teacher.test_outputs) >= floor)
+    test = teacher.test_outputs[rows]
+    labels = np.asarray(target.decide(test, target.default_decisions())).astype(train_targets.dtype)
+    count = len(train_targets)
+    train_values = np.zeros((count, test.shape[1]), dtype=np.float32)
+    train_soft = np.zeros(count)
+    if distill:  # rows the teacher validated: no model whose output this is saw its label
+        train_values[teacher.validated] = target.calibrate(teacher.oof_outputs[teacher.validated], temperature)
+        train_soft[teacher.validated] = run.distill_weight
+    weight = run.distill_weight if distill else run.pseudo_weight
+    return Lesson(teacher.run, "distill" if distill else "pseudo", rows, labels,
+                  np.concatenate([train_values, target.calibrate(test, temperature)]),
+                  np.concatenate([1 - train_soft, np.zeros(len(rows))]),
+                  np.concatenate([train_soft, np.full(len(rows), weight)]), temperature)
+
+
+def joined_splits(splits: list, train_count: int, joined: int) -> list:
+    """Each split with the `joined` rows after the `train_count` labelled ones added to its
+    training part; its validation part unchanged."""
+    extra = np.arange(train_count, train_count + joined)
+    return [(np.concatenate([train_idx, extra]), val_idx) for train_idx, val_idx in splits]
+
+
+def teacher_saw(teacher: Teacher, splits: list, train_count: int) -> int:
+    """How many of this run's validation images a model of the teacher trained on: each of
+    them makes the local score optimistic (the teacher's targets carry its label)."""
+    validated = np.zeros(train_count, bool)
+    for _, val_idx in splits:
+        validated[val_idx] = True
+    seen = validated if teacher.folds > 1 else validated & ~teacher.validated
+    return int(seen.sum())
+
+
+@dataclass
+class Taught:
+    """A run's training rows once a teacher's images joined them."""
+    images: object                   # the labelled images, then the joined test images
+    targets: np.ndarray
+    splits: list
+    lesson: Lesson | None = None
+    saw: int = 0                     # validation images a model of the teacher trained on
+
+
+def taught_rows(run: RunConfig, comp: Competition, data_dir: Path, dataset, splits: list) -> Taught:
+    """The run's training rows: the dataset's alone, or with the teacher's test images joined."""
+    teacher_id = run.pseudo or run.distill
+    if not teacher_id:
+        return Taught(dataset.train_images, dataset.train_targets, splits)
+    count, test_images = len(dataset.train_targets), load_test(comp, DataDir(data_dir))[1]
+    teacher = read_teacher(comp.name, teacher_id, dataset.target, count, len(test_images))
+    taught = lesson(run, teacher, dataset.target, dataset.train_targets)
+    images = JoinedImages(dataset.train_images, test_images[taught.test_rows] if isinstance(test_images, np.ndarray)
+                          else test_images.subset(taught.test_rows))
+    return Taught(images, np.concatenate([dataset.train_targets, taught.labels]),
+                  joined_splits(splits, count, len(taught.test_rows)), taught, teacher_saw(teacher, splits, count))
+
+
+def taught_metadata(tables, taught: Taught) -> pd.DataFrame | None:
+    """The metadata rows beside the taught images (None without metadata): the train rows, then
+    the rows of the test images that joined them, in the same order."""
+    rows = tables.train_metadata
+    if rows is None or taught.lesson is None:
+        return rows
+    joined = tables.test_metadata.iloc[taught.lesson.test_rows]
+    return pd.concat([rows, joined], ignore_index=True)
+
+
+def start_note(taught: Taught) -> str | None:
+    """The line `train` prints about its teacher; None without one."""
+    lesson_ = taught.lesson
+    if lesson_ is None:
+        return None
+    what = (f"distilling run {lesson_.teacher} (temperature {lesson_.temperature:g}): "
+            f"{lesson_.describe()['taught_train_images']} train images' out-of-fold outputs and"
+            if lesson_.mode == "distill" else f"pseudo-labels from run {lesson_.teacher}:")
+    line = f"{what} {len(lesson_.test_rows)} test images join every fold's training part"
+    if taught.saw:
+        line += (f"; note: the teacher trained on {taught.saw} of this run's validation images, so the "
+                 f"local score is optimistic (train the teacher as a hold-out with this run's --seed)")
+    return line

@@ -1,0 +1,187 @@
+"""Learning from a teacher run: `train --pseudo RUN` (the test images join every fold's training
+part with the teacher's soft targets) and `train --distill RUN` (the teacher's out-of-fold outputs
+on the train images too), for every target kind, refused when the teacher cannot teach."""
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from compete import pipeline, train
+from compete.cli import main
+from compete.config import Member, RunConfig
+from compete.losses import SoftTargets, criterion, soft_loss
+from compete.runs import read_checkpoint
+from compete.targets import Binary, MultiLabel, Regression, Target
+from compete.teaching import Teacher, confidence, joined_splits, lesson
+
+from helpers import cli_process, make_competition, run_summary
+
+PRESET = {"val_fraction": 0.25, "members": [{
+    "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
+    "epochs": 2, "batch_size": 8, "lr": 0.01, "pad_crop": 0}]}
+
+
+def runs(workspace, name="tiny") -> list:
+    return sorted((workspace / "submissions" / name / "runs").iterdir())
+
+
+def teacher_run(workspace, *options: str, name: str = "tiny"):
+    """A trained and predicted run of `name`: its folder."""
+    assert main(["train", name, "--device", "cpu", *options]) == 0
+    run_dir = runs(workspace, name)[-1]
+    assert main(["predict", name, "--device", "cpu", "--run", run_dir.name]) == 0
+    return run_dir
+
+
+@pytest.fixture
+def fits(monkeypatch) -> list:
+    """Every fit the pipeline starts: its fold, and every row whose soft target a training step used."""
+    calls = []
+    real_rows = SoftTargets.rows
+
+    def spy_rows(self, index):
+        calls[-1]["taught"].update(index.tolist())
+        return real_rows(self, index)
+
+    def spy_fit(model, member, session, data, fold, log=None):
+        calls.append({"fold": fold, "taught": set(), "labelled": len(data.labels) if data.soft is None
+                      else int((data.soft.label_weight > 0).sum()), "rows": len(data.labels)})
+        return train.fit(model, member, session, data, fold, log)
+    monkeypatch.setattr(SoftTargets, "rows", spy_rows)
+    monkeypatch.setattr(pipeline, "fit", spy_fit)
+    return calls
+
+
+def test_the_joined_rows_join_each_training_part_and_no_validation_part():
+    splits = [(np.array([0, 1, 2]), np.array([3, 4])), (np.array([3, 4]), np.array([0, 1, 2]))]
+    joined = joined_splits(splits, 5, 3)
+    for (train_idx, val_idx), (old_train, old_val) in zip(joined, splits):
+        assert np.array_equal(val_idx, old_val)
+        assert np.array_equal(train_idx, np.r_[old_train, 5, 6, 7])
+
+
+@pytest.mark.slow  # trains for real
+def test_no_validation_row_ever_sees_a_pseudo_target(workspace, fits, capsys):
+    tiny = make_competition(workspace, n_train=48, n_test=16, preset=PRESET)
+    teacher = teacher_run(workspace, "--folds", "2")
+    fits.clear()
+    capsys.readouterr()
+    assert main(["train", "tiny", "--device", "cpu", "--folds", "2", "--pseudo", teacher.name, "--refit"]) == 0
+    assert f"pseudo-labels from run {teacher.name}: 16 test images join" in capsys.readouterr().out
+    assert len(fits) == 3  # two folds, then the refit
+    for call in fits:
+        val = set(call["fold"].val_idx.tolist())
+        assert call["taught"], "no step used a soft target"
+        assert not val & call["taught"], "a validation row was trained on with a pseudo target"
+        assert set(range(48, 64)) <= set(call["fold"].train_idx.tolist())  # every test image trains
+        assert max(val, default=0) < len(tiny.train)  # validation: labelled images only
+    summary = run_summary(runs(workspace)[-1])
+    assert summary["teacher"]["run"] == teacher.name and summary["teacher"]["mode"] == "pseudo"
+    assert summary["validated"] == 48
+    # a pseudo run's predictions teach the next round
+    assert main(["predict", "tiny", "--device", "cpu"]) == 0
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", runs(workspace)[-1].name]) == 0
+    capsys.readouterr()
+    assert main(["runs", "tiny"]) == 0
+    assert f"taught by {teacher.name} (pseudo)" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # trains for real
+def test_distillation_learns_from_the_teachers_out_of_fold_outputs_and_its_test_outputs(workspace, fits):
+    make_competition(workspace, n_train=48, n_test=16, preset=PRESET)
+    teacher = teacher_run(workspace, "--folds", "2")
+    fits.clear()
+    assert main(["train", "tiny", "--device", "cpu", "--folds", "2", "--distill", teacher.name]) == 0
+    for call in fits:
+        val = set(call["fold"].val_idx.tolist())
+        assert not val & call["taught"]
+        assert set(call["fold"].train_idx.tolist()) == call["taught"]  # every training row: oof or test
+    assert run_summary(runs(workspace)[-1])["teacher"]["taught_train_images"] == 48
+
+
+@pytest.mark.slow  # trains for real
+@pytest.mark.parametrize("refused", ["other competition", "other classes", "no test predictions"])
+def test_a_teacher_that_cannot_teach_is_refused_with_one_line(workspace, capsys, refused):
+    make_competition(workspace, n_train=24, n_test=8, preset=PRESET)
+    make_competition(workspace, "other", n_train=24, n_test=8, preset=PRESET,
+                     classes=("0", "1") if refused == "other classes" else ("0", "1", "2"))
+    if refused == "other competition":
+        teacher = teacher_run(workspace, name="other")
+    elif refused == "other classes":  # the same competition, its labels changed since
+        teacher = teacher_run(workspace, name="other")
+        (workspace / "submissions" / "tiny" / "runs").mkdir(parents=True)
+        teacher.rename(workspace / "submissions" / "tiny" / "runs" / teacher.name)
+        config = (workspace / "submissions" / "tiny" / "runs" / teacher.name / "config.json")
+        config.write_text(config.read_text().replace('"name": "other"', '"name": "tiny"'))
+    else:
+        assert main(["train", "tiny", "--device", "cpu"]) == 0
+        teacher = runs(workspace)[-1]
+    capsys.readouterr()
+    run_id = str(teacher) if refused == "other competition" else teacher.name
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", run_id]) == 2
+    error = capsys.readouterr().err.split("\r")[-1]  # after the decoding bars
+    assert error.count("\n") == 1 and error.startswith(f"error: Cannot learn from run {teacher.name}")
+    assert {"other competition": "belongs to competition other, not tiny",
+            "other classes": "was trained for other classes",
+            "no test predictions": "has no test predictions"}[refused] in error
+
+
+def test_one_teacher_per_run_and_settings_in_range(workspace, capsys):
+    make_competition(workspace, n_train=24, n_test=8, preset=PRESET)
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", "a", "--distill", "b"]) == 2
+    assert "give one of --pseudo, --distill" in capsys.readouterr().err
+    assert main(["train", "tiny", "--device", "cpu", "--set", "distill_temperature=0"]) == 2
+    assert "distill_temperature 0.0 is outside (0, inf]" in capsys.readouterr().err
+
+
+KINDS = {"single_label": Target(["a", "b", "c"]), "binary": Binary(["n", "y"]),
+         "multi_label": MultiLabel(["p", "q"]), "regression": Regression([], 2.0, 0.5)}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_the_soft_loss_is_least_where_the_student_agrees_with_the_teacher(kind, temperature):
+    """The student whose outputs are the teacher's has the least loss, softened or not (both
+    sides divide by the same temperature)."""
+    target = KINDS[kind]
+    soft = torch.tensor({"single_label": [[0.7, 0.2, 0.1]], "binary": [[0.8]], "multi_label": [[0.9, 0.2]],
+                         "regression": [[2.5]]}[kind])
+    agreeing = soft.log() if kind == "single_label" else target.standardize(soft) if kind == "regression" \
+        else soft.logit()
+    tempered = torch.from_numpy(target.calibrate(soft.numpy(), temperature)).float()
+    at_best = soft_loss(target, agreeing, tempered, temperature)
+    assert at_best.shape == (1,)
+    nudge = torch.zeros_like(agreeing)
+    nudge[0, 0] = 0.5
+    for shift in (-1, 1):
+        assert soft_loss(target, agreeing + shift * nudge, tempered, temperature) > at_best + 1e-6
+
+
+def test_a_taught_batch_weighs_label_and_soft_losses_per_row():
+    target = Target(["a", "b"])
+    loss = criterion(target, Member(label_smoothing=0.0), np.array([0, 1]))
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+    values = torch.tensor([[0.5, 0.5], [0.1, 0.9]])
+    labels_only = SoftTargets(values, torch.ones(2), torch.zeros(2))
+    assert torch.isclose(loss(logits, labels, labels_only), loss(logits, labels))
+    soft_only = SoftTargets(values, torch.zeros(2), torch.ones(2))
+    assert torch.isclose(loss(logits, labels, soft_only), soft_loss(target, logits, values).mean())
+
+
+def test_the_floor_leaves_out_unsure_test_images_and_distill_mixes_out_of_fold_rows():
+    target = Target(["a", "b"])
+    test = np.array([[0.9, 0.1], [0.55, 0.45], [0.2, 0.8]])
+    oof = np.array([[0.7, 0.3], [0.0, 0.0], [0.4, 0.6]])
+    teacher = Teacher("t", test, oof, np.array([True, False, True]), 1)
+    pseudo = lesson(RunConfig(pseudo="t", pseudo_floor=0.6, pseudo_weight=0.5), teacher, target, np.array([0, 1, 1]))
+    assert pseudo.test_rows.tolist() == [0, 2] and pseudo.labels.tolist() == [0, 1]
+    assert pseudo.label_weight.tolist() == [1, 1, 1, 0, 0] and pseudo.soft_weight.tolist() == [0, 0, 0, 0.5, 0.5]
+    distill = lesson(RunConfig(distill="t", distill_weight=0.3, distill_temperature=2.0), teacher, target,
+                     np.array([0, 1, 1]))
+    assert len(distill.test_rows) == 3  # no floor: every test image
+    assert np.allclose(distill.label_weight, [0.7, 1, 0.7, 0, 0, 0])
+    assert np.allclose(distill.soft_weight, [0.3, 0, 0.3, 0.3, 0.3, 0.3])
+    assert np.allclose(distill.values[0], target.calibrate(oof[:1], 2.0))  # softened by T
+    assert confidence(MultiLabel(["p", "q"]), np.array([[0.9, 0.4]])).tolist() == [0.6]
