@@ -136,7 +136,7 @@ def test_public_score_interval_from_the_public_test_size():
 
 def table_row(run: str, local: float, public: float | None) -> dict:
     return {"run": run, "preset": "default", "models": ["cnn"], "commit": "abc1234", "time_limit": 0,
-            "epochs_logged": 1, "public": "-" if public is None else f"{public:.4f}", "public_score": public,
+            "epochs_logged": 1, "taught": "", "public": "-" if public is None else f"{public:.4f}", "public_score": public,
             "summary": {"metric": "accuracy", "ensemble_score": local, "score_interval": [local - 0.01, local + 0.01],
                         "validated": 6000, "folds": 1, "seconds": 60.0}}
 
