@@ -11,7 +11,8 @@ import pytest
 import tifffile
 import torch
 import yaml
-from pydicom.uid import JPEG2000Lossless, RLELossless
+import pydicom
+from pydicom.uid import JPEG2000Lossless, MPEG2MPML, RLELossless
 
 from compete.augment import PhotoTransform
 from compete.cli import main
@@ -86,6 +87,15 @@ def test_a_damaged_scan_says_why(tmp_path):
     (tmp_path / "cut.dcm").write_bytes(raw[:len(raw) // 2])
     with pytest.raises(ValueError, match="DICOM pixels cannot be decoded"):
         decode_file(DataDir(tmp_path), 1, SIDE, "squash", "cut.dcm")
+
+
+def test_a_transfer_syntax_without_a_decoder_is_named():
+    scan = pydicom.dcmread(io.BytesIO(dicom_bytes(ramp(), syntax=RLELossless)))
+    scan.file_meta.TransferSyntaxUID = MPEG2MPML  # a video syntax no installed plug-in decodes
+    relabelled = io.BytesIO()
+    scan.save_as(relabelled)
+    with pytest.raises(ValueError, match=r"DICOM pixels cannot be decoded \(MPEG2 Main Profile"):
+        decoded(relabelled.getvalue())
 
 
 def four_band(rng, label: int, planar: bool = False, dtype=np.uint16) -> bytes:
