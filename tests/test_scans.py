@@ -11,7 +11,8 @@ import pytest
 import tifffile
 import torch
 import yaml
-from pydicom.uid import JPEG2000Lossless, RLELossless
+import pydicom
+from pydicom.uid import JPEG2000Lossless, MPEG2MPML, RLELossless
 
 from compete.augment import PhotoTransform
 from compete.cli import main
@@ -88,6 +89,15 @@ def test_a_damaged_scan_says_why(tmp_path):
         decode_file(DataDir(tmp_path), 1, SIDE, "squash", "cut.dcm")
 
 
+def test_a_transfer_syntax_without_a_decoder_is_named():
+    scan = pydicom.dcmread(io.BytesIO(dicom_bytes(ramp(), syntax=RLELossless)))
+    scan.file_meta.TransferSyntaxUID = MPEG2MPML  # a video syntax no installed plug-in decodes
+    relabelled = io.BytesIO()
+    scan.save_as(relabelled)
+    with pytest.raises(ValueError, match=r"DICOM pixels cannot be decoded \(MPEG2 Main Profile"):
+        decoded(relabelled.getvalue())
+
+
 def four_band(rng, label: int, planar: bool = False, dtype=np.uint16) -> bytes:
     """A 4-band TIFF (RGB + near infrared, 16 bits) whose fourth band alone carries the class."""
     bands = rng.integers(0, 20000, (SIDE, SIDE, 4)).astype(dtype)
@@ -116,6 +126,7 @@ def test_a_band_count_other_than_channels_is_named():
     ({"window": [[40, 400], [500, 2000]], "channels": 3}, "set channels: 2"),
     ({"channel_files": ["{id}_red.png", "{id}_green.png"], "channels": 3}, "must list 3"),
     ({"channel_files": ["../{id}_red.png"], "channels": 1}, "leaves the competition's data folder"),
+    ({"channel_files": ["{id}_a.dcm", "{id}_b.dcm"], "channels": 2, "window": [[0, 1], [2, 3]]}, "one window"),
 ])
 def test_scan_settings_that_cannot_describe_an_image_are_refused_on_load(workspace, settings, says):
     (workspace / "competition" / "scan.yaml").write_text(yaml.safe_dump(settings))
@@ -192,9 +203,17 @@ def end_to_end(workspace, capsys, data, test_ids) -> str:
     assert main(["check", "comp", "--data", str(data)]) == 0, capsys.readouterr().out
     for command in (["train", "--preset", "tiny", "--epochs", "1"], ["predict"]):
         assert main([command[0], "comp", "--data", str(data), "--device", "cpu", *command[1:]]) == 0
+    assert main(["report", "comp"]) == 0  # its error grid shows the images
     submission = pd.read_csv(workspace / "submissions" / "comp" / "submission.csv", dtype=str)
     assert submission["id"].tolist() == test_ids and set(submission["label"]) <= {"0", "1", "2"}
     return said
+
+
+def test_the_report_shows_many_bands_as_their_first_three(tmp_path):
+    from compete.plots import plot_errors
+    images = np.random.default_rng(0).integers(0, 255, (4, SIDE, SIDE, 7), dtype=np.uint8)
+    probs = np.full((4, 2), 0.5)
+    assert plot_errors(images, np.array([0, 1, 0, 1]), probs, ["a", "b"], tmp_path / "errors.png").is_file()
 
 
 @pytest.mark.slow

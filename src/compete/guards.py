@@ -114,11 +114,14 @@ def check_scan_settings(channels, window, channel_files, where: str) -> None:
     if len(windows) > 1 and len(windows) != channels:
         raise PipelineError(f"{where}: window lists {len(windows)} windows, one channel each, but channels "
                             f"is {channels}: set channels: {len(windows)}.")
-    if len(windows) == 1 and channels not in (1, 3):
+    if channel_files is None and len(windows) == 1 and channels not in (1, 3):
         raise PipelineError(f"{where}: one window gives a gray scan (channels 1, or 3 repeating it); channels "
                             f"is {channels}: list {channels} windows, or set channels: 1.")
     if channel_files is None:
         return
+    if len(windows) > 1:
+        raise PipelineError(f"{where}: with channel_files each file is one channel: give one window: "
+                            f"[center, width], which every file's scan goes through.")
     if not all(isinstance(p, str) and "{id}" in p for p in channel_files) or len(channel_files) != channels:
         raise PipelineError(f"{where}: channel_files must list {channels} name patterns (channels: {channels}), "
                             f"each with {{id}} where the id goes, e.g. ['{{id}}_red.png', '{{id}}_green.png']; "

@@ -302,8 +302,8 @@ def sum_gray_stem(net: nn.Module) -> None:
 
 def adapt_stem(net: nn.Module, channels: int) -> None:
     """Let `channels`-band images into a pretrained RGB stem as timm does (adapt_input_conv):
-    the RGB weights repeated over the bands and scaled by 3 / channels, so an image whose bands
-    all equal one gray value meets the stem as the RGB image of that value would."""
+    the RGB weights repeated over the bands and scaled by 3 / channels, so that (for a multiple
+    of three) bands holding copies of an RGB image meet the stem as that image would."""
     from timm.models import adapt_input_conv
     conv = _first_conv(net)
     if conv is None or conv.in_channels != 3 or conv.groups != 1:

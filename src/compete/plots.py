@@ -108,7 +108,8 @@ def plot_errors(images: np.ndarray, targets: np.ndarray, probs: np.ndarray, clas
     for place, index in enumerate(worst):
         axes = figure.add_subplot(rows, GRID_COLUMNS, place + 1)
         image = images[index]
-        axes.imshow(image[:, :, 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        # gray, RGB; more bands: the first three as RGB (a fourth would be taken for alpha)
+        axes.imshow(image[:, :, 0] if image.shape[-1] == 1 else image[:, :, :3], cmap="gray", vmin=0, vmax=255)
         predicted = int(probs[index].argmax())
         axes.set_title(f"true {classes[targets[index]]} (p={probs[index, targets[index]]:.2f})\n"
                        f"pred {classes[predicted]} (p={probs[index, predicted]:.2f})", fontsize="small")
