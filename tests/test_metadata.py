@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from compete import budget, predict
 from compete.cli import main
 from compete.config import Member, load_competition
 from compete.errors import PipelineError
@@ -148,9 +149,13 @@ def test_a_competition_only_image_and_metadata_together_solve_is_learned(workspa
 
 
 @pytest.mark.slow
-def test_folds_refit_and_time_limits_carry_the_metadata_and_fit_it_on_training_rows(workspace):
+def test_lr_find_folds_refit_and_time_limits_carry_the_metadata_fitted_on_training_rows(workspace, monkeypatch):
     tiny = make_metadata_competition(workspace, n_train=64, n_test=16)
-    assert main(["train", "meta", "--device", "cpu", "--folds", "2", "--refit", "--time-limit", "45"]) == 0
+    assert main(["lr-find", "meta", "--device", "cpu"]) == 0
+    assert (workspace / "submissions" / "meta" / "lr_find-0.png").is_file()
+    for module in (budget, predict):  # each command's clock starts now, not at this process's start
+        monkeypatch.setattr(module, "process_seconds", lambda: 0.0)
+    assert main(["train", "meta", "--device", "cpu", "--folds", "2", "--refit", "--time-limit", "20"]) == 0
     assert main(["predict", "meta", "--device", "cpu", "--time-limit", "60"]) == 0
     run_dir = only_run(workspace, "meta")
     assert run_summary(run_dir)["refit"]
