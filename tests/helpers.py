@@ -277,7 +277,8 @@ SITES = ("north", "south", "east")  # the categorical metadata column's training
 
 
 def make_metadata_competition(root: Path, name: str = "meta", n_train: int = 160, n_test: int = 40,
-                              missing: float = 0.1, seed: int = 0, preset: dict | None = None) -> Tiny:
+                              missing: float = 0.1, seed: int = 0, preset: dict | None = None,
+                              **yaml_overrides) -> Tiny:
     """A competition that only metadata and image together solve: each image shows one of two
     patterns, each row has a `temperature` (a number; a share `missing` of its cells empty) and
     a `site` (a category, and one the training rows never have in the test CSV); the label is
@@ -285,7 +286,7 @@ def make_metadata_competition(root: Path, name: str = "meta", n_train: int = 160
     below), so the image alone, or the temperature alone, is chance."""
     rng = np.random.default_rng(seed)
     tiny = make_competition(root, name, n_train=n_train, n_test=n_test, classes=("no", "yes"), seed=seed,
-                            preset=preset, metadata=["temperature", "site"])
+                            preset=preset, metadata=["temperature", "site"], **yaml_overrides)
     rows = {}
     for split, count, sites in (("train", n_train, SITES), ("test", n_test, SITES + ("moon",))):
         patterns = rng.integers(0, 2, count)

@@ -2,6 +2,9 @@
 cells, unseen categories), the fusion head of every model kind, check's report, and a
 competition only image and metadata together solve, through init -> check -> train -> predict."""
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -9,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from compete import budget, predict
 from compete.cli import main
 from compete.config import Member, load_competition
 from compete.errors import PipelineError
@@ -17,6 +21,7 @@ from compete.models import NetSpec, member_model
 from compete.runs import load_checkpoint, read_checkpoint, save_checkpoint
 
 from helpers import TINY_PRESET, make_metadata_competition, only_run, run_summary
+from test_kernel import SLUG, cannot_cut_network, offline_env
 
 ROWS = pd.DataFrame({"age": ["20", "40", "", "60"], "sex": ["f", "m", "f", ""]})
 
@@ -144,10 +149,14 @@ def test_a_competition_only_image_and_metadata_together_solve_is_learned(workspa
 
 
 @pytest.mark.slow
-def test_folds_refit_and_time_limits_carry_the_metadata_and_fit_it_on_training_rows(workspace):
-    tiny = make_metadata_competition(workspace)
-    assert main(["train", "meta", "--device", "cpu", "--folds", "2", "--refit", "--time-limit", "400"]) == 0
-    assert main(["predict", "meta", "--device", "cpu", "--time-limit", "400"]) == 0
+def test_lr_find_folds_refit_and_time_limits_carry_the_metadata_fitted_on_training_rows(workspace, monkeypatch):
+    tiny = make_metadata_competition(workspace, n_train=64, n_test=16)
+    assert main(["lr-find", "meta", "--device", "cpu"]) == 0
+    assert (workspace / "submissions" / "meta" / "lr_find-0.png").is_file()
+    for module in (budget, predict):  # each command's clock starts now, not at this process's start
+        monkeypatch.setattr(module, "process_seconds", lambda: 0.0)
+    assert main(["train", "meta", "--device", "cpu", "--folds", "2", "--refit", "--time-limit", "20"]) == 0
+    assert main(["predict", "meta", "--device", "cpu", "--time-limit", "60"]) == 0
     run_dir = only_run(workspace, "meta")
     assert run_summary(run_dir)["refit"]
     temperatures = pd.to_numeric(tiny.train["temperature"].replace("", np.nan))
@@ -158,3 +167,24 @@ def test_folds_refit_and_time_limits_carry_the_metadata_and_fit_it_on_training_r
     refit = read_checkpoint(run_dir / "members" / "m0_full.safetensors")["shape"]["metadata"]
     assert refit["columns"][0]["mean"] == pytest.approx(temperatures.mean())
     assert len(pd.read_csv(workspace / "submissions" / "meta" / "submission.csv")) == len(tiny.test_ids)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cannot_cut_network, reason="unshare -n needs root (or user namespaces)")
+def test_the_offline_kernel_reads_the_test_csvs_metadata_and_writes_predicts_submission(workspace, monkeypatch,
+                                                                                        tmp_path):
+    monkeypatch.setenv("KAGGLE_USERNAME", "tester")
+    tiny = make_metadata_competition(workspace, n_train=64, n_test=16, kaggle=SLUG)
+    assert main(["train", "meta", "--device", "cpu", "--epochs", "2"]) == 0
+    assert main(["predict", "meta", "--device", "cpu"]) == 0
+    assert main(["package", "meta"]) == 0
+    inputs, working = tmp_path / "input", tmp_path / "working"
+    shutil.copytree(tiny.data_dir, inputs / SLUG, ignore=shutil.ignore_patterns(".cache"))
+    shutil.copytree(workspace / "submissions" / "meta" / "kaggle" / "dataset", inputs / "meta-compete-models")
+    working.mkdir()
+    script = workspace / "submissions" / "meta" / "kaggle" / "kernel" / "compete_kernel.py"
+    done = subprocess.run(["unshare", "-n", sys.executable, str(script)], env=offline_env(inputs, working),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = (workspace / "submissions" / "meta" / "submission.csv").read_bytes()
+    assert (working / "submission.csv").read_bytes() == expected

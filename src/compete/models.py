@@ -374,8 +374,8 @@ def build_model(member: Member, spec: "NetSpec", load_weights: bool = True) -> C
 
 def _fusion(net: nn.Module, head_name: str, spec: "NetSpec", hidden: int) -> MetadataFusion:
     """The fusion head of a model that reads metadata: the last Linear of the net's head gives
-    way (to an Identity: the net then outputs its image features) to a Linear over those
-    features and the metadata MLP's."""
+    way to an Identity (the net then outputs its image features, which MetadataFusion reads
+    beside the metadata)."""
     head = net.get_submodule(head_name)
     last = [name for name, module in head.named_modules() if isinstance(module, nn.Linear)][-1]
     name = f"{head_name}.{last}" if last else head_name

@@ -66,8 +66,8 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     comp, run = session.comp, session.run
     dataset = _checked_dataset(session, data_dir, skip_bad)
     splits = validation_splits(dataset.strata, run, dataset.groups)
-    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members,
-                      dataset.tables.train_metadata)
+    metadata = dataset.tables.train_metadata  # each fold's models encode it as their training part says
+    specs = [net_spec(comp, dataset.train_images, dataset.target.outputs, train_idx, run.members, metadata)
              for train_idx, _ in splits]  # statistics (and metadata encoders) per fold, of the labelled images
     taught = taught_rows(run, comp, data_dir, dataset, splits)
     splits, device = taught.splits, session.runtime.device
@@ -88,8 +88,7 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
             print(start_note(taught))
     oof, rows = _train_members(job, dataset)
     if refit:
-        _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members,
-                             dataset.tables.train_metadata), rows)
+        _refit(job, net_spec(comp, dataset.train_images, dataset.target.outputs, None, run.members, metadata), rows)
     summary, crossed = _summarize(job, oof, rows, dataset.skipped, started)
     summary["refit"] = refit
     if taught.lesson is not None:  # which run taught this one (runs, the report)
