@@ -6,8 +6,9 @@ file's window [1016, 4080] mapping -1024..3056 back to 0..255; every third one M
 stored inverted). As bench/honest.py does, the last 10% of each class is kept aside as the scored
 pseudo-test (its test images are read from the train folder); the rest trains the preset, with
 its own hold-out. For each format and seed: `train`, `predict`, the pseudo-test accuracy, the
-train wall time. Also: whether the two decoded image stores are equal pixel for pixel, and the
-decoding time per image (one process, median of three passes over --decode-images files).
+train wall time, and whether the two formats' trained weights are identical (bench/weights_hash.py).
+Also: whether the two decoded image stores are equal pixel for pixel, and the decoding time per
+image (one process, median of three passes over --decode-images files) and into a fresh store.
 
     .venv/bin/python bench/dicom.py --preset fast --seeds 0 1 2     # about 15 minutes on 2 cores
     .venv/bin/python bench/dicom.py --seeds 0 -- --set subset=2000 --epochs 1   # a quick check
@@ -32,6 +33,7 @@ from PIL import Image
 
 from bench import REPO, SHARED_TORCH_HOME, SHARED_WEIGHTS, machine  # bench.py puts src/ on the path
 from honest import kept_split, pseudo_test_score, spread, train
+from weights_hash import run_hashes
 from compete.config import cache_dir, load_competition  # noqa: E402
 from compete.data import decoder, load_images  # noqa: E402
 from compete.files import DataDir  # noqa: E402
@@ -132,10 +134,11 @@ def main() -> None:
         for suffix in FORMATS:
             name = f"apparel_{suffix}"
             run = pseudo_test_score(args, name, kept, train(args, name, "--seed", str(seed)), "folds")
-            runs[suffix].append({k: v for k, v in run.items() if k != "run_dir"} | {"seed": seed})
-            print(json.dumps(runs[suffix][-1]), flush=True)
+            weights = run_hashes(run["run_dir"]) if "run_dir" in run else None
+            runs[suffix].append({**run, "seed": seed, "weights": weights})
+            print(json.dumps(runs[suffix][-1], default=str), flush=True)
     results = {"machine": machine(), "preset": args.preset, "extra": " ".join(args.extra), **timing, "runs": runs}
-    (root / "results.json").write_text(json.dumps(results, indent=1))
+    (root / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"\n{machine()}; --preset {args.preset}; seeds {args.seeds}; {' '.join(args.extra) or ''}\n")
     print("| format | kept 10% accuracy, mean ± sd | per seed | hold-out | train wall (s) | decode per image |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -144,7 +147,9 @@ def main() -> None:
         print(f"| {label} | {spread([r['pseudo_test'] for r in good])} | "
               f"{', '.join(format(r['pseudo_test'], '.4f') for r in good)} | {spread([r['score'] for r in good])} | "
               f"{spread([r['train_wall_s'] for r in good], 1)} | {timing[f'{suffix}_decode_us']} µs |")
-    print(f"\ndecoded stores equal: {timing['stores_equal']}")
+    same = [png["weights"] is not None and png["weights"] == dcm["weights"]
+            for png, dcm in zip(runs["png"], runs["dcm"])]
+    print(f"\ndecoded stores equal: {timing['stores_equal']}; trained weights identical, per seed: {same}")
 
 
 if __name__ == "__main__":

@@ -126,8 +126,8 @@ def dicom_planes(raw: bytes, windows: list[tuple[float, float]]) -> tuple[list[n
 
 
 def scan_header(raw: bytes, path: str) -> tuple[tuple[int, int], str, str | None] | None:
-    """((width, height), kind, window) of a DICOM file, or of a TIFF of more than three bands
-    ("TIFF 4-band uint16"), from its header; None for anything else (a photo, for Pillow)."""
+    """((width, height), kind, window) of a DICOM file, or of a TIFF of other than one or three
+    bands ("TIFF 4-band uint16"), from its header; None for anything else (a photo, for Pillow)."""
     if is_dicom(raw, path):
         dataset = read_dicom(raw, pixels=False)
         window = file_window(dataset)
@@ -137,7 +137,7 @@ def scan_header(raw: bytes, path: str) -> tuple[tuple[int, int], str, str | None
     tifffile = reader("tifffile")
     with tifffile.TiffFile(io.BytesIO(raw)) as tiff:
         page = tiff.pages[0]
-        if page.samplesperpixel <= 3:
+        if page.samplesperpixel in (1, 3):
             return None
         return (page.imagewidth, page.imagelength), f"TIFF {page.samplesperpixel}-band {page.dtype}", None
 
@@ -179,8 +179,7 @@ def stack_planes(planes: list[np.ndarray], channels: int, size: int, resize: str
         planes = planes * 3
     if len(planes) != channels:
         raise ValueError(f"{what} gives {len(planes)} channel(s), but channels is {channels}: set channels: "
-                         f"{len(planes)} in the competition yaml" + (" (or list that many windows)"
-                                                                    if what.startswith("DICOM") else ""))
+                         f"{len(planes)} in the competition yaml")
     return np.stack([np.asarray(fit_to_size(Image.fromarray(plane), size, resize)) for plane in planes], -1)
 
 
