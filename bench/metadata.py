@@ -16,6 +16,7 @@ bench/results.jsonl.
 
     nice -n 5 .venv/bin/python bench/metadata.py --seeds 0 1 2 3 4
     .venv/bin/python bench/metadata.py --train 2000 --test 500 --seeds 0   # a quick check
+    .venv/bin/python bench/metadata.py --table   # the table again, from bench/results.jsonl
 """
 from __future__ import annotations
 
@@ -138,7 +139,13 @@ def main() -> None:
     parser.add_argument("--data-seed", type=int, default=0, help="the rows drawn and their temperatures")
     parser.add_argument("--scratch", type=Path, default=REPO.parent / "scratch" / "metadata")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--table", action="store_true", help="the table again, from bench/results.jsonl")
     args = parser.parse_args()
+    if args.table:
+        lines = (REPO / "bench" / "results.jsonl").read_text().splitlines()
+        print(table([r for r in map(json.loads, lines) if r.get("bench") == "metadata"
+                     and (r["preset"], r["train"], r["test"]) == (args.preset, args.train, args.test)]))
+        return
     args.scratch = args.scratch.resolve()
     os.environ.update(COMPETE_ROOT=str(args.scratch), PYTHONPATH=str(REPO / "src"))
     truth = build(args)
