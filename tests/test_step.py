@@ -27,9 +27,9 @@ def test_lr_find_the_time_limit_and_training_run_the_same_step_function(monkeypa
     steps = {}
     real = train.train_step
 
-    def spy(step, net, batch, labels):
+    def spy(step, net, batch, labels, *taught):
         steps.setdefault(caller, []).append(step)
-        return real(step, net, batch, labels)
+        return real(step, net, batch, labels, *taught)
     monkeypatch.setattr(train, "train_step", spy)
 
     caller = "lr-find"
