@@ -17,6 +17,7 @@ from compete.targets import Binary, MultiLabel, Regression, Target
 from compete.teaching import Teacher, confidence, joined_splits, lesson
 
 from helpers import cli_process, make_competition, run_summary
+from test_target_kinds import aptos_task, cactus_task, planet_task, write_competition
 
 PRESET = {"val_fraction": 0.25, "members": [{
     "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.0},
@@ -185,3 +186,73 @@ def test_the_floor_leaves_out_unsure_test_images_and_distill_mixes_out_of_fold_r
     assert np.allclose(distill.soft_weight, [0.3, 0, 0.3, 0.3, 0.3, 0.3])
     assert np.allclose(distill.values[0], target.calibrate(oof[:1], 2.0))  # softened by T
     assert confidence(MultiLabel(["p", "q"]), np.array([[0.9, 0.4]])).tolist() == [0.6]
+
+
+KIND_TASKS = {"binary": (cactus_task, {"target": "binary", "metric": "roc_auc"}),
+              "multi_label": (planet_task, {"target": {"kind": "multi_label", "delimiter": " "},
+                                            "metric": "f2_samples"}),
+              "regression": (aptos_task, {"target": {"kind": "regression", "grades": [0, 4]},
+                                          "metric": "quadratic_weighted_kappa"})}
+
+
+@pytest.mark.slow  # trains for real
+@pytest.mark.parametrize("kind", KIND_TASKS)
+def test_every_target_kind_learns_from_a_teacher_end_to_end(workspace, fits, kind):
+    task, spec = KIND_TASKS[kind]
+    labels, bands, _ = task()
+    write_competition(workspace, "kinds", labels, bands, {"label": "0"}, spec, len(bands) - len(labels))
+    teacher = teacher_run(workspace, "--folds", "2", "--epochs", "2", name="kinds")
+    fits.clear()  # distillation: soft targets on train and test images (pseudo: on the latter alone)
+    assert main(["train", "kinds", "--device", "cpu", "--folds", "2", "--epochs", "2", "--distill", teacher.name]) == 0
+    assert main(["predict", "kinds", "--device", "cpu"]) == 0
+    for call in fits:
+        assert call["taught"] and not set(call["fold"].val_idx.tolist()) & call["taught"]
+        assert set(range(len(labels), len(bands))) & call["taught"]  # test images trained
+    summary = run_summary(runs(workspace, "kinds")[-1])
+    assert summary["teacher"]["mode"] == "distill" and summary["ensemble_score"] is not None
+    assert summary["teacher"]["taught_train_images"] == len(labels)
+
+
+@pytest.mark.slow  # trains for real
+def test_a_time_limited_pseudo_run_plans_with_the_test_images_in_every_fit(workspace, fits):
+    make_competition(workspace, n_train=48, n_test=16, preset=PRESET)
+    teacher = teacher_run(workspace)
+    fits.clear()
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", teacher.name, "--time-limit", "90"]) == 0
+    assert fits and all(set(range(48, 64)) <= set(call["fold"].train_idx.tolist()) for call in fits)
+    assert all(call["fold"].deadline is not None for call in fits)  # each fit was paced to the plan
+    assert run_summary(runs(workspace)[-1])["teacher"]["test_images"] == 16
+
+
+RESUMED = {"val_fraction": 0.25, "members": [{
+    "model": "cnn", "model_args": {"widths": [8, 16], "convs": 1, "dropout": 0.1},
+    "epochs": 5, "batch_size": 8, "lr": 0.01, "pad_crop": 1, "ema": 0.9}]}
+
+
+@pytest.mark.slow  # trains for real
+def test_a_distilled_member_killed_mid_training_resumes_to_the_same_weights(workspace):
+    make_competition(workspace, n_train=320, n_test=64, size=16, preset=RESUMED)
+    teacher = teacher_run(workspace, "--epochs", "1")
+    command = ("train", "tiny", "--device", "cpu", "--distill", teacher.name)
+    first = cli_process(workspace, *command)
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    expected = read_checkpoint(runs(workspace)[-1] / "members" / "m0_f0.safetensors")["state_dict"]
+
+    process = cli_process(workspace, *command)
+    deadline = time.time() + 120
+    while not list(runs(workspace)[-1].glob("members/resume_m0_f0.pt")) and time.time() < deadline:
+        time.sleep(0.01)
+    assert process.poll() is None, "training finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = runs(workspace)[-1]
+    assert not (interrupted / "summary.json").exists()
+    resumed = cli_process(workspace, "train", "tiny", "--device", "cpu", "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "resuming after epoch" in output, output
+    assert "distilling run" in output
+    weights = read_checkpoint(interrupted / "members" / "m0_f0.safetensors")["state_dict"]
+    assert weights.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(weights[key], expected[key]), key

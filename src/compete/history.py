@@ -175,14 +175,14 @@ def format_runs(competition: str, rows: list[dict], submitted: str | None = None
         if summary is None:
             lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{'unfinished':>14}  {'-':<18}{'-':>14}  "
                          f"{members:<24}{'-':>5}{'-':>9}{limit:>8}  {row['commit']}  "
-                         f"({row['epochs_logged']} epochs logged){row['taught']}")
+                         f"({row['epochs_logged']} epochs logged){row.get('taught', '')}")
             continue
         value = "-" if summary["ensemble_score"] is None else f"{summary['ensemble_score']:.4f}"
         interval = format_interval(summary.get("score_interval"))
         folds = f"{summary['folds']}{'+r' if summary.get('refit') else ''}"  # +r: refit on every image
         lines.append(f"{mark} {row['run']:<{width}}{row['preset']:<10}{value:>14}  {interval:<18}"
                      f"{_public_text(row, public_rows):>14}  {members:<24}{folds:>5}{_wall(_taken(summary)):>9}"
-                     f"{limit:>8}  {row['commit']}{row['taught']}")
+                     f"{limit:>8}  {row['commit']}{row.get('taught', '')}")
     gaps = public_gaps(rows)
     return "\n".join(lines + ([gaps] if gaps else []))
 
