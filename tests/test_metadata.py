@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from compete import budget, predict
+from compete import budget, pipeline, predict, train
 from compete.cli import main
 from compete.config import Member, load_competition
 from compete.errors import PipelineError
@@ -188,3 +188,23 @@ def test_the_offline_kernel_reads_the_test_csvs_metadata_and_writes_predicts_sub
     assert done.returncode == 0, done.stdout + done.stderr
     expected = (workspace / "submissions" / "meta" / "submission.csv").read_bytes()
     assert (working / "submission.csv").read_bytes() == expected
+
+
+@pytest.mark.slow
+def test_pseudo_labelled_test_images_bring_their_own_metadata_rows(workspace, monkeypatch):
+    tiny = make_metadata_competition(workspace, n_train=48, n_test=16)
+    assert main(["train", "meta", "--device", "cpu"]) == 0
+    teacher = only_run(workspace, "meta")
+    assert main(["predict", "meta", "--device", "cpu", "--run", teacher.name]) == 0
+    seen = []
+
+    def spy_fit(model, member, session, data, fold, log=None):
+        seen.append(data.images.rows)
+        return train.fit(model, member, session, data, fold, log)
+    monkeypatch.setattr(pipeline, "fit", spy_fit)
+    assert main(["train", "meta", "--device", "cpu", "--pseudo", teacher.name]) == 0
+    rows = seen[0]
+    test_rows = pd.read_csv(workspace / "inputs" / "meta" / "test.csv", dtype=str, keep_default_na=False)
+    assert len(rows) == len(tiny.train) + len(test_rows)  # the default floor, 0, keeps every test image
+    assert rows["temperature"].tolist() == tiny.train["temperature"].tolist() + test_rows["temperature"].tolist()
+    assert main(["predict", "meta", "--device", "cpu"]) == 0
