@@ -33,6 +33,7 @@ import pandas as pd
 import yaml
 
 from bench import REPO, machine, timed  # bench.py puts src/ on the path
+from honest import spread
 
 SHARED = REPO.parent / "shared" / "datasets" / "apparel"
 LOW, HIGH, WINDOW = -10.0, 35.0, 22.5   # temperatures drawn; each class suits a window this wide
@@ -116,17 +117,15 @@ def run_once(args, name: str, seed: int, truth: pd.DataFrame) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| model | seeds | test accuracy | hold-out | train s (median) | predict s (median) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | test accuracy | hold-out | train s (median) | predict s (median) |",
+             "| --- | --- | --- | --- | --- |"]
     for name, label in (("suits", "image + temperature"), ("suits_image", "image only")):
         rows = [r for r in results if r["name"] == name]
-        if not rows:
-            continue
-        acc, hold = np.array([r["test_accuracy"] for r in rows]), np.array([r["holdout"] for r in rows])
-        lines.append(f"| {label} | {len(rows)} | {acc.mean():.4f} ± {acc.std(ddof=1) if len(rows) > 1 else 0:.4f} "
-                     f"| {hold.mean():.4f} ± {hold.std(ddof=1) if len(rows) > 1 else 0:.4f} "
-                     f"| {np.median([r['train_wall_s'] for r in rows]):.1f} "
-                     f"| {np.median([r['predict_wall_s'] for r in rows]):.1f} |")
+        if rows:
+            lines.append(f"| {label} | {spread([r['test_accuracy'] for r in rows])} "
+                         f"| {spread([r['holdout'] for r in rows])} "
+                         f"| {np.median([r['train_wall_s'] for r in rows]):.1f} "
+                         f"| {np.median([r['predict_wall_s'] for r in rows]):.1f} |")
     return "\n".join(lines)
 
 
