@@ -65,7 +65,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
                                              None if time_limit is None else time_limit - process_seconds())
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
-    write_atomically(run_dir / "test_probs.npy", lambda file: np.save(file, final))
+    write_atomically(RunFolder(run_dir).test_probs_path, lambda file: np.save(file, final))
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, target.classes, final,
                              target, comp.metric, summary.get("decisions"))
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, target.classes,

@@ -54,6 +54,12 @@ class RunFolder:
         return self.path / f"oof_m{m}.npy"
 
     @property
+    def test_probs_path(self) -> Path:
+        """The blended, calibrated test outputs `predict` wrote last (its submission's source; a
+        teacher's for `train --pseudo/--distill`)."""
+        return self.path / "test_probs.npy"
+
+    @property
     def oof_folds_path(self) -> Path:
         """The fold model that validated each training image (-1: none): whose temperature
         calibrates its out-of-fold row."""

@@ -30,8 +30,6 @@ from .metrics import REGRESSION, SINGLE
 from .runs import RunFolder, find_run
 from .targets import Target, target_of_run
 
-PREDICTIONS = "test_probs.npy"  # what `predict` writes into the run folder: the blended test outputs
-
 
 @dataclass
 class Teacher:
@@ -63,12 +61,12 @@ def read_teacher(comp_name: str, run_id: str, target: Target, train_count: int, 
     folder = RunFolder(run_dir)
     config = folder.config()
     refusal = teacher_refusal(comp_name, folder.name, config, target)
-    if refusal is None and not (run_dir / PREDICTIONS).is_file():
-        refusal = (f"run {folder.name} has no test predictions ({PREDICTIONS}): write them with "
+    if refusal is None and not folder.test_probs_path.is_file():
+        refusal = (f"run {folder.name} has no test predictions ({folder.test_probs_path.name}): write them with "
                    f"./run.sh predict {comp_name} --run {folder.name}.")
     if refusal:
         raise PipelineError(f"Cannot learn from {refusal}")
-    test_outputs = np.load(run_dir / PREDICTIONS)
+    test_outputs = np.load(folder.test_probs_path)
     folds = np.load(folder.oof_folds_path)
     if len(test_outputs) != test_count or len(folds) != train_count:
         raise PipelineError(f"Cannot learn from run {folder.name}: it predicted {len(test_outputs)} test and "

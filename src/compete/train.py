@@ -202,10 +202,9 @@ def train_step(step: TrainStep, net, images: torch.Tensor, labels: torch.Tensor,
     batch = batch.contiguous(memory_format=torch.channels_last)  # faster convs, CPU and GPU
     with step.autocast():
         logits = net(batch) if metadata is None else net(batch, metadata)
-    loss = step.criterion(logits, labels) if soft is None else step.criterion(logits, labels, soft)
+    loss = step.criterion(logits, labels, soft)  # losses.criterion: soft None is the labels alone
     if partner is not None:  # the mixed-in images' labels, by their share of the input
-        mixed = step.criterion(logits, labels[partner]) if soft is None else \
-            step.criterion(logits, labels[partner], soft.rows(partner))
+        mixed = step.criterion(logits, labels[partner], None if soft is None else soft.rows(partner))
         loss = keep * loss + (1 - keep) * mixed
     step.optimizer.zero_grad(set_to_none=True)
     loss.backward()
