@@ -26,7 +26,7 @@ from .models import NetSpec, member_model, member_seed, net_spec
 from .report import analyse_run
 from .runs import RUN_FORMAT, RunFolder, new_run_dir, read_checkpoint, save_checkpoint, write_json
 from .runtime import Session
-from .splits import validation_splits
+from .splits import validated_by, validation_splits
 from .submission import submission_format
 from .targets import Target
 from .teaching import start_note, taught_metadata, taught_rows
@@ -217,14 +217,6 @@ def build_members(run: RunConfig, spec: NetSpec) -> None:
     (an unreadable weights: file, wrong model_args) stops `train` before a run folder exists."""
     for member in run.members:
         member_model(member, spec, torch.device("cpu"), run.seed)
-
-
-def validated_by(splits, count: int) -> np.ndarray:
-    """The fold model that validated each image (-1: none)."""
-    folds = np.full(count, -1, np.int64)
-    for f, (_, val_idx) in enumerate(splits):
-        folds[val_idx] = f
-    return folds
 
 
 def _summarize(job: TrainingRun, oof: OutOfFold, rows: list[dict], skipped: int,

@@ -116,3 +116,10 @@ def validation_splits(targets: np.ndarray, run,
         return kfold_splits(targets, run.folds, run.seed, groups)
     return [holdout_split(targets, run.val_fraction, run.seed, groups)]
 
+
+def validated_by(splits, count: int) -> np.ndarray:
+    """The fold model that validated each image (-1: none)."""
+    folds = np.full(count, -1, np.int64)
+    for f, (_, val_idx) in enumerate(splits):
+        folds[val_idx] = f
+    return folds
