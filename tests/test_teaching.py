@@ -14,7 +14,8 @@ from compete.config import Member, RunConfig
 from compete.losses import SoftTargets, criterion, soft_loss
 from compete.runs import read_checkpoint
 from compete.targets import Binary, MultiLabel, Regression, Target
-from compete.teaching import Teacher, confidence, joined_splits, lesson
+from compete.ensemble import blend_per_fold
+from compete.teaching import Teacher, confidence, joined_splits, lesson, teacher_saw
 
 from helpers import cli_process, make_competition, run_summary
 from test_target_kinds import aptos_task, cactus_task, planet_task, write_competition
@@ -48,7 +49,8 @@ def fits(monkeypatch) -> list:
 
     def spy_fit(model, member, session, data, fold, log=None):
         calls.append({"fold": fold, "taught": set(), "labelled": len(data.labels) if data.soft is None
-                      else int((data.soft.label_weight > 0).sum()), "rows": len(data.labels)})
+                      else int((data.soft.label_weight > 0).sum()), "rows": len(data.labels),
+                      "soft": None if data.soft is None else data.soft.values.cpu().numpy()})
         return train.fit(model, member, session, data, fold, log)
     monkeypatch.setattr(SoftTargets, "rows", spy_rows)
     monkeypatch.setattr(pipeline, "fit", spy_fit)
@@ -72,14 +74,22 @@ def test_no_validation_row_ever_sees_a_pseudo_target(workspace, fits, capsys):
     assert main(["train", "tiny", "--device", "cpu", "--folds", "2", "--pseudo", teacher.name, "--refit"]) == 0
     assert f"pseudo-labels from run {teacher.name}: 16 test images join" in capsys.readouterr().out
     assert len(fits) == 3  # two folds, then the refit
+    per_fold = np.load(teacher / "test_probs_folds.npy")  # the teacher's blend of each fold's models
+    assert per_fold.shape == (2, 16, 3) and not np.allclose(per_fold[0], per_fold[1])
     for call in fits:
         val = set(call["fold"].val_idx.tolist())
         assert call["taught"], "no step used a soft target"
         assert not val & call["taught"], "a validation row was trained on with a pseudo target"
         assert set(range(48, 64)) <= set(call["fold"].train_idx.tolist())  # every test image trains
         assert max(val, default=0) < len(tiny.train)  # validation: labelled images only
+        # same seed and folds: fold f learns from the teacher's fold f, which never saw its validation
+        # images; the refit on every image learns the teacher's blend
+        index = call["fold"].index
+        taught_by = np.load(teacher / "test_probs.npy") if index is None else per_fold[index]
+        assert np.allclose(call["soft"][48:], taught_by, atol=1e-6)
     summary = run_summary(runs(workspace)[-1])
     assert summary["teacher"]["run"] == teacher.name and summary["teacher"]["mode"] == "pseudo"
+    assert summary["teacher"]["per_fold"] and summary["teacher"]["saw_validation_images"] == 0
     assert summary["validated"] == 48
     # a pseudo run's predictions teach the next round
     assert main(["predict", "tiny", "--device", "cpu"]) == 0
@@ -87,6 +97,35 @@ def test_no_validation_row_ever_sees_a_pseudo_target(workspace, fits, capsys):
     capsys.readouterr()
     assert main(["runs", "tiny"]) == 0
     assert f"taught by {teacher.name} (pseudo)" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # trains for real
+def test_a_teacher_that_trained_on_the_validation_images_teaches_per_fold_or_is_named(workspace, capsys):
+    """A hold-out teacher refit on every image: its blend (fold model and refit) has seen every
+    validation image of a run on its split, which `train` says; predicted with its fold models
+    alone, it teaches per fold and has seen none. A predict that cannot blend per fold removes the
+    earlier per-fold file rather than leave it beside outputs it did not come from."""
+    make_competition(workspace, n_train=48, n_test=16, preset=PRESET)
+    teacher = teacher_run(workspace, "--refit")
+    per_fold = teacher / "test_probs_folds.npy"
+    assert np.load(per_fold).shape == (1, 16, 3)  # predict's default: fold model and refit blended
+    assert main(["predict", "tiny", "--device", "cpu", "--run", teacher.name, "--models", "refit"]) == 0
+    assert not per_fold.exists()
+    capsys.readouterr()
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", teacher.name]) == 0
+    said = capsys.readouterr().out
+    assert "note: the teacher trained on 12 of this run's validation images" in said
+    assert run_summary(runs(workspace)[-1])["teacher"]["saw_validation_images"] == 12
+    assert main(["predict", "tiny", "--device", "cpu", "--run", teacher.name, "--models", "folds"]) == 0
+    capsys.readouterr()
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", teacher.name]) == 0
+    said = capsys.readouterr().out
+    assert "each fold taught them by the teacher's model of the same fold" in said
+    assert "note: the teacher trained on" not in said
+    summary = run_summary(runs(workspace)[-1])
+    assert summary["teacher"]["per_fold"] and summary["teacher"]["saw_validation_images"] == 0
+    assert main(["train", "tiny", "--device", "cpu", "--pseudo", teacher.name, "--seed", "1"]) == 0
+    assert "note: the teacher trained on" in capsys.readouterr().out  # another split: the blend teaches
 
 
 @pytest.mark.slow  # trains for real
@@ -186,6 +225,50 @@ def test_the_floor_leaves_out_unsure_test_images_and_distill_mixes_out_of_fold_r
     assert np.allclose(distill.soft_weight, [0.3, 0, 0.3, 0.3, 0.3, 0.3])
     assert np.allclose(distill.values[0], target.calibrate(oof[:1], 2.0))  # softened by T
     assert confidence(MultiLabel(["p", "q"]), np.array([[0.9, 0.4]])).tolist() == [0.6]
+
+
+def test_each_fold_of_a_teacher_with_the_runs_folds_teaches_its_own_and_what_the_teachers_saw_is_counted():
+    target = Target(["a", "b"])
+    splits = [(np.array([2, 3]), np.array([0, 1])), (np.array([0, 1]), np.array([2, 3]))]
+    test = np.array([[0.6, 0.4], [0.3, 0.7]])
+    per_fold = np.array([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.4, 0.6]]])
+    oof = np.full((4, 2), 0.5)
+
+    def teacher(fold_of, folds=2, refit=False, fold_test=per_fold):
+        return Teacher("t", test, oof, np.asarray(fold_of) >= 0, folds, np.asarray(fold_of), fold_test, refit)
+    same = teacher([0, 0, 1, 1])
+    assert same.same_folds(splits, 4) and not teacher([1, 1, 0, 0]).same_folds(splits, 4)
+    assert not teacher([0, 0, 1, 1], fold_test=None).same_folds(splits, 4)  # no per-fold outputs
+    pseudo = lesson(RunConfig(pseudo="t"), same, target, np.array([0, 0, 1, 1]), per_fold=True)
+    for fold in (0, 1):
+        assert np.allclose(pseudo.soft_targets(torch.device("cpu"), fold).values[4:], per_fold[fold])
+    assert np.allclose(pseudo.soft_targets(torch.device("cpu")).values[4:], test)  # the refit: the blend
+    assert teacher_saw(same, pseudo, splits, 4) == 0
+    distill = lesson(RunConfig(distill="t", distill_temperature=1.0), same, target, np.array([0, 0, 1, 1]), True)
+    assert teacher_saw(same, distill, splits, 4) == 4  # its other fold's out-of-fold rows saw them
+    blended = lesson(RunConfig(pseudo="t"), same, target, np.array([0, 0, 1, 1]))
+    assert teacher_saw(same, blended, splits, 4) == 4  # every fold model teaches every fold
+    holdout = [(np.array([2, 3]), np.array([0, 1]))]
+    on_split = teacher([0, 0, -1, -1], folds=1, fold_test=per_fold[:1])
+    assert teacher_saw(on_split, blended, holdout, 4) == 0
+    refit = teacher([0, 0, -1, -1], folds=1, refit=True, fold_test=None)
+    assert teacher_saw(refit, blended, holdout, 4) == 2  # its refit trained on every image
+
+
+def test_the_per_fold_blend_calibrates_each_fold_model_and_needs_every_weighted_members_folds():
+    target = Target(["a", "b"])
+    member = [(0, np.array([[0.8, 0.2]])), (1, np.array([[0.6, 0.4]])), (None, np.array([[0.1, 0.9]]))]
+    summary = {"folds": 2, "temperatures": [[2.0, 0.5], [1.0, 1.0]], "weights": [0.75, 0.25]}
+    other = [(0, np.array([[0.5, 0.5]])), (1, np.array([[0.2, 0.8]]))]
+    blended = blend_per_fold([member, other], summary, target)
+    assert blended.shape == (2, 1, 2)
+    for f in (0, 1):
+        expected = 0.75 * target.calibrate(member[f][1], summary["temperatures"][0][f]) + 0.25 * other[f][1]
+        assert np.allclose(blended[f], expected)
+    assert blend_per_fold([member, other[:1]], summary, target) is None  # its fold 1 was not predicted
+    dropped = {**summary, "weights": [1.0, 0.0]}  # a member a time limit dropped (weight 0) is not needed
+    assert np.allclose(blend_per_fold([member, [(None, np.full((1, 2), 0.5))]], dropped, target)[1],
+                       target.calibrate(member[1][1], 0.5))
 
 
 KIND_TASKS = {"binary": (cactus_task, {"target": "binary", "metric": "roc_auc"}),

@@ -214,6 +214,24 @@ def blend_run(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: 
     return combine(members, summary["weights"])
 
 
+def blend_per_fold(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summary: dict,
+                   target: Target = SINGLE_LABEL) -> np.ndarray | None:
+    """The run's ensemble once per fold: fold f's model of every member, calibrated by its own
+    temperature, the members weighted as in blend_run ((folds, images, outputs), float32). A
+    teacher's fold f never trained on fold f's images (teaching.py). None when a weighted member
+    has no model of some fold here (predicted by its refit alone, or cut by a time limit)."""
+    per_fold = []
+    for f in range(summary["folds"]):
+        members = []
+        for outputs, temperatures, weight in zip(fold_outputs, summary["temperatures"], summary["weights"]):
+            found = [p for fold, p in outputs if fold == f]
+            if not found and weight > 0:
+                return None
+            members.append(target.calibrate(found[0], temperatures[f]) if found else outputs[0][1])  # weight 0: unused
+        per_fold.append(combine(members, summary["weights"]).astype(np.float32))
+    return np.stack(per_fold)
+
+
 def _average_models(outputs: list[tuple[int | None, np.ndarray]]) -> np.ndarray:
     """One member's models averaged: its fold models equally, and a model refit on all images
     (fold None) half and half with their average (train --refit with refit_blend)."""

@@ -29,21 +29,22 @@ from .runtime import Session
 from .splits import validated_by, validation_splits
 from .submission import submission_format
 from .targets import Target
-from .teaching import start_note, taught_metadata, taught_rows
+from .teaching import Lesson, start_note, taught_metadata, taught_rows
 from .train import FitLog, Fold, LabelledImages, fit, selects_best
 
 
 @dataclass
 class TrainingRun:
     """One `train` command under way: its session, the labelled images, its splits and what
-    each fold's models are built for (statistics per fold), the run folder, and the time plan's
-    deadlines (None without a limit to meet)."""
+    each fold's models are built for (statistics per fold), the run folder, the time plan's
+    deadlines (None without a limit to meet) and a teacher's lesson (teaching.py; None: none)."""
     session: Session
     data: LabelledImages
     splits: list[tuple[np.ndarray, np.ndarray]]
     specs: list[NetSpec]
     folder: RunFolder
     deadlines: Deadlines | None = None
+    lesson: Lesson | None = None
 
 
 @dataclass
@@ -81,7 +82,7 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     if resume_dir is None and plan is None:  # (a time plan has built them all already)
         build_members(run, specs[0])  # a setting that cannot work stops before the run folder exists
     run_dir = _open_run_dir(session, data_dir, specs[0], dataset.target, resume_dir, plan)
-    job = TrainingRun(session, data, splits, specs, RunFolder(run_dir), deadlines)
+    job = TrainingRun(session, data, splits, specs, RunFolder(run_dir), deadlines, taught.lesson)
     if distributed.is_main():
         _print_start(job, dataset, run.refit and not refit)
         if start_note(taught):
@@ -295,7 +296,8 @@ def _train_fold(job: TrainingRun, m: int, fold: Fold, spec: NetSpec):
         model.compile()
     resume = folder.resume_path(m, fold.index)  # state after the last complete epoch
     name = f"refit on all {len(fold.train_idx)} images" if fold.index is None else f"fold {fold.index + 1}/{folds}"
-    result = fit(model, member, session, job.data, fold, FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume))
+    data = job.data if job.lesson is None else job.lesson.for_fold(job.data, fold.index)
+    result = fit(model, member, session, data, fold, FitLog(f"m{m}:{member.model} {name}", folder.log_path, resume))
     if distributed.is_main():
         save_checkpoint(final, result.state_dict, member, spec,
                         {"epoch": result.epoch, "score": result.score, "selected": result.selected,

@@ -12,7 +12,7 @@ from .batches import open_images, with_rows
 from .config import PREDICTING_MODELS, Competition, run_from_dict, submissions_dir, target_settings
 from .errors import PipelineError
 from .data import load_test
-from .ensemble import blend_run
+from .ensemble import blend_per_fold, blend_run
 from .files import DataDir
 from .history import write_manifest
 from .inference import tta_probs
@@ -65,7 +65,7 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
                                              None if time_limit is None else time_limit - process_seconds())
     seconds = time.perf_counter() - started
     final = blend_run(probs, summary, target)
-    write_atomically(RunFolder(run_dir).test_probs_path, lambda file: np.save(file, final))
+    write_test_outputs(RunFolder(run_dir), final, blend_per_fold(probs, summary, target))
     frame = build_submission(tables.sample, comp.id_column, comp.label_column, target.classes, final,
                              target, comp.metric, summary.get("decisions"))
     validate_submission(frame, tables.sample, comp.id_column, comp.label_column, target.classes,
@@ -75,6 +75,16 @@ def predict_competition(comp: Competition, data_dir: Path, run_id: str | None = 
     print(f"Wrote {path} ({len(frame)} rows) from run {run_dir.name} ({PREDICTING_MODELS[used]}); inference "
           f"{len(frame) / seconds:.0f} images/s ({len(probs)} member(s), TTA included)")
     return path
+
+
+def write_test_outputs(folder: RunFolder, final: np.ndarray, per_fold: np.ndarray | None) -> None:
+    """What a teacher offers (teaching.py): the blended test outputs, and the same per fold where
+    every weighted member's fold models predicted; an earlier predict's per-fold file, which no
+    longer matches, is removed."""
+    folder.test_fold_probs_path.unlink(missing_ok=True)  # first: never beside outputs it did not come with
+    write_atomically(folder.test_probs_path, lambda file: np.save(file, final))
+    if per_fold is not None:
+        write_atomically(folder.test_fold_probs_path, lambda file: np.save(file, per_fold))
 
 
 def predicting_models(run_dir: Path, run, images, runtime: Runtime, models: str | None = None,

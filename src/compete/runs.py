@@ -60,6 +60,12 @@ class RunFolder:
         return self.path / "test_probs.npy"
 
     @property
+    def test_fold_probs_path(self) -> Path:
+        """The same test outputs once per fold (ensemble.blend_per_fold), written beside them
+        where every weighted member predicted with all its fold models."""
+        return self.path / "test_probs_folds.npy"
+
+    @property
     def oof_folds_path(self) -> Path:
         """The fold model that validated each training image (-1: none): whose temperature
         calibrates its out-of-fold row."""

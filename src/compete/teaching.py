@@ -8,11 +8,17 @@ outputs as soft targets; no validation row ever trains, so none sees a teacher's
 Distillation also gives the train images soft targets: the teacher's out-of-fold outputs, so no
 image's target came from a model that saw its label; the labels carry the rest of its loss.
 
+A teacher trained on the same folds as the run (same images, seed and folds: its oof_folds.npy
+equals the run's) teaches each fold the test images with its model of that fold
+(test_probs_folds.npy), which never trained on that fold's validation images: a pseudo run's local
+score is then as honest as its teacher's. Otherwise the blend teaches every fold, and `train` says
+how many validation images a model of the teacher trained on.
+
 Each row's targets reach the loss in one place: LabelledImages.soft (losses.SoftTargets).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,7 @@ from .imagestore import JoinedImages
 from .losses import SoftTargets
 from .metrics import REGRESSION, SINGLE
 from .runs import RunFolder, find_run
+from .splits import validated_by
 from .targets import Target, target_of_run
 
 
@@ -39,6 +46,15 @@ class Teacher:
     oof_outputs: np.ndarray          # (train images, outputs); rows it never validated are zeros
     validated: np.ndarray            # (train images,) bool: rows with an out-of-fold output
     folds: int                       # its fold models: more than one each saw the others' rows
+    fold_of: np.ndarray | None = None  # (train images,) the fold model that validated each (-1: none)
+    fold_test_outputs: np.ndarray | None = None  # (folds, test images, outputs): each fold model's blend
+    refit: bool = False              # a model of it trained on every labelled image
+
+    def same_folds(self, splits: list, train_count: int) -> bool:
+        """Whether it validated each of these images in the fold of the same number, with a test
+        blend per fold: fold f's model then never trained on the run's fold f validation images."""
+        return (self.fold_test_outputs is not None and self.fold_of is not None
+                and np.array_equal(self.fold_of, validated_by(splits, train_count)))
 
 
 def teacher_refusal(comp_name: str, run_name: str, config: dict, target: Target) -> str | None:
@@ -74,7 +90,11 @@ def read_teacher(comp_name: str, run_id: str, target: Target, train_count: int, 
                             f"(the data, subset or skipped images differ): train the teacher on these images.")
     summary = folder.summary()
     oof = blend_oof([np.load(path) for path in folder.oof_paths()], folds, summary, target)
-    return Teacher(folder.name, np.nan_to_num(test_outputs), np.nan_to_num(oof), folds >= 0, summary["folds"])
+    per_fold = np.load(folder.test_fold_probs_path) if folder.test_fold_probs_path.is_file() else None
+    if per_fold is not None and per_fold.shape[:2] != (summary["folds"], test_count):
+        per_fold = None  # (not this run's images: the blend teaches, and the count above refuses)
+    return Teacher(folder.name, np.nan_to_num(test_outputs), np.nan_to_num(oof), folds >= 0, summary["folds"],
+                   folds, None if per_fold is None else np.nan_to_num(per_fold), bool(folder.refits()))
 
 
 def confidence(target: Target, outputs: np.ndarray) -> np.ndarray:
@@ -101,23 +121,40 @@ class Lesson:
     label_weight: np.ndarray
     soft_weight: np.ndarray
     temperature: float
+    fold_test_values: np.ndarray | None = None  # (folds, joined rows, outputs): fold f's own targets
 
-    def soft_targets(self, device: torch.device) -> SoftTargets:
+    def soft_targets(self, device: torch.device, fold: int | None = None) -> SoftTargets:
+        """Every row's targets; for `fold`, where the teacher has the same folds, the joined test
+        rows' from its model of that fold."""
+        values = self.values
+        if fold is not None and self.fold_test_values is not None:
+            values = np.concatenate([values[:len(values) - len(self.test_rows)], self.fold_test_values[fold]])
+
         def tensor(array):
             return torch.as_tensor(np.asarray(array, dtype=np.float32), device=device)
-        return SoftTargets(tensor(self.values), tensor(self.label_weight), tensor(self.soft_weight), self.temperature)
+        return SoftTargets(tensor(values), tensor(self.label_weight), tensor(self.soft_weight), self.temperature)
+
+    def for_fold(self, data, fold: int | None):
+        """`data` (train.LabelledImages) as fold `fold` learns from it: with its own test targets
+        where the lesson has them per fold; the refit (None) learns the blend."""
+        if fold is None or self.fold_test_values is None:
+            return data
+        return replace(data, soft=self.soft_targets(data.labels.device, fold))
 
     def describe(self) -> dict:
         """What config.json and the report keep of it."""
         return {"run": self.teacher, "mode": self.mode, "test_images": int(len(self.test_rows)),
                 "taught_train_images": int((self.soft_weight[:len(self.label_weight) - len(self.test_rows)] > 0).sum()),
-                "temperature": self.temperature}
+                "temperature": self.temperature, "per_fold": self.fold_test_values is not None}
 
 
-def lesson(run: RunConfig, teacher: Teacher, target: Target, train_targets: np.ndarray) -> Lesson:
+def lesson(run: RunConfig, teacher: Teacher, target: Target, train_targets: np.ndarray,
+           per_fold: bool = False) -> Lesson:
     """The soft targets of `run`'s mode: pseudo, the test images at least run.pseudo_floor sure
     at weight pseudo_weight; distill, every test image and the teacher's out-of-fold train
-    images at distill_weight (labels: the rest), softened by distill_temperature."""
+    images at distill_weight (labels: the rest), softened by distill_temperature. `per_fold`
+    (the teacher has the run's folds): each fold's test targets from its model of that fold too;
+    which test images join, and their decided labels, come from the blend."""
     distill = bool(run.distill)
     temperature = run.distill_temperature if distill else 1.0
     floor = 0.0 if distill else run.pseudo_floor
@@ -131,10 +168,12 @@ def lesson(run: RunConfig, teacher: Teacher, target: Target, train_targets: np.n
         train_values[teacher.validated] = target.calibrate(teacher.oof_outputs[teacher.validated], temperature)
         train_soft[teacher.validated] = run.distill_weight
     weight = run.distill_weight if distill else run.pseudo_weight
+    per_fold_values = (np.stack([target.calibrate(outputs[rows], temperature) for outputs in teacher.fold_test_outputs])
+                       if per_fold else None)
     return Lesson(teacher.run, "distill" if distill else "pseudo", rows, labels,
                   np.concatenate([train_values, target.calibrate(test, temperature)]),
                   np.concatenate([1 - train_soft, np.zeros(len(rows))]),
-                  np.concatenate([train_soft, np.full(len(rows), weight)]), temperature)
+                  np.concatenate([train_soft, np.full(len(rows), weight)]), temperature, per_fold_values)
 
 
 def joined_splits(splits: list, train_count: int, joined: int) -> list:
@@ -144,13 +183,15 @@ def joined_splits(splits: list, train_count: int, joined: int) -> list:
     return [(np.concatenate([train_idx, extra]), val_idx) for train_idx, val_idx in splits]
 
 
-def teacher_saw(teacher: Teacher, splits: list, train_count: int) -> int:
-    """How many of this run's validation images a model of the teacher trained on: each of
-    them makes the local score optimistic (the teacher's targets carry its label)."""
-    validated = np.zeros(train_count, bool)
-    for _, val_idx in splits:
-        validated[val_idx] = True
-    seen = validated if teacher.folds > 1 else validated & ~teacher.validated
+def teacher_saw(teacher: Teacher, taught: Lesson, splits: list, train_count: int) -> int:
+    """How many of this run's validation images a model of the teacher that teaches their fold
+    trained on: each of them makes the local score optimistic (its targets carry the label)."""
+    validated = validated_by(splits, train_count) >= 0
+    if taught.fold_test_values is not None:  # the test targets are clean; distilled train rows'
+        # out-of-fold outputs came from the teacher's other folds, which trained on this one
+        seen = validated & (taught.mode == "distill" and teacher.folds > 1)
+    else:  # the blend: every fold model of the teacher, and its refit, teach every fold
+        seen = validated if teacher.folds > 1 or teacher.refit else validated & ~teacher.validated
     return int(seen.sum())
 
 
@@ -171,11 +212,11 @@ def taught_rows(run: RunConfig, comp: Competition, data_dir: Path, dataset, spli
         return Taught(dataset.train_images, dataset.train_targets, splits)
     count, test_images = len(dataset.train_targets), load_test(comp, DataDir(data_dir))[1]
     teacher = read_teacher(comp.name, teacher_id, dataset.target, count, len(test_images))
-    taught = lesson(run, teacher, dataset.target, dataset.train_targets)
+    taught = lesson(run, teacher, dataset.target, dataset.train_targets, teacher.same_folds(splits, count))
     images = JoinedImages(dataset.train_images, test_images[taught.test_rows] if isinstance(test_images, np.ndarray)
                           else test_images.subset(taught.test_rows))
     return Taught(images, np.concatenate([dataset.train_targets, taught.labels]),
-                  joined_splits(splits, count, len(taught.test_rows)), taught, teacher_saw(teacher, splits, count))
+                  joined_splits(splits, count, len(taught.test_rows)), taught, teacher_saw(teacher, taught, splits, count))
 
 
 def taught_metadata(tables, taught: Taught) -> pd.DataFrame | None:
@@ -197,7 +238,10 @@ def start_note(taught: Taught) -> str | None:
             f"{lesson_.describe()['taught_train_images']} train images' out-of-fold outputs and"
             if lesson_.mode == "distill" else f"pseudo-labels from run {lesson_.teacher}:")
     line = f"{what} {len(lesson_.test_rows)} test images join every fold's training part"
+    if lesson_.fold_test_values is not None:
+        line += ", each fold taught them by the teacher's model of the same fold"
     if taught.saw:
         line += (f"; note: the teacher trained on {taught.saw} of this run's validation images, so the "
-                 f"local score is optimistic (train the teacher as a hold-out with this run's --seed)")
+                 f"local score is optimistic (train the teacher with this run's --seed and --folds, then predict "
+                 f"with it, so each fold learns from the teacher's model of that fold)")
     return line
