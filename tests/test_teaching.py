@@ -124,6 +124,11 @@ def test_a_teacher_that_trained_on_the_validation_images_teaches_per_fold_or_is_
     assert "note: the teacher trained on" not in said
     summary = run_summary(runs(workspace)[-1])
     assert summary["teacher"]["per_fold"] and summary["teacher"]["saw_validation_images"] == 0
+    # distilled, its out-of-fold outputs are on this run's validation images alone: none trains on one
+    assert main(["train", "tiny", "--device", "cpu", "--distill", teacher.name]) == 0
+    said = capsys.readouterr().out
+    assert "0 train images' out-of-fold outputs" in said and "no train image learns from it" in said
+    assert run_summary(runs(workspace)[-1])["teacher"]["taught_train_images"] == 0
     assert main(["train", "tiny", "--device", "cpu", "--pseudo", teacher.name, "--seed", "1"]) == 0
     assert "note: the teacher trained on" in capsys.readouterr().out  # another split: the blend teaches
 

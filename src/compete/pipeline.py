@@ -93,7 +93,7 @@ def train_competition(session: Session, data_dir: Path, skip_bad: bool = False,
     summary, crossed = _summarize(job, oof, rows, dataset.skipped, started)
     summary["refit"] = refit
     if taught.lesson is not None:  # which run taught this one (runs, the report)
-        summary["teacher"] = {**taught.lesson.describe(), "saw_validation_images": taught.saw}
+        summary["teacher"] = taught.describe()
     if distributed.is_main():
         _finish(job, summary, (oof, crossed), dataset)
     distributed.teardown()

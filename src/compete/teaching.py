@@ -141,11 +141,14 @@ class Lesson:
             return data
         return replace(data, soft=self.soft_targets(data.labels.device, fold))
 
-    def describe(self) -> dict:
-        """What config.json and the report keep of it."""
-        return {"run": self.teacher, "mode": self.mode, "test_images": int(len(self.test_rows)),
-                "taught_train_images": int((self.soft_weight[:len(self.label_weight) - len(self.test_rows)] > 0).sum()),
-                "temperature": self.temperature, "per_fold": self.fold_test_values is not None}
+    def train_taught(self, splits: list) -> int:
+        """Train images that learn from the teacher's out-of-fold output in some fold's training
+        part (a row the teacher validated that this run only validates learns nothing from it)."""
+        count = len(self.label_weight) - len(self.test_rows)
+        trains = np.zeros(count, bool)
+        for train_idx, _ in splits:
+            trains[train_idx[train_idx < count]] = True
+        return int((trains & (self.soft_weight[:count] > 0)).sum())
 
 
 def lesson(run: RunConfig, teacher: Teacher, target: Target, train_targets: np.ndarray,
@@ -204,6 +207,13 @@ class Taught:
     lesson: Lesson | None = None
     saw: int = 0                     # validation images a model of the teacher trained on
 
+    def describe(self) -> dict:
+        """What summary.json, `runs` and the report keep of its teacher."""
+        lesson_ = self.lesson
+        return {"run": lesson_.teacher, "mode": lesson_.mode, "test_images": int(len(lesson_.test_rows)),
+                "taught_train_images": lesson_.train_taught(self.splits), "temperature": lesson_.temperature,
+                "per_fold": lesson_.fold_test_values is not None, "saw_validation_images": self.saw}
+
 
 def taught_rows(run: RunConfig, comp: Competition, data_dir: Path, dataset, splits: list) -> Taught:
     """The run's training rows: the dataset's alone, or with the teacher's test images joined."""
@@ -234,12 +244,16 @@ def start_note(taught: Taught) -> str | None:
     lesson_ = taught.lesson
     if lesson_ is None:
         return None
+    taught_train = lesson_.train_taught(taught.splits)
     what = (f"distilling run {lesson_.teacher} (temperature {lesson_.temperature:g}): "
-            f"{lesson_.describe()['taught_train_images']} train images' out-of-fold outputs and"
+            f"{taught_train} train images' out-of-fold outputs and"
             if lesson_.mode == "distill" else f"pseudo-labels from run {lesson_.teacher}:")
     line = f"{what} {len(lesson_.test_rows)} test images join every fold's training part"
     if lesson_.fold_test_values is not None:
         line += ", each fold taught them by the teacher's model of the same fold"
+    if lesson_.mode == "distill" and not taught_train:
+        line += ("; no train image learns from it (it validated only this run's validation images: a teacher "
+                 "trained with --folds K has out-of-fold outputs on every train image)")
     if taught.saw:
         line += (f"; note: the teacher trained on {taught.saw} of this run's validation images, so the "
                  f"local score is optimistic (train the teacher with this run's --seed and --folds, then predict "
