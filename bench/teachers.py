@@ -10,7 +10,8 @@ kept labels with the competition's metric.
     pseudo     the same with `--pseudo BASELINE`: the kept images join training with the baseline's
                predictions as soft targets (its validation part never sees them)
     teacher    `train NAME_kept --preset T --seed S` (--teacher-preset, default gpu-fast: a larger
-               ResNet-style net than default's CNN), then `predict`
+               ResNet-style net than default's CNN; --teacher-folds K trains it on K folds, for
+               out-of-fold outputs on every train image), then `predict`
     distill    P with `--distill TEACHER`: the teacher's out-of-fold outputs on the train images
                and its predictions on the kept images, mixed with the labels
 
@@ -20,6 +21,7 @@ the same weights).
 
     .venv/bin/python bench/teachers.py apparel --stages baseline pseudo --seeds 0 1 2
     .venv/bin/python bench/teachers.py apparel --stages teacher distill --seeds 0
+    .venv/bin/python bench/teachers.py apparel --teacher-preset ensemble --teacher-folds 5 --stages teacher distill
     .venv/bin/python bench/teachers.py apparel --table
 """
 from __future__ import annotations
@@ -87,7 +89,8 @@ def run_stage(args, stage: str, seed: int, kept) -> dict:
     if stage == "baseline":
         return trained_and_scored(args, stage, seed, [], kept)
     if stage == "teacher":
-        return trained_and_scored(args, stage, seed, [], kept, args.teacher_preset)
+        folds = ["--folds", str(args.teacher_folds)] if args.teacher_folds else []
+        return trained_and_scored(args, stage, seed, folds, kept, args.teacher_preset)
     teacher = run_stage(args, NEEDS[stage], seed, kept)  # reused from the log when it was run
     if "error" in teacher:
         return {"stage": stage, "seed": seed, "error": f"its teacher failed: {teacher['error']}"}
@@ -112,6 +115,7 @@ def main() -> None:
     parser.add_argument("name")
     parser.add_argument("--preset", default="default")
     parser.add_argument("--teacher-preset", default="gpu-fast", help="the teacher stage's preset")
+    parser.add_argument("--teacher-folds", type=int, help="the teacher stage's --folds (default: its preset's hold-out)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--data", help="the competition's files (default: ../shared/datasets/NAME)")
