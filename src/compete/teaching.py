@@ -255,7 +255,10 @@ def start_note(taught: Taught) -> str | None:
         line += ("; no train image learns from it (it validated only this run's validation images: a teacher "
                  "trained with --folds K has out-of-fold outputs on every train image)")
     if taught.saw:
+        remedy = ("its other folds' out-of-fold outputs carry their labels: trust a score on images no model "
+                  "of either run saw" if lesson_.fold_test_values is not None else
+                  "train the teacher with this run's --seed and --folds, then predict with it, so each fold "
+                  "learns from the teacher's model of that fold")
         line += (f"; note: the teacher trained on {taught.saw} of this run's validation images, so the "
-                 f"local score is optimistic (train the teacher with this run's --seed and --folds, then predict "
-                 f"with it, so each fold learns from the teacher's model of that fold)")
+                 f"local score is optimistic ({remedy})")
     return line
