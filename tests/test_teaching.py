@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from compete import budget, pipeline, train
+from compete import budget, pipeline, report, train
 from compete.cli import main
 from compete.config import Member, RunConfig
 from compete.losses import SoftTargets, criterion, soft_loss
@@ -348,3 +348,13 @@ def test_a_distilled_member_killed_mid_training_resumes_to_the_same_weights(work
     assert weights.keys() == expected.keys()
     for key in expected:
         assert torch.equal(weights[key], expected[key]), key
+
+
+def test_the_report_names_the_teacher_what_it_taught_and_what_it_saw():
+    summary = {"teacher": {"run": "r1", "mode": "distill", "test_images": 16, "taught_train_images": 40,
+                           "temperature": 2.0, "per_fold": True, "saw_validation_images": 0}}
+    assert report._teacher(summary) == ("run r1 (distill: 40 train images' out-of-fold outputs and 16 test "
+                                        "images, each fold's from its model of that fold)")
+    summary["teacher"].update(mode="pseudo", per_fold=False, saw_validation_images=12)
+    assert report._teacher(summary) == "run r1 (pseudo: 16 test images); it trained on 12 validation images (optimistic score)"
+    assert report._teacher({}) == "-"

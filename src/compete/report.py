@@ -237,9 +237,10 @@ def _teacher(summary: dict) -> str:
         return "-"
     train_part = f"{teacher['taught_train_images']} train images' out-of-fold outputs and " \
         if teacher["mode"] == "distill" else ""
+    per_fold = ", each fold's from its model of that fold" if teacher.get("per_fold") else ""
     seen = f"; it trained on {teacher['saw_validation_images']} validation images (optimistic score)" \
         if teacher["saw_validation_images"] else ""
-    return f"run {teacher['run']} ({teacher['mode']}: {train_part}{teacher['test_images']} test images){seen}"
+    return f"run {teacher['run']} ({teacher['mode']}: {train_part}{teacher['test_images']} test images{per_fold}){seen}"
 
 
 def _temperatures(member: list[float]) -> str:
