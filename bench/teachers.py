@@ -22,6 +22,7 @@ the same weights).
     .venv/bin/python bench/teachers.py apparel --stages baseline pseudo --seeds 0 1 2
     .venv/bin/python bench/teachers.py apparel --stages teacher distill --seeds 0
     .venv/bin/python bench/teachers.py apparel --teacher-preset ensemble --teacher-folds 5 --stages teacher distill
+    .venv/bin/python bench/teachers.py apparel --stages teacher distill --student-set distill_weight=0.2
     .venv/bin/python bench/teachers.py apparel --table
 """
 from __future__ import annotations
@@ -94,7 +95,8 @@ def run_stage(args, stage: str, seed: int, kept) -> dict:
     teacher = run_stage(args, NEEDS[stage], seed, kept)  # reused from the log when it was run
     if "error" in teacher:
         return {"stage": stage, "seed": seed, "error": f"its teacher failed: {teacher['error']}"}
-    return trained_and_scored(args, stage, seed, [f"--{stage}", teacher["run"]], kept)
+    student = [option for setting in args.student_set for option in ("--set", setting)]
+    return trained_and_scored(args, stage, seed, [f"--{stage}", teacher["run"], *student], kept)
 
 
 def table(results: dict[str, list[dict]]) -> str:
@@ -116,6 +118,8 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--teacher-preset", default="gpu-fast", help="the teacher stage's preset")
     parser.add_argument("--teacher-folds", type=int, help="the teacher stage's --folds (default: its preset's hold-out)")
+    parser.add_argument("--student-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="settings of the pseudo and distill stages alone (e.g. distill_weight=0.2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--data", help="the competition's files (default: ../shared/datasets/NAME)")
