@@ -219,7 +219,7 @@ def test_the_floor_leaves_out_unsure_test_images_and_distill_mixes_out_of_fold_r
     target = Target(["a", "b"])
     test = np.array([[0.9, 0.1], [0.55, 0.45], [0.2, 0.8]])
     oof = np.array([[0.7, 0.3], [0.0, 0.0], [0.4, 0.6]])
-    teacher = Teacher("t", test, oof, np.array([True, False, True]), 1)
+    teacher = Teacher("t", test, oof, np.array([0, -1, 0]), 1)
     pseudo = lesson(RunConfig(pseudo="t", pseudo_floor=0.6, pseudo_weight=0.5), teacher, target, np.array([0, 1, 1]))
     assert pseudo.test_rows.tolist() == [0, 2] and pseudo.labels.tolist() == [0, 1]
     assert pseudo.label_weight.tolist() == [1, 1, 1, 0, 0] and pseudo.soft_weight.tolist() == [0, 0, 0, 0.5, 0.5]
@@ -240,7 +240,7 @@ def test_each_fold_of_a_teacher_with_the_runs_folds_teaches_its_own_and_what_the
     oof = np.full((4, 2), 0.5)
 
     def teacher(fold_of, folds=2, refit=False, fold_test=per_fold):
-        return Teacher("t", test, oof, np.asarray(fold_of) >= 0, folds, np.asarray(fold_of), fold_test, refit)
+        return Teacher("t", test, oof, np.asarray(fold_of), folds, fold_test, refit)
     same = teacher([0, 0, 1, 1])
     assert same.same_folds(splits, 4) and not teacher([1, 1, 0, 0]).same_folds(splits, 4)
     assert not teacher([0, 0, 1, 1], fold_test=None).same_folds(splits, 4)  # no per-fold outputs

@@ -227,7 +227,7 @@ def blend_per_fold(fold_outputs: list[list[tuple[int | None, np.ndarray]]], summ
             found = [p for fold, p in outputs if fold == f]
             if not found and weight > 0:
                 return None
-            members.append(target.calibrate(found[0], temperatures[f]) if found else outputs[0][1])  # weight 0: unused
+            members.append(target.calibrate(found[0], fold_temperature(temperatures, f)) if found else outputs[0][1])  # weight 0: unused
         per_fold.append(combine(members, summary["weights"]).astype(np.float32))
     return np.stack(per_fold)
 

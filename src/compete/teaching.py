@@ -44,17 +44,20 @@ class Teacher:
     run: str
     test_outputs: np.ndarray         # (test images, outputs), calibrated and blended
     oof_outputs: np.ndarray          # (train images, outputs); rows it never validated are zeros
-    validated: np.ndarray            # (train images,) bool: rows with an out-of-fold output
+    fold_of: np.ndarray              # (train images,) the fold model that validated each (-1: none)
     folds: int                       # its fold models: more than one each saw the others' rows
-    fold_of: np.ndarray | None = None  # (train images,) the fold model that validated each (-1: none)
     fold_test_outputs: np.ndarray | None = None  # (folds, test images, outputs): each fold model's blend
     refit: bool = False              # a model of it trained on every labelled image
 
     def same_folds(self, splits: list, train_count: int) -> bool:
         """Whether it validated each of these images in the fold of the same number, with a test
         blend per fold: fold f's model then never trained on the run's fold f validation images."""
-        return (self.fold_test_outputs is not None and self.fold_of is not None
-                and np.array_equal(self.fold_of, validated_by(splits, train_count)))
+        return self.fold_test_outputs is not None and np.array_equal(self.fold_of, validated_by(splits, train_count))
+
+    @property
+    def validated(self) -> np.ndarray:
+        """(train images,) bool: the rows with an out-of-fold output."""
+        return self.fold_of >= 0
 
 
 def teacher_refusal(comp_name: str, run_name: str, config: dict, target: Target) -> str | None:
@@ -93,8 +96,8 @@ def read_teacher(comp_name: str, run_id: str, target: Target, train_count: int, 
     per_fold = np.load(folder.test_fold_probs_path) if folder.test_fold_probs_path.is_file() else None
     if per_fold is not None and per_fold.shape[:2] != (summary["folds"], test_count):
         per_fold = None  # (not this run's images: the blend teaches, and the count above refuses)
-    return Teacher(folder.name, np.nan_to_num(test_outputs), np.nan_to_num(oof), folds >= 0, summary["folds"],
-                   folds, None if per_fold is None else np.nan_to_num(per_fold), bool(folder.refits()))
+    return Teacher(folder.name, np.nan_to_num(test_outputs), np.nan_to_num(oof), folds, summary["folds"],
+                   None if per_fold is None else np.nan_to_num(per_fold), bool(folder.refits()))
 
 
 def confidence(target: Target, outputs: np.ndarray) -> np.ndarray:
@@ -244,7 +247,7 @@ def start_note(taught: Taught) -> str | None:
     lesson_ = taught.lesson
     if lesson_ is None:
         return None
-    taught_train = lesson_.train_taught(taught.splits)
+    taught_train = taught.describe()["taught_train_images"]
     what = (f"distilling run {lesson_.teacher} (temperature {lesson_.temperature:g}): "
             f"{taught_train} train images' out-of-fold outputs and"
             if lesson_.mode == "distill" else f"pseudo-labels from run {lesson_.teacher}:")
